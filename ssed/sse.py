@@ -18,7 +18,7 @@ def frame(data, event=None, id=None):
     for line in _LINE_BREAK.split(data):
         parts.append(f"data: {line}\n")
     parts.append("\n")
-    return "".join(parts).encode("utf-8", "surrogatepass")
+    return "".join(parts).encode()
 
 
 def bad_event_type(event):
