@@ -1,0 +1,186 @@
+"""`ssed`: argv and exit codes. Builds the config, the hub and the loop and wires them."""
+import argparse
+import os
+import socket
+import stat
+import sys
+import time
+
+from . import config as configmod
+from . import plugins
+from .hub import Hub
+from .log import Logger, under_journald
+from .loop import Loop
+
+
+class StartupError(Exception):
+    """Something that stops the daemon from starting: one clear line, exit 1."""
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="ssed", description="Server-Sent Events broadcast daemon")
+    ap.add_argument("-c", "--config", metavar="FILE", help="the INI config (default: "
+                    "$SSED_CONFIG, else the embedded default)")
+    ap.add_argument("--check", action="store_true", help="validate the config and exit")
+    ap.add_argument("--console", action="store_true", help="also read control commands on stdin")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return ap.parse_args(argv)
+
+
+def read_config(path):
+    """The Config, with plugins imported and checked; ConfigError otherwise."""
+    cfg = configmod.load(path) if path else configmod.default()
+    if path:
+        plugin_dir = os.path.dirname(os.path.abspath(path))
+        if plugin_dir not in sys.path:
+            sys.path.insert(0, plugin_dir)     # `class = mymod:Cls` next to the ini
+    errors = plugins.check(cfg)
+    if errors:
+        raise configmod.ConfigError(errors)
+    return cfg
+
+
+def bind_listeners(cfg):
+    socks = []
+    try:
+        for host, port in cfg.listen:
+            socks.append(_listen_tcp(host, port))
+    except StartupError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def _listen_tcp(host, port):
+    try:
+        family, type_, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, type_, proto)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def bind_control(cfg):
+    path = cfg.control
+    if not path:
+        return None
+    if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise StartupError(f"control socket {path}: exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            raise StartupError(f"control socket {path}: another daemon is listening on it")
+        except OSError:
+            os.unlink(path)     # a stale socket from a daemon that is gone
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~cfg.control_mode)    # no window where it is more open
+    try:
+        sock.bind(path)
+        os.chmod(path, cfg.control_mode)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"control socket {path}: {exc.strerror or exc}") from None
+    finally:
+        os.umask(old)
+    return sock
+
+
+def describe(sock):
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def secrets_of(cfg):
+    return [t for sc in cfg.services for t in (sc.token, sc.publish_token) if t]
+
+
+class Daemon:
+    """The running daemon's config and how to reload it."""
+
+    def __init__(self, path, cfg, hub, log):
+        self.path, self.cfg, self.hub, self.log = path, cfg, hub, log
+
+    def reload(self):
+        from .control import CommandError
+        try:
+            new = read_config(self.path)
+        except configmod.ConfigError as exc:
+            self.log("error", "reload refused, config unchanged:\n" + str(exc))
+            raise CommandError(f"config not valid, nothing changed: {exc.errors[0]}"
+                               + (f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1
+                                  else ""), errors=exc.errors) from None
+        changes = configmod.diff(self.cfg, new)
+        for key in ("listen", "control", "control_mode", "control_group"):
+            if getattr(new, key) != getattr(self.cfg, key):
+                changes.append(f"[ssed] {key} changes only on restart")
+        self.log.set_secrets(secrets_of(new))
+        self.hub.reload(new)
+        self.cfg = new
+        self.log("info", "reloaded: " + ("; ".join(changes) or "no changes"))
+        return changes
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    path = args.config or os.environ.get("SSED_CONFIG") or None
+    try:
+        cfg = read_config(path)
+    except configmod.ConfigError as exc:
+        print(str(exc), file=sys.stderr if not args.check else sys.stdout)
+        return 1
+    if args.check:
+        print("ok")
+        return 0
+    try:
+        stderr_stat = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        stderr_stat = None
+    log = Logger(sys.stderr, args.log_level, time.time,
+                 under_journald(os.environ, stderr_stat), secrets_of(cfg))
+    try:
+        return serve(path, cfg, log, args.console)
+    except StartupError as exc:
+        print(f"ssed: {exc}", file=sys.stderr)
+        return 1
+
+
+def serve(path, cfg, log, console):
+    listeners = bind_listeners(cfg)
+    control_sock = bind_control(cfg)
+    loop = None
+    hub = Hub(cfg, None, log, now=time.time())
+    daemon = Daemon(path, cfg, hub, log)
+    loop = Loop(hub, listeners, control_sock, log, daemon.reload,
+                console=sys.stdin if console else None)
+    hub.io = loop
+    hub.start()
+    for sock in listeners:
+        log("info", f"listening on {describe(sock)}")
+    if control_sock is not None:
+        log("info", f"control socket {cfg.control}")
+    log("info", f"ready: {len(hub.channels)} services")
+    try:
+        loop.run()
+    finally:
+        if control_sock is not None:
+            try:
+                os.unlink(cfg.control)
+            except OSError:
+                pass
+    log("info", "stopped")
+    return 0

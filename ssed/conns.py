@@ -1,0 +1,385 @@
+"""The loop's connections, one class per kind of file descriptor: an HTTP request being
+read, an open stream, a control connection, the stdin console, a child's stdout.
+
+Each has `ready(mask)` for the selector, `close(reason)`, and `expired()` for its deadline.
+They belong to `loop.py` (the only owner of descriptors) and are split out to keep it short.
+"""
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import traceback
+
+from . import web
+from .control import LineSplitter
+from .http1 import HttpError, RequestParser, error_reply
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+LINGER = 2.0                # seconds to drain a peer after our reply before closing
+MAX_CONTROL_OUT = 64 << 20  # answers queued for a control client that does not read
+MAX_CHILD_OUTPUT = 1 << 20
+
+
+def _send(sock, chunks):
+    """Send what the socket takes of `chunks` (a list, joined into one write); the rest."""
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        n = sock.send(data)
+    except BlockingIOError:
+        n = 0
+    return n, ([data[n:]] if n < len(data) else [])
+
+
+class HttpConn:
+    """A connection whose request head (and body) is still arriving, or our reply to it."""
+
+    def __init__(self, loop, sock, address):
+        self.loop = loop
+        self.sock = sock
+        self.address = address
+        self.parser = RequestParser(loop.hub.config.max_body)
+        self.out = []
+        self.replied = False
+        self.closed = False
+        self.deadline = None
+
+    def ready(self, mask):
+        if mask & WRITE:
+            self._flush()
+        if mask & READ and not self.closed:
+            self._read()
+
+    def _read(self):
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            return self.close("error")
+        if not data:
+            return self.close("eof")
+        if self.replied:
+            return      # draining what the peer still sends after our reply
+        try:
+            request = self.parser.feed(data)
+        except HttpError as exc:
+            return self.reply(exc.reply(), f"http_{exc.status}")
+        except Exception:
+            self.loop.log("error", "bug: request parser raised\n" + traceback.format_exc())
+            return self.reply(error_reply(500, "internal error"), "bug")
+        if request is None:
+            if self.parser.continue_needed:
+                self.parser.continue_needed = False
+                self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self._flush()
+            return
+        self._route(request)
+
+    def _route(self, request):
+        hub = self.loop.hub
+        try:
+            result = web.handle(hub, request, self.address)
+        except Exception:
+            self.loop.log("error", f"bug: handling {request!r}\n" + traceback.format_exc())
+            return self.reply(error_reply(500, "internal error"), "bug")
+        if isinstance(result, web.Reply):
+            return self.reply(result.data, result.refused)
+        if result.head_only:
+            return self.reply(result.data, None)
+        stream = StreamConn(self.loop, self.sock, result.client)
+        self.closed = True      # this object is done; the stream owns the socket now
+        self.loop.selector.modify(self.sock, READ, stream)
+        self.loop.log("debug", f"stream {result.client.id} from {self.address}: {request.target}")
+        self.loop.fanout(result.data, [result.client])
+
+    def reply(self, data, refused):
+        """Send `data`, then close gently (after the peer has seen it)."""
+        if refused:
+            self.loop.hub.refused[refused] += 1
+        self.replied = True
+        self.out.append(data)
+        self.loop.deadline(self, self.loop.hub.now + LINGER)
+        self._flush()
+
+    def _flush(self):
+        if not self.out:
+            return
+        try:
+            _, self.out = _send(self.sock, self.out)
+        except OSError:
+            return self.close("error")
+        if self.out:
+            self.loop.selector.modify(self.sock, READ | WRITE, self)
+            return
+        self.loop.selector.modify(self.sock, READ, self)
+        if self.replied:
+            # Half-close and drain, so the peer reads our reply instead of a reset.
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close("error")
+
+    def expired(self):
+        if self.replied:
+            self.close("done")
+        else:
+            self.reply(error_reply(408, "request head not complete in time"), "header_timeout")
+
+    def close(self, reason):
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.selector.unregister(self.sock)
+        self.sock.close()
+
+
+class StreamConn:
+    """An open stream; its client record holds what is queued for it."""
+    __slots__ = ("loop", "sock", "client", "closed", "deadline")
+
+    def __init__(self, loop, sock, client):
+        self.loop = loop
+        self.sock = sock
+        self.client = client
+        self.closed = False
+        self.deadline = None
+        client.conn = self
+        client.send = sock.send
+
+    def want_write(self):
+        self.loop.selector.modify(self.sock, READ | WRITE, self)
+
+    def ready(self, mask):
+        if mask & WRITE:
+            self._flush()
+        if mask & READ and not self.closed:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                return self.close("error")
+            if not data:
+                self.close("eof")
+
+    def _flush(self):
+        client = self.client
+        if not client.pending:
+            return
+        before = client.queued
+        try:
+            n, client.pending = _send(self.sock, client.pending)
+        except OSError:
+            return self.close("error")
+        client.sent += n
+        client.queued = before - n
+        self.loop.hub.stats["bytes_sent"] += n
+        if not client.pending:
+            client.pending = None
+            client.queued = 0
+            self.loop.selector.modify(self.sock, READ, self)
+
+    def expired(self):
+        pass
+
+    def close(self, reason):
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.selector.unregister(self.sock)
+        self.sock.close()
+        self.loop.log("debug", f"stream {self.client.id} closed: {reason}")
+        self.loop.hub.detach(self.client, reason)
+
+
+def peer_credentials(sock):
+    """(pid, uid, gid) of a UNIX socket's peer, where the system tells."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", raw)
+    except (OSError, AttributeError):
+        return None
+
+
+class ControlConn:
+    """A control socket connection: request lines in, one answer line each out."""
+
+    def __init__(self, loop, sock):
+        self.loop = loop
+        self.sock = sock
+        self.splitter = LineSplitter()
+        self.out = []
+        self.queued = 0
+        self.eof = False
+        self.closed = False
+        self.deadline = None
+        cred = peer_credentials(sock)
+        self.peer = f"pid={cred[0]} uid={cred[1]} gid={cred[2]}" if cred else "peer unknown"
+
+    def ready(self, mask):
+        if mask & WRITE:
+            self._flush()
+        if mask & READ and not self.closed and not self.eof:
+            try:
+                data = self.sock.recv(262144)
+            except BlockingIOError:
+                return
+            except OSError:
+                return self.close("error")
+            if not data:
+                self.eof = True
+            for line in self.splitter.feed(data):
+                self._answer(line)
+            self._flush()
+
+    def _answer(self, line):
+        answer, request = self.loop.control_line(line)
+        if request is not None and request.get("cmd") in CHANGES_STATE:
+            self.loop.log("info", f"control ({self.peer}): {_describe(request)}")
+        self.out.append(answer)
+        self.queued += len(answer)
+        if self.queued > MAX_CONTROL_OUT:
+            self.loop.log("warning", f"control ({self.peer}): not reading its answers; closed")
+            self.close("slow")
+
+    def _flush(self):
+        if self.closed:
+            return
+        if self.out:
+            try:
+                n, self.out = _send(self.sock, self.out)
+            except OSError:
+                return self.close("error")
+            self.queued = sum(map(len, self.out))
+        if self.out:
+            self.loop.selector.modify(self.sock, READ | WRITE, self)
+        elif self.eof:
+            self.close("eof")
+        else:
+            self.loop.selector.modify(self.sock, READ, self)
+
+    def expired(self):
+        pass
+
+    def close(self, reason):
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.selector.unregister(self.sock)
+        self.sock.close()
+
+
+def _describe(request):
+    """A state-changing command for the log, without its data."""
+    shown = {k: v for k, v in request.items() if k not in ("data",)}
+    if "data" in request and isinstance(request["data"], str):
+        shown["bytes"] = len(request["data"].encode("utf-8", "replace"))
+    return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
+CHANGES_STATE = ("publish", "kick", "ban", "unban", "reload", "admin")
+
+
+class Console:
+    """`--console`: control commands typed on stdin, answers on stdout."""
+
+    def __init__(self, loop, stream):
+        self.loop = loop
+        self.fd = stream.fileno()
+        self.splitter = LineSplitter()
+        self.closed = False
+        self.deadline = None
+        os.set_blocking(self.fd, False)
+
+    def ready(self, mask):
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.selector.unregister(self.fd)
+            self.closed = True
+            self.loop.log("info", "console: end of input")
+            return
+        for line in self.splitter.feed(data):
+            answer, _ = self.loop.control_line(line)
+            try:
+                sys.stdout.write(answer.decode())
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+
+    def expired(self):
+        pass
+
+
+class ChildProc:
+    """A service's command: stdout read by the selector, killed at its deadline."""
+
+    def __init__(self, loop, command, timeout, done, name, cwd=None):
+        self.loop = loop
+        self.name = name
+        self.done = done
+        self.timeout = timeout
+        self.deadline = loop.hub.now + timeout
+        self.output = bytearray()
+        self.error = None
+        self.proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, start_new_session=True,
+                                     cwd=cwd)
+        self.pipe = self.proc.stdout
+        os.set_blocking(self.pipe.fileno(), False)
+        loop.selector.register(self.pipe, READ, self)
+
+    def ready(self, mask):
+        try:
+            data = os.read(self.pipe.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.output += data
+            if len(self.output) > MAX_CHILD_OUTPUT:
+                self.kill(f"output over {MAX_CHILD_OUTPUT} bytes")
+            return
+        self._close_pipe()
+        self.check(self.loop.hub.now)
+
+    def _close_pipe(self):
+        if self.pipe is not None:
+            self.loop.selector.unregister(self.pipe)
+            self.pipe.close()
+            self.pipe = None
+
+    def check(self, now):
+        """Finish when the child has exited and its output is read; kill it when overdue."""
+        if self.pipe is None and self.proc.poll() is not None:
+            return self._finish()
+        if now >= self.deadline:
+            self.kill(f"killed after {self.timeout:g} s")
+
+    def kill(self, why):
+        self.error = why
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self._close_pipe()
+        self.proc.wait()
+        self._finish()
+
+    def _finish(self):
+        if self in self.loop.children:
+            self.loop.children.remove(self)
+        status = self.proc.returncode
+        error = self.error
+        if error is None and status != 0:
+            error = (f"exit status {status}" if status > 0
+                     else f"killed by {signal.Signals(-status).name}")
+        self.done(bytes(self.output), error)

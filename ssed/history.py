@@ -1,0 +1,95 @@
+"""Events, the daemon's id clock, and each service's ring of recent events.
+
+Ids are `<unix-ms>-<seq>` (the format of Redis Stream entry ids), compared as a pair of
+integers. One clock serves every service, so ids are comparable across services and one
+Last-Event-ID can resume a multiplexed stream.
+"""
+import re
+from collections import deque
+
+from . import sse
+
+_ID = re.compile(r"(\d{1,20})-(\d{1,20})\Z")
+
+
+def parse_id(text):
+    """The (ms, seq) pair of an id, or None if `text` is not of our form."""
+    m = _ID.match(text or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def format_id(key):
+    return f"{key[0]}-{key[1]}"
+
+
+class Event:
+    """One published event, framed once: `wire` is what every subscriber receives."""
+    __slots__ = ("key", "id", "type", "data", "wire")
+
+    def __init__(self, key, data, type=None):
+        self.key = key
+        self.id = format_id(key)
+        self.type = type
+        self.data = data
+        self.wire = sse.frame(data, type, self.id)
+
+
+class IdClock:
+    """Hands out ids that never go backwards, even if the wall clock does."""
+
+    def __init__(self, last=(0, 0)):
+        self.last = last
+
+    def next(self, now_ms):
+        ms, seq = self.last
+        self.last = (now_ms, 0) if now_ms > ms else (ms, seq + 1)
+        return self.last
+
+    def advance(self, key):
+        """Never hand out an id at or below `key` (ids restored from elsewhere)."""
+        if key > self.last:
+            self.last = key
+
+    def prime(self, now_ms):
+        """An id for a stream with nothing to replay: every later event is greater."""
+        return format_id(self.next(now_ms))
+
+
+class History:
+    """The last `size` events of one service, oldest first."""
+
+    def __init__(self, size):
+        self.ring = deque(maxlen=size)
+
+    def resize(self, size):
+        if size != self.ring.maxlen:
+            self.ring = deque(self.ring, maxlen=size)
+
+    def append(self, event):
+        if self.ring.maxlen:
+            self.ring.append(event)
+
+    @property
+    def last_id(self):
+        return self.ring[-1].id if self.ring else None
+
+    def since(self, key):
+        """The held events with an id greater than `key` (None: all of them), in order."""
+        if key is None:
+            return list(self.ring)
+        newer = []
+        for event in reversed(self.ring):
+            if event.key <= key:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
+
+
+def merge(histories, key):
+    """Replay for a multiplexed stream: the events after `key` of every history, in id order."""
+    if len(histories) == 1:
+        return histories[0].since(key)
+    events = [e for h in histories for e in h.since(key)]
+    events.sort(key=lambda e: e.key)
+    return events

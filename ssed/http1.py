@@ -1,0 +1,307 @@
+"""HTTP/1.0 and 1.1 requests parsed by hand, and the bytes of our responses.
+
+Sans-IO: `RequestParser.feed(bytes)` returns a `Request`, None ("need more"), or raises
+`HttpError` carrying the status to answer with. Nothing here touches a socket or a clock.
+"""
+import re
+from urllib.parse import parse_qs, unquote
+
+MAX_HEAD = 8192
+
+REASONS = {
+    100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)\Z")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?\Z")
+
+
+class HttpError(Exception):
+    """A peer's mistake, with the status and short text to answer with."""
+
+    def __init__(self, status, text, headers=()):
+        super().__init__(f"{status} {text}")
+        self.status = status
+        self.text = text
+        self.headers = tuple(headers)
+
+    def reply(self):
+        return error_reply(self.status, self.text, self.headers)
+
+
+class Request:
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "body")
+
+    def __init__(self, method, target, path, query, version, headers, body=b""):
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.body = body
+
+    def header(self, name, default=None):
+        return self.headers.get(name, default)
+
+    def first(self, name, default=None):
+        """The first value of a query parameter."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def __repr__(self):
+        return f"<Request {self.method} {self.target}>"
+
+
+class RequestParser:
+    """Feed it bytes until it returns a Request. One request per parser."""
+
+    def __init__(self, max_body=65536):
+        self.max_body = max_body
+        self.buffer = bytearray()
+        self.request = None         # set once the head is parsed
+        self.continue_needed = False
+        self.trailing = b""
+        self._body = None           # a body reader once the head is parsed
+
+    def feed(self, data):
+        self.buffer += data
+        if self.request is None:
+            if not self._parse_head():
+                return None
+            if self._body is None:
+                return self._done(bytes(self.buffer))
+        body, rest = self._body.feed(self.buffer)
+        self.buffer = bytearray()
+        if body is None:
+            return None
+        self.request.body = body
+        return self._done(rest)
+
+    def _done(self, rest):
+        self.trailing = rest
+        self.buffer = bytearray()
+        return self.request
+
+    def _parse_head(self):
+        # Empty lines before a request line are allowed (RFC 9112 2.2).
+        while self.buffer[:2] == b"\r\n" or self.buffer[:1] == b"\n":
+            del self.buffer[:2 if self.buffer[:1] == b"\r" else 1]
+        m = _HEAD_END.search(self.buffer, 0, MAX_HEAD + 4)
+        if m is None:
+            if len(self.buffer) > MAX_HEAD:
+                raise HttpError(431, "request head over 8 KiB")
+            return False
+        if m.start() > MAX_HEAD:
+            raise HttpError(431, "request head over 8 KiB")
+        head = bytes(self.buffer[:m.start()])
+        del self.buffer[:m.end()]
+        self.request = parse_head(head)
+        self._body = body_reader(self.request, self.max_body)
+        expect = self.request.headers.get("expect", "").lower()
+        self.continue_needed = (self._body is not None and expect == "100-continue"
+                                and self.request.version == (1, 1) and not self.buffer)
+        return True
+
+
+def parse_head(head):
+    """A request head (without the blank line) to a Request with an empty body."""
+    lines = _LINE_END.split(head)
+    method, target, version = _request_line(lines[0])
+    headers = _headers(lines[1:])
+    if version == (1, 1) and "host" not in headers:
+        raise HttpError(400, "HTTP/1.1 request without Host")
+    path, query = _split_target(method, target)
+    return Request(method, target, path, query, version, headers)
+
+
+def _request_line(line):
+    m = _REQUEST_LINE.match(line)
+    if m is None:
+        raise HttpError(400, "malformed request line")
+    version = (int(m.group(3)), int(m.group(4)))
+    if version not in ((1, 0), (1, 1)):
+        raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    try:
+        target = m.group(2).decode("ascii")
+    except UnicodeDecodeError:
+        raise HttpError(400, "request target is not ASCII") from None
+    return m.group(1).decode("ascii"), target, version
+
+
+def _headers(lines):
+    headers = {}
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name):
+            raise HttpError(400, "malformed header line")
+        value = value.strip(b" \t")
+        if not _FIELD_VALUE.match(value):
+            raise HttpError(400, "control character in a header value")
+        key = name.decode("ascii").lower()
+        text = value.decode("latin-1")
+        if key in headers:
+            if key in ("host", "content-length", "authorization", "last-event-id"):
+                raise HttpError(400, f"repeated {key} header")
+            text = headers[key] + ", " + text
+        headers[key] = text
+    return headers
+
+
+def _split_target(method, target):
+    if target.startswith(("http://", "https://")):   # absolute-form (RFC 9112 3.2.2)
+        slash = target.find("/", target.index("//") + 2)
+        target = target[slash:] if slash >= 0 else "/"
+    elif target == "*" and method == "OPTIONS":
+        return "*", {}
+    if not target.startswith("/"):
+        raise HttpError(400, "request target must start with /")
+    raw_path, _, raw_query = target.partition("?")
+    raw_path = raw_path.partition("#")[0]
+    try:
+        path = unquote(raw_path, errors="strict")
+        query = parse_qs(raw_query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise HttpError(400, "request target is not valid UTF-8") from None
+    if any(ord(c) < 32 or c == "\x7f" for c in path):
+        raise HttpError(400, "control character in the path")
+    return path, query
+
+
+def body_reader(request, max_body):
+    """The reader for this request's body, or None when it has none."""
+    headers = request.headers
+    te = headers.get("transfer-encoding")
+    length = headers.get("content-length")
+    if te is not None:
+        if length is not None:
+            raise HttpError(400, "both Content-Length and Transfer-Encoding")
+        if te.strip().lower() != "chunked" or request.version != (1, 1):
+            raise HttpError(501, "only the chunked transfer coding is supported")
+        return ChunkedBody(max_body)
+    if length is None:
+        return None
+    if not length.isdigit() or not length.isascii() or len(length) > 18:
+        raise HttpError(400, "malformed Content-Length")
+    size = int(length)
+    if size > max_body:
+        raise HttpError(413, f"body over {max_body} bytes")
+    return FixedBody(size) if size else None
+
+
+class FixedBody:
+    def __init__(self, size):
+        self.size = size
+        self.data = bytearray()
+
+    def feed(self, buf):
+        """(body, trailing bytes) once complete, else (None, b"")."""
+        self.data += buf
+        if len(self.data) < self.size:
+            return None, b""
+        return bytes(self.data[:self.size]), bytes(self.data[self.size:])
+
+
+class ChunkedBody:
+    """The chunked transfer coding (RFC 9112 7.1), trailers read and ignored."""
+
+    def __init__(self, max_body):
+        self.max_body = max_body
+        self.pending = bytearray()
+        self.data = bytearray()
+        self.need = None    # bytes of chunk data (plus its CRLF) still to read
+        self.trailers = False
+
+    def feed(self, buf):
+        self.pending += buf
+        while True:
+            if self.trailers:
+                return self._trailers()
+            if self.need is None:
+                if not self._size_line():
+                    return None, b""
+            elif not self._chunk_data():
+                return None, b""
+
+    def _line(self):
+        m = _LINE_END.search(self.pending)
+        if m is None:
+            if len(self.pending) > 4096:
+                raise HttpError(400, "chunk size line too long")
+            return None
+        line = bytes(self.pending[:m.start()])
+        del self.pending[:m.end()]
+        return line
+
+    def _size_line(self):
+        line = self._line()
+        if line is None:
+            return False
+        m = _CHUNK_SIZE.match(line.strip(b" \t"))
+        if m is None:
+            raise HttpError(400, "malformed chunk size")
+        size = int(m.group(1), 16)
+        if len(self.data) + size > self.max_body:
+            raise HttpError(413, f"body over {self.max_body} bytes")
+        if size == 0:
+            self.trailers = True
+        else:
+            self.need = size
+        return True
+
+    def _chunk_data(self):
+        if len(self.pending) < self.need + 1:
+            return False
+        end = self.need
+        if self.pending[end:end + 2] == b"\r\n":
+            skip = 2
+        elif self.pending[end:end + 1] == b"\n":
+            skip = 1
+        elif len(self.pending) < end + 2:
+            return False
+        else:
+            raise HttpError(400, "chunk data not followed by CRLF")
+        self.data += self.pending[:end]
+        del self.pending[:end + skip]
+        self.need = None
+        return True
+
+    def _trailers(self):
+        while True:
+            line = self._line()
+            if line is None:
+                return None, b""
+            if not line:
+                return bytes(self.data), bytes(self.pending)
+
+
+def response_head(status, headers=()):
+    """A status line and headers; `headers` is a sequence of (name, value)."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def reply(status, body, content_type="text/plain; charset=utf-8", headers=()):
+    """A whole response that closes the connection."""
+    if isinstance(body, str):
+        body = body.encode()
+    head = response_head(status, (("Content-Type", content_type),
+                                  ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-store"),
+                                  *headers, ("Connection", "close")))
+    return head + body
+
+
+def error_reply(status, text, headers=()):
+    return reply(status, f"{status} {REASONS.get(status, 'Error')}: {text}\n", headers=headers)

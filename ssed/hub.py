@@ -1,0 +1,326 @@
+"""The hub: services by path, their subscribed clients and histories, the id clock, bans,
+per-address counts and the daemon's counters.
+
+No I/O: the loop hands it `now` and an `io` object that does what needs a file descriptor
+(`fanout(wire, clients)`, `close(client, reason)`, `spawn(...)`). Tests pass a fake one.
+"""
+import ipaddress
+import json
+import os
+import secrets
+import traceback
+from collections import Counter
+
+from . import sse
+from .history import Event, History, IdClock, merge, parse_id
+from .plugins import service_class
+from .service import Refuse, Service
+
+
+class PublishError(Exception):
+    """A publish that cannot be done; the text goes back to the publisher."""
+
+
+class Client:
+    """One open stream. `send`, `pending`, `queued` and `conn` belong to the loop."""
+    __slots__ = ("id", "address", "since", "channels", "idle_since", "sent", "send",
+                 "pending", "queued", "conn")
+
+    def __init__(self, id, address, since, channels):
+        self.id = id
+        self.address = address
+        self.since = since
+        self.channels = channels
+        self.idle_since = since
+        self.sent = 0
+        self.send = None
+        self.pending = None
+        self.queued = 0
+        self.conn = None
+
+    def info(self):
+        return {"id": self.id, "address": self.address, "since": self.since,
+                "bytes_sent": self.sent, "bytes_queued": self.queued}
+
+
+class Channel:
+    """What a service path holds across reloads: its clients, history and counters."""
+
+    def __init__(self, config):
+        self.path = config.path
+        self.config = config
+        self.clients = set()
+        self.history = History(config.history)
+        self.service = None
+        self.next_tick = None
+        self.last_sent = 0.0
+        self.published = 0
+        self.delivered = 0
+        self.child = None       # the command this service is running, if any
+
+
+class Hub:
+    def __init__(self, config, io, log, now=0.0):
+        self.config = config
+        self.io = io
+        self.log = log
+        self.now = now
+        self.clock = IdClock()
+        self.channels = {}
+        self.by_id = {}             # client id -> set of Client
+        self.per_ip = Counter()
+        self.bans = {}              # ip_network -> until
+        self.started = now
+        self.stats = Counter()      # events_published, events_delivered, bytes_sent
+        self.dropped = Counter()    # reason -> clients closed for it
+        self.refused = Counter()    # reason -> connections refused for it
+
+    # -- services --------------------------------------------------------------------
+
+    def start(self):
+        for sc in self.config.services:
+            self._add_channel(sc)
+
+    def stop(self):
+        for channel in self.channels.values():
+            self._stop_service(channel)
+
+    def _add_channel(self, sc):
+        channel = Channel(sc)
+        self.channels[sc.path] = channel
+        self._start_service(channel, sc)
+
+    def _start_service(self, channel, sc):
+        channel.config = sc
+        channel.history.resize(sc.history)
+        channel.service = service_class(sc)(self, channel, sc)
+        ticks = type(channel.service).on_tick is not Service.on_tick
+        channel.next_tick = self.now if ticks else None     # first tick at once
+        self.call(channel, "on_start")
+
+    def _stop_service(self, channel):
+        self.call(channel, "on_stop")
+        if channel.child is not None:
+            self.io.kill(channel.child)
+            channel.child = None
+
+    def call(self, channel, hook, *args):
+        """Run a service hook; an exception is logged with the service's name, not raised."""
+        try:
+            return getattr(channel.service, hook)(*args)
+        except Exception as exc:
+            self.log("error", f"service {channel.path}: {hook} failed: {exc!r}\n"
+                     + traceback.format_exc())
+            return None
+
+    def reload(self, config):
+        """Take a new, valid config: start, stop and restart services; keep open streams."""
+        self.config = config
+        wanted = {sc.path: sc for sc in config.services}
+        for path in [p for p in self.channels if p not in wanted]:
+            channel = self.channels.pop(path)
+            self._stop_service(channel)
+            for client in list(channel.clients):
+                self.io.close(client, "removed")
+        for sc in config.services:
+            channel = self.channels.get(sc.path)
+            if channel is None:
+                self._add_channel(sc)
+            elif channel.config != sc:
+                self._stop_service(channel)
+                self._start_service(channel, sc)
+            else:
+                channel.config = sc
+
+    # -- events ----------------------------------------------------------------------
+
+    def publish(self, path, data, event=None, client_id=None):
+        """Frame one event and hand it to its subscribers: (Event, delivered)."""
+        channel = self.channels.get(path)
+        if channel is None:
+            raise PublishError(f"no service {path}")
+        if not isinstance(data, str):
+            raise PublishError("data must be a string")
+        problem = sse.bad_event_type(event)
+        if problem:
+            raise PublishError(problem)
+        if channel.config.json:
+            try:
+                json.loads(data)
+            except ValueError as exc:
+                raise PublishError(f"{path} takes JSON data only: {exc}") from None
+        try:
+            ev = Event(self.clock.next(int(self.now * 1000)), data, event or None)
+        except UnicodeEncodeError:
+            raise PublishError("data is not valid Unicode text") from None
+        if client_id is None:
+            targets = channel.clients
+            channel.history.append(ev)
+            channel.last_sent = self.now
+        else:
+            targets = [c for c in self.by_id.get(client_id, ()) if channel in c.channels]
+            for c in targets:
+                c.idle_since = self.now
+        channel.published += 1
+        channel.delivered += len(targets)
+        self.stats["events_published"] += 1
+        self.stats["events_delivered"] += len(targets)
+        if targets:
+            self.io.fanout(ev.wire, targets)
+        return ev, len(targets)
+
+    def tick(self, now):
+        """Run due timers and the keepalive sweep; the time of the next thing due."""
+        self.now = now
+        due = now + 1.0
+        for channel in list(self.channels.values()):
+            if channel.next_tick is not None and channel.next_tick > now + 2 * channel.config.interval:
+                channel.next_tick = now     # the wall clock went back: do not stall
+            if channel.next_tick is not None and channel.next_tick <= now:
+                interval = channel.config.interval
+                # Catch up after a stall without firing a burst of ticks.
+                channel.next_tick = max(channel.next_tick + interval, now + interval / 2)
+                self.call(channel, "on_tick")
+            if channel.next_tick is not None:
+                due = min(due, channel.next_tick)
+        self._keepalive(now)
+        return min(due, now + self.config.keepalive / 4)
+
+    def _keepalive(self, now):
+        limit = self.config.keepalive
+        wire = sse.comment("keepalive")
+        for channel in self.channels.values():
+            if now - channel.last_sent < limit:
+                continue
+            idle = [c for c in channel.clients
+                    if now - max(c.idle_since, *(ch.last_sent for ch in c.channels)) >= limit]
+            for c in idle:
+                c.idle_since = now
+            if idle:
+                self.io.fanout(wire, idle)
+
+    # -- clients ---------------------------------------------------------------------
+
+    def new_client_id(self):
+        return secrets.token_urlsafe(9)
+
+    def subscribe(self, paths, client_id, address, last_id, request):
+        """Add a stream; (client, the bytes it gets before any live event). Raises Refuse."""
+        channels = [self.channels[p] for p in paths]
+        client = Client(client_id or self.new_client_id(), address, self.now, channels)
+        for channel in channels:
+            refused = self._on_connect(channel, client, request)
+            if refused is not None:
+                raise refused
+        for channel in channels:
+            channel.clients.add(client)
+        self.by_id.setdefault(client.id, set()).add(client)
+        self.per_ip[address] += 1
+        return client, self._preamble(client, channels, last_id)
+
+    def _on_connect(self, channel, client, request):
+        try:
+            channel.service.on_connect(client, request)
+        except Refuse as refuse:
+            return refuse
+        except Exception as exc:
+            self.log("error", f"service {channel.path}: on_connect failed: {exc!r}\n"
+                     + traceback.format_exc())
+        return None
+
+    def _preamble(self, client, channels, last_id):
+        parts = []
+        if self.config.retry:
+            parts.append(sse.retry(self.config.retry))
+        if any(ch.config.session_event for ch in channels):
+            parts.append(sse.frame(client.id, "session"))
+        replay = merge([ch.history for ch in channels], parse_id(last_id))
+        if replay:
+            parts.extend(e.wire for e in replay)
+        else:
+            parts.append(sse.prime(self.clock.prime(int(self.now * 1000))))
+        return b"".join(parts)
+
+    def detach(self, client, reason):
+        """Forget a closed stream (the loop has closed its socket)."""
+        for channel in client.channels:
+            if client in channel.clients:
+                channel.clients.discard(client)
+                self.call(channel, "on_disconnect", client, reason)
+        same = self.by_id.get(client.id)
+        if same is not None:
+            same.discard(client)
+            if not same:
+                del self.by_id[client.id]
+        self.per_ip[client.address] -= 1
+        if self.per_ip[client.address] <= 0:
+            del self.per_ip[client.address]
+        if reason not in ("eof", "shutdown"):
+            self.dropped[reason] += 1
+
+    @property
+    def client_count(self):
+        return sum(self.per_ip.values())
+
+    def kick(self, path, client_id):
+        channel = self.channels.get(path)
+        if channel is None:
+            raise PublishError(f"no service {path}")
+        doomed = [c for c in self.by_id.get(client_id, ()) if channel in c.channels]
+        for c in doomed:
+            self.io.close(c, "kicked")
+        return len(doomed)
+
+    # -- bans ------------------------------------------------------------------------
+
+    def ban(self, network, seconds):
+        """Refuse `network` (an ip_network) for `seconds`; close its open streams."""
+        self.bans[network] = self.now + seconds
+        doomed = [c for ch in self.channels.values() for c in ch.clients
+                  if _address_in(c.address, network)]
+        for c in set(doomed):
+            self.io.close(c, "banned")
+        return len(set(doomed))
+
+    def unban(self, network):
+        return 1 if self.bans.pop(network, None) is not None else 0
+
+    def banned(self, address):
+        for network, until in list(self.bans.items()):
+            if until <= self.now:
+                del self.bans[network]
+            elif _address_in(address, network):
+                return True
+        return False
+
+    # -- children --------------------------------------------------------------------
+
+    def spawn(self, service, command, callback, timeout):
+        channel = self.channels.get(service.path)
+        if channel is None or channel.service is not service or channel.child is not None:
+            return False
+
+        def done(output, error):
+            channel.child = None
+            if channel.service is service:
+                try:
+                    callback(output, error)
+                except Exception as exc:
+                    self.log("error", f"service {channel.path}: command callback failed: "
+                             f"{exc!r}\n" + traceback.format_exc())
+
+        # Commands run beside the config file, as its relative paths are.
+        cwd = None if self.config.file == "<default>" else os.path.dirname(
+            os.path.abspath(self.config.file))
+        channel.child = self.io.spawn(command, timeout, done, channel.path, cwd)
+        return channel.child is not None
+
+
+def _address_in(address, network):
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None and network.version == 4:
+        ip = ip.ipv4_mapped
+    return ip.version == network.version and ip in network

@@ -1,0 +1,283 @@
+"""The event loop: the one owner of every file descriptor.
+
+Listeners, HTTP connections, streams, control connections, the stdin console, children's
+pipes and the signal socketpair are all in one `selectors` selector. The hub and services
+reach sockets only through the `fanout`, `close`, `spawn` and `kill` methods here.
+"""
+import heapq
+import os
+import random
+import selectors
+import signal
+import socket
+import time
+
+from . import control, sse, web
+from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn
+from .http1 import error_reply
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+ACCEPT_BURST = 64
+EMFILE_PAUSE = 0.5
+
+
+class Loop:
+    def __init__(self, hub, listeners, control_sock, log, reload, console=None):
+        self.hub = hub
+        self.log = log
+        self.reload_config = reload
+        self.selector = selectors.DefaultSelector()
+        self.listeners = listeners
+        self.deadlines = []             # heap of (when, seq, conn)
+        self.seq = 0
+        self.children = []
+        self.doomed = []                # streams to close after this fan-out
+        self.stopping = None            # the time a graceful shutdown must end by
+        self.running = True
+        self.paused_until = None        # accepting paused after EMFILE until then
+        for sock in listeners:
+            sock.setblocking(False)
+            self.selector.register(sock, READ, self._accept)
+        if control_sock is not None:
+            control_sock.setblocking(False)
+            self.selector.register(control_sock, READ, self._accept_control)
+        self.control_sock = control_sock
+        if console is not None:
+            self.selector.register(console, READ, Console(self, console))
+        self._signals()
+
+    # -- the turn --------------------------------------------------------------------
+
+    def run(self):
+        self.hub.now = time.time()
+        due = self.hub.tick(self.hub.now)
+        while self.running:
+            timeout = max(0.0, min(due, self._next_deadline()) - time.time())
+            events = self.selector.select(timeout)
+            self.hub.now = now = time.time()
+            for key, mask in events:
+                handler = key.data
+                if callable(handler):
+                    handler()
+                else:
+                    handler.ready(mask)
+                self._close_doomed()
+            self._expire(now)
+            due = self.hub.tick(now) if self.stopping is None else now + 0.05
+            self._close_doomed()
+            if self.stopping is not None:
+                self._shutdown_step(now)
+        self.selector.close()
+
+    def _next_deadline(self):
+        ahead = self.deadlines[0][0] if self.deadlines else float("inf")
+        if self.children:
+            ahead = min(ahead, min(c.deadline for c in self.children))
+        if self.paused_until is not None:
+            ahead = min(ahead, self.paused_until)
+        return ahead
+
+    def deadline(self, conn, when):
+        self.seq += 1
+        conn.deadline = when
+        heapq.heappush(self.deadlines, (when, self.seq, conn))
+
+    def _expire(self, now):
+        while self.deadlines and self.deadlines[0][0] <= now:
+            when, _, conn = heapq.heappop(self.deadlines)
+            if conn.deadline == when and not conn.closed:
+                conn.expired()
+        for child in list(self.children):
+            child.check(now)
+        if self.paused_until is not None and self.paused_until <= now:
+            self._resume_accepting()
+
+    # -- accepting -------------------------------------------------------------------
+
+    def _accept(self, listener=None):
+        for sock in self.listeners:
+            for _ in range(ACCEPT_BURST):
+                try:
+                    conn, addr = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in (24, 23, 105, 12):     # EMFILE ENFILE ENOBUFS ENOMEM
+                        self._pause_accepting(exc)
+                        return
+                    break
+                self._new_http(conn, addr)
+
+    def _new_http(self, sock, addr):
+        sock.setblocking(False)
+        tune(sock)
+        if self.stopping is not None:
+            self._refuse_now(sock, 503, "shutting down", "shutting_down")
+            return
+        conn = HttpConn(self, sock, addr[0])
+        self.selector.register(sock, READ, conn)
+        self.deadline(conn, self.hub.now + self.hub.config.header_timeout)
+
+    def _refuse_now(self, sock, status, text, reason):
+        self.hub.refused[reason] += 1
+        try:
+            sock.send(error_reply(status, text, [("Retry-After", web._jitter())]))
+        except OSError:
+            pass
+        sock.close()
+
+    def _pause_accepting(self, exc):
+        if self.paused_until is None:
+            self.log("error", f"accept failed ({exc.strerror}): pausing new connections")
+            for sock in self.listeners:
+                self.selector.unregister(sock)
+        self.paused_until = time.time() + EMFILE_PAUSE
+
+    def _resume_accepting(self):
+        self.paused_until = None
+        for sock in self.listeners:
+            self.selector.register(sock, READ, self._accept)
+        self.log("info", "accepting connections again")
+
+    def _accept_control(self):
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, _ = self.control_sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (24, 23):
+                    self.log("error", f"control accept failed: {exc.strerror}")
+                return
+            sock.setblocking(False)
+            self.selector.register(sock, READ, ControlConn(self, sock))
+
+    # -- what the hub asks of us -----------------------------------------------------
+
+    def fanout(self, wire, clients):
+        """The same bytes to every client: send now, queue the rest, doom the slow."""
+        size = len(wire)
+        limit = self.hub.config.send_buffer
+        sent = 0
+        for c in clients:
+            if c.pending is None:
+                try:
+                    n = c.send(wire)
+                except BlockingIOError:
+                    n = 0
+                except OSError:
+                    self.doomed.append((c, "error"))
+                    continue
+                sent += n
+                c.sent += n
+                if n < size:
+                    c.pending = [wire[n:] if n else wire]
+                    c.queued = size - n
+                    c.conn.want_write()
+            else:
+                c.pending.append(wire)
+                c.queued += size
+                if c.queued > limit:
+                    self.doomed.append((c, "slow"))
+        self.hub.stats["bytes_sent"] += sent
+
+    def close(self, client, reason):
+        client.conn.close(reason)
+
+    def spawn(self, command, timeout, done, name, cwd=None):
+        try:
+            child = ChildProc(self, command, timeout, done, name, cwd)
+        except OSError as exc:
+            self.log("error", f"{name}: cannot run {command!r}: {exc.strerror}")
+            done(b"", f"cannot run: {exc.strerror}")
+            return None
+        self.children.append(child)
+        return child
+
+    def kill(self, child):
+        child.kill("service stopped")
+
+    def _close_doomed(self):
+        while self.doomed:
+            doomed, self.doomed = self.doomed, []
+            for client, reason in doomed:
+                if not client.conn.closed:
+                    client.conn.close(reason)
+
+    # -- what the control commands ask of us ----------------------------------------------
+
+    def reload(self):
+        return self.reload_config()
+
+    def rss(self):
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def control_line(self, line):
+        return control.handle_line(line, self.hub, self)
+
+    # -- signals and shutdown --------------------------------------------------------
+
+    def _signals(self):
+        self.wakeup_r, self.wakeup_w = socket.socketpair()
+        self.wakeup_r.setblocking(False)
+        self.wakeup_w.setblocking(False)
+        self.old_wakeup = signal.set_wakeup_fd(self.wakeup_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: None)     # the byte on the wakeup fd does the work
+        self.selector.register(self.wakeup_r, READ, self._on_signal)
+
+    def _on_signal(self):
+        try:
+            data = self.wakeup_r.recv(64)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum == signal.SIGHUP:
+                self.log("info", "SIGHUP: reloading")
+                self.reload_config()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.shutdown(signal.Signals(signum).name)
+
+    def shutdown(self, why):
+        """Stop accepting, tell every stream when to come back (spread out), then flush."""
+        if self.stopping is not None:
+            return
+        self.log("info", f"{why}: shutting down")
+        self.stopping = time.time() + self.hub.config.shutdown_timeout
+        for sock in self.listeners:
+            if self.paused_until is None:
+                self.selector.unregister(sock)
+            sock.close()
+        self.listeners = []
+        self.paused_until = None
+        retry = self.hub.config.retry or 3000
+        for client in self._all_clients():
+            self.fanout(sse.retry(random.randint(retry, 10 * retry)), [client])
+        self.hub.stop()
+
+    def _all_clients(self):
+        return list({c for ch in self.hub.channels.values() for c in ch.clients})
+
+    def _shutdown_step(self, now):
+        clients = self._all_clients()
+        if now < self.stopping and any(c.pending for c in clients):
+            return
+        for client in clients:
+            client.conn.close("shutdown")
+        self.running = False
+
+
+def tune(sock):
+    """TCP keepalive so dead peers go away, where the socket is TCP."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
+    except OSError:
+        pass

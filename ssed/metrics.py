@@ -1,0 +1,43 @@
+"""Prometheus text exposition (format 0.0.4) from the hub's counters. Pure."""
+
+# name -> (type, help); the one table of metric names.
+METRICS = {
+    "ssed_clients": ("gauge", "Open streams per service."),
+    "ssed_events_published_total": ("counter", "Events published per service."),
+    "ssed_events_delivered_total": ("counter", "Event deliveries queued to streams per service."),
+    "ssed_bytes_sent_total": ("counter", "Bytes written to HTTP streams."),
+    "ssed_clients_dropped_total": ("counter", "Streams closed by the daemon, by reason."),
+    "ssed_connections_refused_total": ("counter", "Connections refused, by reason."),
+    "ssed_uptime_seconds": ("gauge", "Seconds since the daemon started."),
+}
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(samples):
+    """`samples`: {metric name: [(labels dict, value), ...]} -> the exposition text."""
+    lines = []
+    for name, (kind, help_text) in METRICS.items():
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples.get(name, ()):
+            tags = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{tags}}} {value}" if tags else f"{name} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def samples(hub):
+    """The hub's figures as samples for `render`."""
+    per = lambda attr: [({"service": p}, getattr(ch, attr)) for p, ch in hub.channels.items()]
+    return {
+        "ssed_clients": [({"service": p}, len(ch.clients)) for p, ch in hub.channels.items()],
+        "ssed_events_published_total": per("published"),
+        "ssed_events_delivered_total": per("delivered"),
+        "ssed_bytes_sent_total": [({}, hub.stats["bytes_sent"])],
+        "ssed_clients_dropped_total": [({"reason": r}, n) for r, n in sorted(hub.dropped.items())],
+        "ssed_connections_refused_total": [({"reason": r}, n)
+                                           for r, n in sorted(hub.refused.items())],
+        "ssed_uptime_seconds": [({}, round(hub.now - hub.started, 3))],
+    }

@@ -1,0 +1,76 @@
+"""The public API for services (SPEC section 9): subclass `Service`, raise `Refuse`.
+
+A service knows its clients and publishes events; it never sees a socket. Everything it asks
+of the daemon goes through the hub it was given.
+"""
+
+
+class Refuse(Exception):
+    """Raised by `on_connect` to turn a subscriber away with an HTTP status."""
+
+    def __init__(self, status=403, reason="refused"):
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class Service:
+    """Base of every service, the built-in sources included.
+
+    Attributes: `path`, `config` (its ServiceConfig), `options` (extra config keys, for
+    plugins), `clients` (the set of subscribed clients), `now` (the loop's wall clock).
+    """
+
+    def __init__(self, hub, channel, config):
+        self._hub = hub
+        self._channel = channel
+        self.config = config
+        self.path = config.path
+        self.options = config.options
+
+    # -- what a service can do --------------------------------------------------------
+
+    @property
+    def clients(self):
+        return self._channel.clients
+
+    @property
+    def now(self):
+        return self._hub.now
+
+    def publish(self, data, event=None, client=None):
+        """Send an event to every client (or to the streams of one client id); its id."""
+        event = self.config.event if event is None else event
+        return self._hub.publish(self.path, data, event, client)[0].id
+
+    def spawn(self, command, callback, timeout=None):
+        """Run a shell command without blocking; `callback(output_bytes, error_or_None)`.
+
+        One child at a time per service: False if one is still running. The child is
+        killed after `timeout` seconds (default: the service's interval).
+        """
+        return self._hub.spawn(self, command, callback, timeout or self.config.interval)
+
+    def log(self, message, level="info"):
+        self._hub.log(level, f"{self.path}: {message}")
+
+    # -- hooks, all optional ----------------------------------------------------------
+
+    def on_start(self):
+        """Called once when the service starts (and again after a reload changed it)."""
+
+    def on_stop(self):
+        """Called when the service is removed, replaced by a reload, or the daemon stops."""
+
+    def on_connect(self, client, request):
+        """A subscriber arrives; raise Refuse(status, reason) to turn it away."""
+
+    def on_disconnect(self, client, reason):
+        """A subscriber left; `reason` says why (eof, kicked, slow, banned, ...)."""
+
+    def on_tick(self):
+        """Called every `interval` seconds."""
+
+    def on_admin(self, args):
+        """The `admin` control command; what it returns is sent back."""
+        raise NotImplementedError(f"{self.path} takes no admin commands")

@@ -1,0 +1,235 @@
+"""From a parsed request to what the loop must do: a whole reply to send and close, or a
+stream to open. Routes, bans and limits, tokens, CORS, status endpoints, the index page and
+POST publishing live here. No sockets: the hub and the peer's address come in as values.
+"""
+import hmac
+import html
+import ipaddress
+import json
+import random
+from urllib.parse import parse_qs
+
+from . import metrics
+from .control import CLIENT_ID
+from .http1 import HttpError, error_reply, reply, response_head
+from .hub import PublishError
+from .service import Refuse
+
+STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                  ("X-Accel-Buffering", "no"), ("Connection", "close"))
+STATUS_PATHS = ("/healthz", "/metrics")
+
+
+class Reply:
+    """Bytes to send before closing; `refused` names the reason when it turns a client away."""
+    __slots__ = ("data", "refused")
+
+    def __init__(self, data, refused=None):
+        self.data = data
+        self.refused = refused
+
+
+class Stream:
+    """A new subscriber: `data` (head, retry, session event, replay) then live events."""
+    __slots__ = ("data", "client", "head_only")
+
+    def __init__(self, data, client, head_only=False):
+        self.data = data
+        self.client = client
+        self.head_only = head_only
+
+
+def refusal(status, text, reason, headers=()):
+    return Reply(error_reply(status, text, headers), reason)
+
+
+def handle(hub, request, address):
+    """Route one request from `address`: a Reply or a Stream."""
+    try:
+        if hub.banned(address):
+            return refusal(403, "address banned", "banned")
+        if request.path in STATUS_PATHS:
+            return _status(hub, request, address)
+        if request.path in hub.channels:
+            return _service(hub, request, address, [request.path])
+        if request.path == "/":
+            if "service" in request.query:
+                return _service(hub, request, address, request.query["service"])
+            if hub.config.index:
+                return _only(request, ("GET", "HEAD")) or _index(hub, request)
+        return refusal(404, f"no service at {request.path}", "not_found")
+    except HttpError as exc:
+        return Reply(exc.reply(), f"http_{exc.status}")
+
+
+def _only(request, methods):
+    if request.method not in methods:
+        return refusal(405, f"{request.method} not allowed here", "method",
+                       [("Allow", ", ".join(methods))])
+    return None
+
+
+def _allowed_status(hub, address):
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in hub.config.status_allow)
+
+
+def _status(hub, request, address):
+    refused = _only(request, ("GET", "HEAD"))
+    if refused:
+        return refused
+    if not _allowed_status(hub, address):
+        return refusal(403, f"{request.path} is not open to {address}", "status_forbidden")
+    if request.path == "/healthz":
+        body, ctype = "ok\n", "text/plain; charset=utf-8"
+    else:
+        body = metrics.render(metrics.samples(hub))
+        ctype = "text/plain; version=0.0.4; charset=utf-8"
+    data = reply(200, body, ctype)
+    return Reply(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if request.method == "HEAD" else data)
+
+
+# -- services: streams, preflight, publishing --------------------------------------------
+
+def _service(hub, request, address, paths):
+    channels = []
+    for path in paths:
+        channel = hub.channels.get(path)
+        if channel is None:
+            return refusal(404, f"no service at {path}", "not_found")
+        if channel not in channels:
+            channels.append(channel)
+    if request.method == "OPTIONS":
+        return _preflight(hub, request, channels)
+    if request.method == "POST" and len(paths) == 1 and request.path != "/":
+        return _publish(hub, request, channels[0])
+    methods = ("GET", "HEAD", "OPTIONS") + (("POST",) if channels[0].config.publish_token
+                                            and request.path != "/" else ())
+    return _only(request, methods) or _subscribe(hub, request, address, channels)
+
+
+def _cors(hub, request, channels):
+    """The CORS headers for this request's Origin, if every service allows it."""
+    origin = request.header("origin")
+    if origin is None:
+        return []
+    for channel in channels:
+        allowed = channel.config.cors_origins or hub.config.cors_origins
+        if "*" not in allowed and origin not in allowed:
+            return [("Vary", "Origin")]
+    return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+
+
+def _preflight(hub, request, channels):
+    headers = _cors(hub, request, channels)
+    if not any(name == "Access-Control-Allow-Origin" for name, _ in headers):
+        return Reply(reply(204, b"", headers=headers))
+    headers += [("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
+                ("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Content-Type"),
+                ("Access-Control-Max-Age", "600")]
+    return Reply(reply(204, b"", headers=headers))
+
+
+def _bearer(request):
+    auth = request.header("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _token_ok(expected, presented):
+    return presented is not None and hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def _subscribe(hub, request, address, channels):
+    presented = [_bearer(request), request.first("access_token")]
+    for channel in channels:
+        token = channel.config.token
+        if token and not any(_token_ok(token, p) for p in presented):
+            return refusal(401, f"{channel.path} needs a token", "unauthorized",
+                           [("WWW-Authenticate", 'Bearer realm="ssed"')])
+    client_id = request.first("client")
+    if client_id is not None and not CLIENT_ID.match(client_id):
+        raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
+    if hub.client_count >= hub.config.max_clients:
+        return refusal(503, "too many clients", "max_clients", [("Retry-After", _jitter())])
+    if hub.per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
+        return refusal(429, "too many streams from your address", "max_clients_per_ip")
+    head = response_head(200, STREAM_HEADERS + tuple(_cors(hub, request, channels)))
+    if request.method == "HEAD":
+        return Stream(head, None, head_only=True)
+    last_id = (request.header("last-event-id") or request.first("lastEventId")
+               or request.first("last_event_id"))
+    try:
+        client, preamble = hub.subscribe([c.path for c in channels], client_id, address,
+                                         last_id, request)
+    except Refuse as refuse:
+        return refusal(refuse.status, refuse.reason, "refused_by_service")
+    return Stream(head + preamble, client)
+
+
+def _jitter():
+    """Retry-After spread over 1-10 s so refused clients do not all come back at once."""
+    return str(random.randint(1, 10))
+
+
+def _publish(hub, request, channel):
+    token = channel.config.publish_token
+    if not token:
+        return refusal(405, f"{channel.path} does not take POST", "method",
+                       [("Allow", "GET, HEAD, OPTIONS")])
+    if not _token_ok(token, _bearer(request)):
+        return refusal(401, "publishing needs the publish token", "unauthorized",
+                       [("WWW-Authenticate", 'Bearer realm="ssed publish"')])
+    data, event = _post_body(request)
+    try:
+        ev, delivered = hub.publish(channel.path, data, event)
+    except PublishError as exc:
+        raise HttpError(400, str(exc)) from None
+    body = json.dumps({"id": ev.id, "delivered": delivered})
+    headers = _cors(hub, request, [channel])
+    return Reply(reply(200, body, "application/json", headers))
+
+
+def _post_body(request):
+    ctype = request.header("content-type", "text/plain").split(";")[0].strip().lower()
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "body is not valid UTF-8") from None
+    if ctype == "text/plain":
+        return text, None
+    if ctype == "application/json":
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            raise HttpError(400, f"malformed JSON: {exc}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("data"), str):
+            raise HttpError(400, 'JSON body must be {"data": "...", "event": "..."}')
+        event = obj.get("event")
+        if event is not None and not isinstance(event, str):
+            raise HttpError(400, "event must be a string")
+        return obj["data"], event
+    if ctype == "application/x-www-form-urlencoded":
+        form = parse_qs(text, keep_blank_values=True)
+        if "data" not in form:
+            raise HttpError(400, "form body needs a data field")
+        return form["data"][0], form.get("event", [None])[0]
+    raise HttpError(415, f"Content-Type {ctype} is not text/plain, JSON or a form")
+
+
+# -- the index page ------------------------------------------------------------------------
+
+def _index(hub, request):
+    rows = "".join(
+        f"<li><a href=\"{html.escape(ch.path)}\">{html.escape(ch.path)}</a> "
+        f"({html.escape(ch.config.cls or ch.config.source)}, {len(ch.clients)} clients)</li>"
+        for ch in hub.channels.values() if not ch.config.token)
+    page = (f"<!doctype html><meta charset=utf-8><title>ssed</title>"
+            f"<h1>ssed</h1><ul>{rows}</ul>")
+    data = reply(200, page, "text/html; charset=utf-8")
+    return Reply(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if request.method == "HEAD" else data)
