@@ -1,0 +1,339 @@
+"""ssectl, the control tool (SPEC section 6): one JSON request line to the daemon's control
+socket, one answer line back, shown as a table or, with --json, as it came. And `listen`,
+which prints a stream's events as they arrive (the client itself is in `sseclient`).
+
+COMMANDS is the one table of control commands: each one's arguments, how its request is
+built from them, and how its answer is shown to a person.
+
+Exit status: 0 ok, 1 the daemon (or the HTTP server) said no, 2 usage, 3 cannot connect.
+"""
+import argparse
+import functools
+import json
+import os
+import socket
+import sys
+from datetime import datetime
+from typing import Callable, NamedTuple
+
+from . import sseclient
+
+OK, REFUSED, USAGE, NO_CONNECTION = 0, 1, 2, 3
+SYSTEM_SOCKET = "/run/ssed/control.sock"
+TIMEOUT = 30.0              # seconds to connect and to get the answer
+
+
+class Exit(Exception):
+    """End ssectl with `code`, after printing `message` (if any) as `ssectl: message`."""
+
+    def __init__(self, code, message=""):
+        super().__init__(message)
+        self.code = code
+
+
+# ---- human output -----------------------------------------------------------------------
+
+def _when(timestamp):
+    """A unix timestamp as local ISO 8601 time, to the second."""
+    if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+        return _cell(timestamp)
+    return datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _table(headers, rows):
+    rows = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+                     for r in [headers, *rows])
+
+
+def _show_publish(a):
+    return f"id={a.get('id')} delivered={a.get('delivered')}"
+
+
+def _show_list(a):
+    return _table(["PATH", "SOURCE", "CLIENTS", "LAST_ID"],
+                  [[s.get("path"), s.get("source"), s.get("clients"), s.get("last_id")]
+                   for s in a.get("services", [])])
+
+
+def _show_clients(a):
+    return _table(["ID", "ADDRESS", "SINCE", "BYTES_SENT", "BYTES_QUEUED"],
+                  [[c.get("id"), c.get("address"), _when(c.get("since")), c.get("bytes_sent"),
+                    c.get("bytes_queued")] for c in a.get("clients", [])])
+
+
+def _show_closed(a):
+    return " ".join(f"{k}={a[k]}" for k in ("closed", "removed") if k in a)
+
+
+def _show_bans(a):
+    return _table(["IP", "UNTIL"], [[b.get("ip"), _when(b.get("until"))] for b in a.get("bans", [])])
+
+
+def _show_stats(a):
+    width = max((len(k) for k in a if k != "ok"), default=0)
+    return "\n".join(f"{k.ljust(width)} {_cell(v)}" for k, v in a.items() if k != "ok")
+
+
+def _show_reload(a):
+    return "\n".join(_cell(c) for c in a.get("changes") or []) or "no changes"
+
+
+def _show_admin(a):
+    result = a.get("result")
+    return "" if result is None else _cell(result)
+
+
+# ---- requests -----------------------------------------------------------------------------
+
+def _read_stdin():
+    """The data to publish from standard input: UTF-8, less one final newline."""
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Exit(USAGE, f"standard input is not UTF-8: {e.reason} at byte {e.start}") from None
+    for end in ("\r\n", "\n"):
+        if text.endswith(end):
+            return text[:-len(end)]
+    return text
+
+
+def _build_publish(a):
+    data = _read_stdin() if a.data in (None, "-") else a.data
+    return {"cmd": "publish", "service": a.service, "data": data, "event": a.event,
+            "client": a.client}
+
+
+def _positive(text):
+    """argparse type: a whole number > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {value}")
+    return value
+
+
+class Command(NamedTuple):
+    help: str
+    args: tuple                          # (names, argparse keyword arguments) pairs
+    build: Callable[[argparse.Namespace], dict]
+    show: Callable[[dict], str]
+
+
+SERVICE = (("service",), {"metavar": "SERVICE", "help": "a service path, e.g. /chat"})
+ADDR = (("addr",), {"metavar": "ADDR", "help": "an IP address or CIDR range"})
+
+COMMANDS = {
+    "publish": Command(
+        "send an event to a service's streams",
+        (SERVICE, (("data",), {"nargs": "?", "metavar": "DATA",
+                               "help": "the data; '-' or absent: standard input less one final newline"}),
+         (("-e", "--event"), {"help": "the event type (default: the service's)"}),
+         (("--client",), {"metavar": "ID", "help": "send to this client id only"})),
+        _build_publish, _show_publish),
+    "list": Command("list the services", (), lambda a: {"cmd": "list"}, _show_list),
+    "stats": Command("show the daemon's counters", (), lambda a: {"cmd": "stats"}, _show_stats),
+    "reload": Command("read the config again", (), lambda a: {"cmd": "reload"}, _show_reload),
+    "bans": Command("list the banned addresses", (), lambda a: {"cmd": "bans"}, _show_bans),
+    "clients": Command("list a service's clients", (SERVICE,),
+                       lambda a: {"cmd": "clients", "service": a.service}, _show_clients),
+    "kick": Command("close a client's streams", (SERVICE, (("client",), {"metavar": "CLIENT"})),
+                    lambda a: {"cmd": "kick", "service": a.service, "client": a.client},
+                    _show_closed),
+    "ban": Command("refuse an address (403) and close its streams",
+                   (ADDR, (("seconds",), {"nargs": "?", "type": _positive, "default": 3600,
+                                          "metavar": "SECONDS", "help": "default 3600"})),
+                   lambda a: {"cmd": "ban", "ip": a.addr, "seconds": a.seconds}, _show_closed),
+    "unban": Command("lift a ban", (ADDR,), lambda a: {"cmd": "unban", "ip": a.addr},
+                     _show_closed),
+    "admin": Command("pass arguments to a service's admin hook",
+                     (SERVICE, (("args",), {"nargs": argparse.REMAINDER, "metavar": "ARGS"})),
+                     lambda a: {"cmd": "admin", "service": a.service, "args": a.args},
+                     _show_admin),
+}
+
+
+# ---- the control socket -------------------------------------------------------------------
+
+def socket_path(args, env):
+    """-s, else the control of -c, else $SSED_SOCKET, else the system socket if it exists,
+    else ./ssed.sock."""
+    if args.socket:
+        return args.socket
+    if args.config:
+        return _config_socket(args.config)
+    if env.get("SSED_SOCKET"):
+        return env["SSED_SOCKET"]
+    if os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return "./ssed.sock"
+
+
+def _config_socket(path):
+    from . import config        # only -c needs the config reader
+    try:
+        control = config.load(path).control
+    except config.ConfigError as e:
+        raise Exit(USAGE, str(e)) from None
+    if not control:
+        raise Exit(USAGE, f"{path}: no control socket configured")
+    return control
+
+
+def ask(path, request, timeout=TIMEOUT):
+    """Send one request line to the control socket at `path`; the answer line, as text."""
+    line = _request_line(request)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            raise Exit(NO_CONNECTION, f"cannot connect to {path}: {e.strerror or e}") from None
+        try:
+            sock.sendall(line)
+            answer = _read_line(sock)
+        except OSError as e:
+            raise Exit(NO_CONNECTION, f"no answer from {path}: {e.strerror or e}") from None
+    if not answer:
+        raise Exit(NO_CONNECTION, f"no answer from {path}: connection closed")
+    return answer.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _request_line(request):
+    """The request as one JSON line; arguments that are not valid UTF-8 (undecodable bytes
+    in argv) are a usage error here rather than a surprise in the daemon."""
+    try:
+        json.dumps(request, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Exit(USAGE, "arguments must be valid UTF-8") from None
+    return json.dumps(request, separators=(",", ":")).encode() + b"\n"
+
+
+def _read_line(sock):
+    """Bytes up to and with the first LF (or all until EOF); empty if closed at once."""
+    buf = bytearray()
+    while b"\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf[:buf.find(b"\n") + 1] if b"\n" in buf else buf)
+
+
+def run_command(args, env):
+    command = COMMANDS[args.command]
+    request = command.build(args)
+    path = socket_path(args, env)
+    text = ask(path, request)
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise Exit(REFUSED, f"not a JSON answer from {path}: {text[:200]}")
+    if args.json:
+        print(text)
+    if not answer.get("ok"):
+        raise Exit(REFUSED, str(answer.get("error", "the daemon refused")))
+    if not args.json:
+        shown = command.show(answer)
+        if shown:
+            print(shown)
+    return OK
+
+
+# ---- listen ---------------------------------------------------------------------------------
+
+def _shown(text):
+    """Text on one line: newlines as \\n, other control characters escaped."""
+    return "".join("\\n" if ch == "\n" else ch if ch.isprintable() or ch == "\t"
+                   else ascii(ch)[1:-1] for ch in text)
+
+
+def _print_event(event, as_json):
+    if as_json:
+        print(json.dumps({"id": event.id, "event": event.type, "data": event.data}), flush=True)
+    else:
+        print(f"id={_shown(event.id) or '-'} event={_shown(event.type)} data={_shown(event.data)}",
+              flush=True)
+
+
+def run_listen(args):
+    on_event = functools.partial(_print_event, as_json=args.json)
+    try:
+        sseclient.listen(args.url, on_event, args.last_event_id or "", args.count, _retrying)
+    except ValueError as e:
+        raise Exit(USAGE, str(e)) from None
+    except sseclient.HttpRefused as e:
+        raise Exit(REFUSED, str(e)) from None
+    except OSError as e:
+        raise Exit(NO_CONNECTION, f"cannot connect to {args.url}: {e.strerror or e}") from None
+    return OK
+
+
+def _retrying(why, delay):
+    print(f"ssectl: {why}; reconnecting in {delay:g} s", file=sys.stderr, flush=True)
+
+
+# ---- argv ---------------------------------------------------------------------------------
+
+LISTEN_HELP = """\
+print a stream's events as they arrive, one line each:
+  id=ID event=TYPE data=DATA     (newlines in DATA shown as \\n; no id: id=-)
+or with --json one object per line: {"id": ..., "event": ..., "data": ...}.
+Reconnects after the server's retry (default 3 s) with Last-Event-ID, as a browser does."""
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="ssectl", description="Control a running ssed daemon.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("-s", "--socket", help="the control socket")
+    where.add_argument("-c", "--config", help="use the control socket of this config file")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    quiet_json = {"action": "store_true", "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+    for name, command in COMMANDS.items():
+        cp = sub.add_parser(name, help=command.help, description=command.help)
+        for names, kwargs in command.args:
+            cp.add_argument(*names, **kwargs)
+        if name != "admin":
+            cp.add_argument("--json", **quiet_json)
+    lp = sub.add_parser("listen", help="print a stream's events as they arrive",
+                        description=LISTEN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lp.add_argument("url", metavar="URL", help="http://host:port/service")
+    lp.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
+    lp.add_argument("--count", type=_positive, metavar="N", help="exit after N events")
+    lp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="one JSON object per event")
+    return p
+
+
+def main(argv=None, env=None):
+    args = parser().parse_args(argv)
+    env = os.environ if env is None else env
+    try:
+        if args.command == "listen":
+            return run_listen(args)
+        return run_command(args, env)
+    except Exit as e:
+        if str(e):
+            print(f"ssectl: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
