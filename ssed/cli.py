@@ -8,9 +8,11 @@ import time
 
 from . import config as configmod
 from . import plugins
+from .control import CommandError
 from .hub import Hub
 from .log import Logger, under_journald
 from .loop import Loop
+from .systemd import Notifier
 
 
 class StartupError(Exception):
@@ -112,11 +114,20 @@ def secrets_of(cfg):
 class Daemon:
     """The running daemon's config and how to reload it."""
 
-    def __init__(self, path, cfg, hub, log):
-        self.path, self.cfg, self.hub, self.log = path, cfg, hub, log
+    def __init__(self, path, cfg, hub, log, notify):
+        self.path, self.cfg, self.hub, self.log, self.notify = path, cfg, hub, log, notify
 
     def reload(self):
-        from .control import CommandError
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            return self._reload()
+        finally:
+            self.notify("READY=1", self.status())
+
+    def status(self):
+        return f"STATUS={self.hub.client_count} clients, {len(self.hub.channels)} services"
+
+    def _reload(self):
         try:
             new = read_config(self.path)
         except configmod.ConfigError as exc:
@@ -162,10 +173,10 @@ def main(argv=None):
 def serve(path, cfg, log, console):
     listeners = bind_listeners(cfg)
     control_sock = bind_control(cfg)
-    loop = None
     hub = Hub(cfg, None, log, now=time.time())
-    daemon = Daemon(path, cfg, hub, log)
-    loop = Loop(hub, listeners, control_sock, log, daemon.reload,
+    notify = Notifier(os.environ)
+    daemon = Daemon(path, cfg, hub, log, notify)
+    loop = Loop(hub, listeners, control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None)
     hub.io = loop
     hub.start()
@@ -174,6 +185,7 @@ def serve(path, cfg, log, console):
     if control_sock is not None:
         log("info", f"control socket {cfg.control}")
     log("info", f"ready: {len(hub.channels)} services")
+    notify("READY=1", daemon.status())
     try:
         loop.run()
     finally:

@@ -13,7 +13,7 @@ import socket
 import time
 
 from . import control, sse, web
-from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn
+from .conns import ChildProc, ControlConn, Console, HttpConn
 from .http1 import error_reply
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -22,8 +22,10 @@ EMFILE_PAUSE = 0.5
 
 
 class Loop:
-    def __init__(self, hub, listeners, control_sock, log, reload, console=None):
+    def __init__(self, hub, listeners, control_sock, log, reload, notify, console=None):
         self.hub = hub
+        self.notify = notify
+        self.next_ping = 0.0
         self.log = log
         self.reload_config = reload
         self.selector = selectors.DefaultSelector()
@@ -65,9 +67,20 @@ class Loop:
             self._expire(now)
             due = self.hub.tick(now) if self.stopping is None else now + 0.05
             self._close_doomed()
+            due = min(due, self._watchdog(now))
             if self.stopping is not None:
                 self._shutdown_step(now)
         self.selector.close()
+
+    def _watchdog(self, now):
+        """WATCHDOG=1 at half the interval, from the turning loop itself; the next ping."""
+        interval = self.notify.watchdog
+        if interval is None:
+            return float("inf")
+        if now >= self.next_ping:
+            self.notify("WATCHDOG=1")
+            self.next_ping = now + interval
+        return self.next_ping
 
     def _next_deadline(self):
         ahead = self.deadlines[0][0] if self.deadlines else float("inf")
@@ -238,7 +251,10 @@ class Loop:
         for signum in data:
             if signum == signal.SIGHUP:
                 self.log("info", "SIGHUP: reloading")
-                self.reload_config()
+                try:
+                    self.reload_config()
+                except control.CommandError:
+                    pass        # logged with its FILE:LINE errors; nothing changed
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown(signal.Signals(signum).name)
 
@@ -247,6 +263,7 @@ class Loop:
         if self.stopping is not None:
             return
         self.log("info", f"{why}: shutting down")
+        self.notify("STOPPING=1")
         self.stopping = time.time() + self.hub.config.shutdown_timeout
         for sock in self.listeners:
             if self.paused_until is None:

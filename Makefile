@@ -1,0 +1,44 @@
+# ssed: `make run` serves conf/ssed.ini; `make test` sets up pytest in .venv and runs the suite.
+PYTHON  ?= python3
+VENV    ?= .venv
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CONFIG  ?= conf/ssed.ini
+LIBDIR   = $(PREFIX)/lib/ssed
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+.PHONY: run test check bench install clean
+
+run:
+	$(PYTHON) -m ssed -c $(CONFIG)
+
+$(VENV)/.ready:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest
+	touch $@
+
+test: $(VENV)/.ready
+	$(VENV)/bin/python -m pytest -q
+
+check:
+	$(PYTHON) -m ssed --check -c $(CONFIG)
+	$(PYTHON) -m compileall -q ssed tests bench
+
+bench:
+	$(PYTHON) bench/fanout.py
+
+install:
+	install -d $(DESTDIR)$(LIBDIR)/ssed $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ssed $(DESTDIR)$(UNITDIR)
+	install -m 644 ssed/*.py ssed/*.ini $(DESTDIR)$(LIBDIR)/ssed/
+	printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed "$$@"\n' \
+	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssed
+	printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed.ctl "$$@"\n' \
+	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssectl
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/ssed $(DESTDIR)$(PREFIX)/bin/ssectl
+	sed 's#@BINDIR@#$(PREFIX)/bin#g' systemd/ssed.service > $(DESTDIR)$(UNITDIR)/ssed.service
+	install -m 644 systemd/ssed.socket $(DESTDIR)$(UNITDIR)/ssed.socket
+	test -e $(DESTDIR)/etc/ssed/ssed.ini || install -m 644 conf/ssed-system.ini $(DESTDIR)/etc/ssed/ssed.ini
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

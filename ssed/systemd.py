@@ -1,0 +1,39 @@
+"""systemd's notify protocol with the standard library. `env` is passed in (no globals)."""
+import os
+import socket
+
+
+class Notifier:
+    """Sends READY=1, RELOADING=1, STOPPING=1, WATCHDOG=1, STATUS= to $NOTIFY_SOCKET."""
+
+    def __init__(self, env):
+        path = env.get("NOTIFY_SOCKET", "")
+        self.address = None
+        if path.startswith("@"):
+            self.address = "\0" + path[1:]      # an abstract socket
+        elif path.startswith("/"):
+            self.address = path
+        self.sock = None
+        self.watchdog = watchdog_interval(env)
+
+    def __call__(self, *fields):
+        if self.address is None:
+            return False
+        try:
+            if self.sock is None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self.sock.sendto("\n".join(fields).encode(), self.address)
+            return True
+        except OSError:
+            return False
+
+
+def watchdog_interval(env):
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None."""
+    usec = env.get("WATCHDOG_USEC", "")
+    pid = env.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and pid != str(os.getpid()):
+        return None
+    return int(usec) / 2e6
