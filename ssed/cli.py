@@ -93,13 +93,24 @@ def bind_control(cfg):
     try:
         sock.bind(path)
         os.chmod(path, cfg.control_mode)
+        if cfg.control_group:
+            os.chown(path, -1, _group_id(cfg.control_group))
         sock.listen(128)
     except OSError as exc:
         sock.close()
+        os.unlink(path) if os.path.exists(path) else None
         raise StartupError(f"control socket {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(old)
     return sock
+
+
+def _group_id(name):
+    import grp
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise OSError(f"no group {name!r}") from None
 
 
 def describe(sock):

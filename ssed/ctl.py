@@ -317,8 +317,21 @@ def parser():
     return p
 
 
+def parse(argv):
+    """argparse, except that publish's DATA may also come after its options
+    (`publish /chat -e msg hello`), which argparse alone would refuse."""
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if (extra and getattr(args, "command", None) == "publish" and args.data is None
+            and len(extra) == 1 and not extra[0].startswith("-")):
+        args.data, extra = extra[0], []
+    if extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv=None, env=None):
-    args = parser().parse_args(argv)
+    args = parse(argv)
     env = os.environ if env is None else env
     try:
         if args.command == "listen":

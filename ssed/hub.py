@@ -234,7 +234,10 @@ class Hub:
             parts.append(sse.retry(self.config.retry))
         if any(ch.config.session_event for ch in channels):
             parts.append(sse.frame(client.id, "session"))
-        replay = merge([ch.history for ch in channels], parse_id(last_id))
+        # No Last-Event-ID: a new subscriber, live events only. One not of our form:
+        # everything held (SPEC 4), since we cannot tell what it has seen.
+        replay = [] if last_id is None else merge([ch.history for ch in channels],
+                                                  parse_id(last_id))
         if replay:
             parts.extend(e.wire for e in replay)
         else:
