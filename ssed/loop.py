@@ -45,7 +45,10 @@ class Loop:
             self.selector.register(control_sock, READ, self._accept_control)
         self.control_sock = control_sock
         if console is not None:
-            self.selector.register(console, READ, Console(self, console))
+            try:
+                self.selector.register(console, READ, Console(self, console))
+            except (PermissionError, ValueError):     # a regular file or /dev/null
+                log("warning", "console: standard input cannot be watched; ignored")
         self._signals()
 
     # -- the turn --------------------------------------------------------------------
