@@ -30,7 +30,9 @@ def render(samples):
 
 def samples(hub):
     """The hub's figures as samples for `render`."""
-    per = lambda attr: [({"service": p}, getattr(ch, attr)) for p, ch in hub.channels.items()]
+    def per(attr):
+        return [({"service": p}, getattr(ch, attr)) for p, ch in hub.channels.items()]
+
     return {
         "ssed_clients": [({"service": p}, len(ch.clients)) for p, ch in hub.channels.items()],
         "ssed_events_published_total": per("published"),
