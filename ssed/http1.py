@@ -98,7 +98,8 @@ class RequestParser:
             del self.buffer[:2 if self.buffer[:1] == b"\r" else 1]
         m = _HEAD_END.search(self.buffer, 0, MAX_HEAD + 4)
         if m is None:
-            if len(self.buffer) > MAX_HEAD:
+            # Over only once no end of head (up to 4 bytes) can start within MAX_HEAD.
+            if len(self.buffer) >= MAX_HEAD + 4:
                 raise HttpError(431, "request head over 8 KiB")
             return False
         if m.start() > MAX_HEAD:
