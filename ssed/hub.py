@@ -226,6 +226,8 @@ class Hub:
         except Exception as exc:
             self.log("error", f"service {channel.path}: on_connect failed: {exc!r}\n"
                      + traceback.format_exc())
+            # A hook that may refuse but crashed cannot vouch for the client: fail closed.
+            return Refuse(500, "internal error")
         return None
 
     def _preamble(self, client, channels, last_id):
