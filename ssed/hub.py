@@ -150,7 +150,9 @@ class Hub:
             except ValueError as exc:
                 raise PublishError(f"{path} takes JSON data only: {exc}") from None
         try:
-            ev = Event(self.clock.next(int(self.now * 1000)), data, event or None)
+            # A publisher that names no type gets the service's `event` (SPEC 3).
+            ev = Event(self.clock.next(int(self.now * 1000)), data,
+                       event or channel.config.event or None)
         except UnicodeEncodeError:
             raise PublishError("data is not valid Unicode text") from None
         if client_id is None:
