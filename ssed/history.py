@@ -9,7 +9,7 @@ from collections import deque
 
 from . import sse
 
-_ID = re.compile(r"(\d{1,20})-(\d{1,20})\Z")
+_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})\Z")   # ASCII digits only: \d takes any script
 
 
 def parse_id(text):
