@@ -290,15 +290,21 @@ class LineSplitter:
             if self.skipping:
                 self.skipping = False
                 continue
-            out.append(_decode(raw))
+            # A whole line can arrive in one read and still be over the limit.
+            out.append(self._too_long(raw) if len(raw.removesuffix(b"\r")) > self.limit
+                       else _decode(raw))
         if len(self.buffer) > self.limit:
-            error = CommandError(f"line over {self.limit} bytes")
-            error.as_json = self.buffer[:1] == b"{"
+            error = self._too_long(self.buffer)
             self.buffer.clear()
             if not self.skipping:
                 self.skipping = True
                 out.append(error)
         return out
+
+    def _too_long(self, raw):
+        error = CommandError(f"line over {self.limit} bytes")
+        error.as_json = raw[:1] == b"{"
+        return error
 
 
 def _decode(raw):
