@@ -162,8 +162,9 @@ def _subscribe(hub, request, address, channels):
     head = response_head(200, STREAM_HEADERS + tuple(_cors(hub, request, channels)))
     if request.method == "HEAD":
         return Stream(head, None, head_only=True)
+    # Empty means no id, as with EventSource (which sends no header then): not "replay all".
     last_id = (request.header("last-event-id") or request.first("lastEventId")
-               or request.first("last_event_id"))
+               or request.first("last_event_id") or None)
     try:
         client, preamble = hub.subscribe([c.path for c in channels], client_id, address,
                                          last_id, request)
