@@ -337,6 +337,17 @@ def test_replay_with_an_id_older_than_the_held_window_sends_all_held(daemon):
         s.close()
 
 
+def test_empty_last_event_id_in_any_form_means_no_id_and_replays_nothing(daemon):
+    # WHATWG: an empty last event ID string is no id at all (EventSource sends no header).
+    d = daemon("[/h]\nhistory = 3\n", top="retry = 0\n")
+    ids = publish_many(d, "/h", ["a", "b"])
+    for headers, target in ((["Last-Event-ID: "], "/h"), ([], "/h?lastEventId="),
+                            ([], "/h?last_event_id="), ([], "/h?lastEventId=&last_event_id=")):
+        s = d.stream(target, headers)
+        assert key(primed(s)) > key(ids[-1]), (headers, target)
+        s.close()
+
+
 def test_replay_with_the_newest_id_sends_only_the_priming_id(daemon):
     d = daemon("[/h]\nhistory = 3\n", top="retry = 0\n")
     ids = publish_many(d, "/h", ["a", "b"])
