@@ -445,9 +445,13 @@ def test_multiplexed_replay_merges_both_services_in_id_order(daemon):
             ans = c.request({"cmd": "publish", "service": path, "data": f"{path}{i}"})
             sent.append((ans["id"], f"{path}{i}"))
     s = d.stream("/?service=/b&service=/a", [f"Last-Event-ID: {sent[1][0]}"])
+    twice = d.stream("/?service=/a&service=/a", [f"Last-Event-ID: {sent[1][0]}"])
     live = d.publish("/b", "live")["id"]
-    want = sent[2:] + [(live, "live")]
+    also = d.publish("/a", "also")["id"]
+    want = sent[2:] + [(live, "live"), (also, "also")]
     assert [(e.id, e.data) for e in s.wait_events(len(want))] == want
+    want_a = [(i, data) for i, data in want if data.startswith(("/a", "also"))]
+    assert [(e.id, e.data) for e in twice.wait_events(len(want_a))] == want_a
 
 
 def test_multiplexed_stream_with_an_unknown_service_is_404(daemon):
@@ -474,13 +478,15 @@ def test_silent_stream_gets_a_keepalive_comment_after_the_keepalive_interval(dae
 
 
 def test_stream_with_events_flowing_gets_no_keepalive(daemon):
-    d = daemon("[/tick]\nsource = time\ninterval = 0.3\nformat = unix\n",
+    d = daemon("[/tick]\nsource = time\ninterval = 0.3\nformat = unix\n[/quiet]\n",
                top="retry = 0\nkeepalive = 1\n")
     s = d.stream("/tick")
+    mux = d.stream("/?service=/quiet&service=/tick")    # one of its services is busy
     start = time.monotonic()
     s.wait_events(7)        # about 2 s: two keepalive intervals
     assert time.monotonic() - start >= 1.5
-    assert b"keepalive" not in s.body
+    mux.wait_events(6)
+    assert b"keepalive" not in s.body and b"keepalive" not in mux.body
 
 
 # -- client ids -----------------------------------------------------------------------
