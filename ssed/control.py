@@ -6,6 +6,7 @@ starts with `{` is JSON and is answered in JSON; any other line is the text a pe
 """
 import ipaddress
 import json
+import math
 import re
 
 from .hub import PublishError
@@ -55,8 +56,12 @@ def _network(text):
 
 def _ban(hub, daemon, req):
     seconds = req.get("seconds", 3600)
-    if isinstance(seconds, bool) or seconds <= 0:
-        raise CommandError("seconds must be a number > 0")
+    try:    # JSON lets NaN, Infinity and integers too large for a float in
+        finite = not isinstance(seconds, bool) and 0 < float(seconds) < math.inf
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise CommandError("seconds must be a finite number > 0")
     return {"closed": hub.ban(_network(req["ip"]), seconds)}
 
 
@@ -293,7 +298,8 @@ class LineSplitter:
             # A whole line can arrive in one read and still be over the limit.
             out.append(self._too_long(raw) if len(raw.removesuffix(b"\r")) > self.limit
                        else _decode(raw))
-        if len(self.buffer) > self.limit:
+        # Not over yet if the extra byte is a CR that may end a line of exactly `limit`.
+        if len(self.buffer) > self.limit + self.buffer.endswith(b"\r"):
             error = self._too_long(self.buffer)
             self.buffer.clear()
             if not self.skipping:
