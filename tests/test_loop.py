@@ -1,0 +1,388 @@
+"""loop + conns with real sockets: fan-out, queueing for a peer that does not read, flushing,
+dropping the slow, EOF, send errors, keepalives and the graceful shutdown.
+
+A Hub and a Loop are built in-process as `cli.serve` wires them, without listeners or a
+control socket. Each stream is one end of a `socket.socketpair()` attached the way
+`HttpConn._route` attaches it (`hub.subscribe`, a `StreamConn`, registered in the selector,
+the preamble fanned out); the test holds the other end. The loop is turned by hand: one
+`selector.select(timeout)` and the handlers, as `Loop.run` does, every wait bounded.
+"""
+import selectors
+import signal
+import socket
+import time
+
+import pytest
+
+from ssed import config as configmod
+from ssed.conns import StreamConn
+from ssed.hub import Hub
+from ssed.loop import Loop
+from ssed.systemd import Notifier
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+T0 = 1000.0
+BOUND = 5.0         # seconds any wait may take before the test fails
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Rig:
+    def __init__(self, top="", ini="[/chat]\n[/news]\n"):
+        cfg = configmod.parse(f"[ssed]\nretry = 3000\nkeepalive = 15\n{top}\n{ini}", "test.ini")
+        self.logged = []
+        self.hub = Hub(cfg, None, self.log, now=T0)
+        self.loop = Loop(self.hub, [], None, self.log, lambda: [], Notifier({}))
+        self.hub.io = self.loop
+        self.hub.start()
+        self.peers = []
+
+    def log(self, level, text):
+        self.logged.append((level, text))
+
+    def attach(self, paths=("/chat",), client_id=None, small=False, last_id=None):
+        """A stream on a socketpair; (client, the peer's end). `small`: tiny socket buffers."""
+        server, peer = socket.socketpair()
+        self.peers.append(peer)
+        if small:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.setblocking(False)
+        peer.settimeout(BOUND)
+        client, preamble = self.hub.subscribe(list(paths), client_id, "127.0.0.1", last_id, None)
+        stream = StreamConn(self.loop, server, client)
+        self.loop.selector.register(server, READ, stream)
+        self.loop.fanout(preamble, [client])
+        return client, peer
+
+    def turn(self, timeout=0.0):
+        """One turn of the loop, as Loop.run does it (without the clock and the ticks)."""
+        for key, mask in self.loop.selector.select(timeout):
+            if callable(key.data):
+                key.data()
+            else:
+                key.data.ready(mask)
+            self.loop._close_doomed()
+        self.loop._close_doomed()
+
+    def read(self, peer, size):
+        """Exactly `size` bytes from `peer`, turning the loop while it flushes; bounded."""
+        data = bytearray()
+        end = time.monotonic() + BOUND
+        peer.setblocking(False)
+        try:
+            while len(data) < size:
+                assert time.monotonic() < end, f"got {len(data)} of {size} bytes: {bytes(data[-80:])!r}"
+                self.turn(0.01)
+                try:
+                    chunk = peer.recv(size - len(data))
+                except BlockingIOError:
+                    continue
+                assert chunk, f"EOF after {len(data)} of {size} bytes"
+                data += chunk
+        finally:
+            peer.settimeout(BOUND)
+        return bytes(data)
+
+    def read_to_eof(self, peer):
+        data = bytearray()
+        while True:
+            chunk = peer.recv(65536)       # the peer's timeout bounds this
+            if not chunk:
+                return bytes(data)
+            data += chunk
+
+    def turn_until(self, condition):
+        end = time.monotonic() + BOUND
+        while not condition():
+            assert time.monotonic() < end, "condition not met in time"
+            self.turn(0.05)
+
+    def close(self):
+        for peer in self.peers:
+            peer.close()
+        for key in list(self.loop.selector.get_map().values()):
+            if isinstance(key.fileobj, socket.socket):
+                key.fileobj.close()
+        self.loop.selector.close()
+        self.loop.wakeup_r.close()
+        self.loop.wakeup_w.close()
+
+
+@pytest.fixture
+def rig():
+    """Makes Rigs; puts back the signal handlers and wakeup fd that Loop.__init__ installs."""
+    handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    rigs = []
+
+    def make(**kwargs):
+        rigs.append(Rig(**kwargs))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+    signal.set_wakeup_fd(rigs[0].loop.old_wakeup if rigs else -1)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def preamble(ms_id):
+    return b"retry: 3000\n\nid: %s\n\n" % ms_id.encode()
+
+
+def publish(rig, path, data, **kwargs):
+    event, delivered = rig.hub.publish(path, data, **kwargs)
+    return event.wire, delivered
+
+
+# -- fan-out to peers that read ---------------------------------------------------------------
+
+def test_fanout_to_peers_that_read_delivers_the_exact_bytes_at_once(rig):
+    r = rig()
+    a, peer_a = r.attach(client_id="a")
+    b, peer_b = r.attach(client_id="b")
+    news, peer_news = r.attach(("/news",), client_id="n")
+    pre_a, pre_b = peer_a.recv(4096), peer_b.recv(4096)
+    assert pre_a == preamble(f"{int(T0 * 1000)}-0")
+    assert pre_b == preamble(f"{int(T0 * 1000)}-1")
+    wires = [publish(r, "/chat", f"event {i}\nline two", event="msg")[0] for i in range(3)]
+    assert wires[0] == b"id: 1000000-3\nevent: msg\ndata: event 0\ndata: line two\n\n"
+    expected = b"".join(wires)
+    # Sent directly by fanout (nothing queued), so no loop turn is needed to read them.
+    assert r.read(peer_a, len(expected)) == expected
+    assert r.read(peer_b, len(expected)) == expected
+    for c in (a, b):
+        assert c.pending is None and c.queued == 0
+        assert c.sent == len(pre_a) + len(expected)
+        assert r.loop.selector.get_key(c.conn.sock).events == READ
+    assert r.hub.stats["bytes_sent"] == 2 * (len(pre_a) + len(expected)) + len(
+        peer_news.recv(4096))
+    assert r.hub.stats["events_delivered"] == 6
+
+
+def test_multiplexed_stream_gets_both_services_on_one_socket(rig):
+    r = rig()
+    both, peer = r.attach(("/chat", "/news"))
+    pre = peer.recv(4096)
+    w1, _ = publish(r, "/news", "n")
+    w2, _ = publish(r, "/chat", "c")
+    assert r.read(peer, len(w1 + w2)) == w1 + w2
+    assert pre.startswith(b"retry: 3000\n\nid: ")
+
+
+# -- a peer that does not read ----------------------------------------------------------------
+
+def fill(r, client, data=b"x" * 4000, limit=200):
+    """Publish until `client` has bytes queued; the wires published, in order."""
+    wires = []
+    for _ in range(limit):
+        wires.append(publish(r, "/chat", data.decode())[0])
+        if client.pending is not None:
+            return wires
+    pytest.fail("the socket never filled up")
+
+
+def test_peer_that_does_not_read_gets_the_rest_queued_and_write_watched(rig):
+    r = rig()
+    slow, peer = r.attach(small=True)
+    wires = fill(r, slow)
+    key = r.loop.selector.get_key(slow.conn.sock)
+    assert key.events == READ | WRITE
+    assert slow.queued == sum(map(len, slow.pending)) > 0
+    queued_before = slow.queued
+    more = [publish(r, "/chat", f"later {i}")[0] for i in range(5)]
+    assert slow.pending[-5:] == more                   # appended as they are, in order
+    assert slow.queued == queued_before + sum(map(len, more))
+    assert not r.loop.doomed
+
+
+def test_flushing_later_delivers_everything_in_order_joined_into_writes(rig):
+    r = rig()
+    slow, peer = r.attach(small=True)
+    pre = peer.recv(4096)                               # the preamble went out at once
+    wires = fill(r, slow)
+    wires += [publish(r, "/chat", f"later {i}")[0] for i in range(20)]
+    assert len(slow.pending) > 20
+    expected = b"".join(wires)
+    got = bytearray()
+    flushes = 0
+    peer.setblocking(False)
+    end = time.monotonic() + BOUND
+    while len(got) < len(expected):
+        assert time.monotonic() < end, f"got {len(got)} of {len(expected)} bytes"
+        try:
+            got += peer.recv(65536)
+        except BlockingIOError:
+            pass
+        before = slow.queued
+        r.turn(0.01)
+        if slow.queued != before:
+            flushes += 1
+            # One write takes the whole queue joined: what is left is one chunk.
+            assert slow.pending is None or len(slow.pending) == 1
+    assert bytes(got) == expected
+    assert flushes >= 1
+    assert slow.pending is None and slow.queued == 0
+    assert r.loop.selector.get_key(slow.conn.sock).events == READ
+    assert slow.sent == len(pre) + len(expected) == r.hub.stats["bytes_sent"]
+    wire, _ = publish(r, "/chat", "after the queue")     # sent directly again
+    assert slow.pending is None
+    assert r.read(peer, len(wire)) == wire
+
+
+def test_crossing_send_buffer_drops_the_client_as_slow_and_spares_the_others(rig):
+    r = rig(top="send_buffer = 20000")
+    slow, slow_peer = r.attach(client_id="slow", small=True)
+    fast, fast_peer = r.attach(client_id="fast")
+    fast_pre = fast_peer.recv(4096)
+    wires = fill(r, slow)
+    while not r.loop.doomed:
+        assert len(wires) < 100, "never doomed"
+        wires.append(publish(r, "/chat", "y" * 4000)[0])
+    assert r.loop.doomed == [(slow, "slow")]
+    assert slow.queued > 20000
+    assert not slow.conn.closed              # closed after the fan-out, not inside it
+    sock = slow.conn.sock
+    r.loop._close_doomed()
+    assert slow.conn.closed and sock.fileno() == -1
+    assert r.hub.dropped["slow"] == 1
+    assert slow not in r.hub.channels["/chat"].clients
+    assert r.hub.by_id.keys() == {"fast"} and r.hub.client_count == 1
+    assert ("debug", "stream slow closed: slow") in r.logged
+    # The slow peer reads what had been sent, then EOF; nothing more is ever written to it.
+    delivered = r.read_to_eof(slow_peer)
+    assert len(delivered) == slow.sent
+    assert (preamble(f"{int(T0 * 1000)}-0") + b"".join(wires)).startswith(delivered)
+    # The fast one got everything, and still gets new events.
+    wires.append(publish(r, "/chat", "after")[0])
+    expected = b"".join(wires)
+    assert r.read(fast_peer, len(expected)) == expected
+    assert fast.pending is None
+    assert r.hub.dropped == {"slow": 1}
+
+
+def test_a_client_that_catches_up_under_send_buffer_is_kept(rig):
+    r = rig(top="send_buffer = 20000")
+    slow, peer = r.attach(small=True)
+    pre = peer.recv(4096)
+    wires = fill(r, slow)
+    expected = b"".join(wires)
+    assert r.read(peer, len(expected)) == expected
+    wires = [publish(r, "/chat", "z" * 3000)[0] for _ in range(5)]
+    expected = b"".join(wires)
+    assert r.read(peer, len(expected)) == expected
+    assert not r.loop.doomed and r.hub.dropped == {}
+
+
+# -- closing ------------------------------------------------------------------------------------
+
+def test_eof_from_the_peer_closes_the_stream_with_reason_eof(rig):
+    r = rig()
+    gone, gone_peer = r.attach(client_id="gone")
+    stay, stay_peer = r.attach(client_id="stay")
+    stay_peer.recv(4096)
+    gone_peer.recv(4096)        # (closing with unread bytes would be a reset, not an EOF)
+    gone_peer.close()
+    r.turn_until(lambda: gone.conn.closed)
+    assert ("debug", "stream gone closed: eof") in r.logged
+    assert r.hub.dropped == {}                  # a client that leaves is not a drop
+    assert r.hub.by_id.keys() == {"stay"} and r.hub.client_count == 1
+    wire, delivered = publish(r, "/chat", "still here")
+    assert delivered == 1
+    assert r.read(stay_peer, len(wire)) == wire
+
+
+def test_half_closed_peer_is_closed_as_eof(rig):
+    r = rig()
+    client, peer = r.attach()
+    peer.shutdown(socket.SHUT_WR)
+    r.turn_until(lambda: client.conn.closed)
+    assert r.hub.client_count == 0
+    assert r.read_to_eof(peer).startswith(b"retry: 3000\n\n")
+
+
+def test_bytes_the_peer_sends_on_a_stream_are_read_and_ignored(rig):
+    r = rig()
+    client, peer = r.attach()
+    peer.sendall(b"GET /again HTTP/1.1\r\n\r\n" * 100)
+    pre = peer.recv(4096)
+    for _ in range(5):
+        r.turn(0.01)
+    assert not client.conn.closed
+    wire, _ = publish(r, "/chat", "x")
+    assert r.read(peer, len(wire)) == wire
+
+
+def test_a_peer_gone_before_a_write_is_closed_with_reason_error(rig):
+    r = rig()
+    gone, gone_peer = r.attach(client_id="gone")
+    stay, stay_peer = r.attach(client_id="stay")
+    stay_peer.recv(4096)
+    gone_peer.close()
+    wire, delivered = publish(r, "/chat", "x")          # before the loop noticed the EOF
+    assert r.loop.doomed == [(gone, "error")]
+    r.loop._close_doomed()
+    assert gone.conn.closed
+    assert r.hub.dropped == {"error": 1}
+    assert r.read(stay_peer, len(wire)) == wire
+
+
+def test_kick_through_the_loop_closes_the_socket(rig):
+    r = rig()
+    client, peer = r.attach(client_id="bob")
+    assert r.hub.kick("/chat", "bob") == 1
+    assert client.conn.closed
+    assert r.read_to_eof(peer).startswith(b"retry: 3000\n\n")
+    assert r.hub.dropped == {"kicked": 1}
+
+
+# -- time: keepalive ----------------------------------------------------------------------------
+
+def test_keepalive_reaches_the_socket_of_a_silent_stream_only(rig):
+    r = rig()
+    quiet, quiet_peer = r.attach(("/news",))
+    busy, busy_peer = r.attach(("/chat",))
+    quiet_peer.recv(4096), busy_peer.recv(4096)
+    r.hub.now = T0 + 10
+    wire, _ = publish(r, "/chat", "x")
+    r.hub.tick(T0 + 15)
+    assert r.read(quiet_peer, 13) == b": keepalive\n\n"
+    assert r.read(busy_peer, len(wire)) == wire
+    busy_peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        busy_peer.recv(100)
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+def test_shutdown_sends_each_stream_a_spread_retry_then_closes_them(rig):
+    r = rig()
+    peers = [r.attach()[1] for _ in range(20)]
+    for peer in peers:
+        peer.recv(4096)
+    r.loop.shutdown("test")
+    assert r.loop.stopping is not None
+    r.loop._shutdown_step(time.time())
+    assert r.loop.running is False
+    retries = set()
+    for peer in peers:
+        data = r.read_to_eof(peer)
+        assert data.startswith(b"retry: ") and data.endswith(b"\n\n") and data.count(b"\n") == 2
+        retries.add(int(data[7:-2]))
+    assert all(3000 <= n <= 30000 for n in retries)
+    assert len(retries) > 1                     # spread out, not one instant for everyone
+    assert r.hub.client_count == 0 and r.hub.dropped == {}
+
+
+def test_shutdown_waits_for_queued_bytes_until_shutdown_timeout(rig):
+    r = rig(top="shutdown_timeout = 5")
+    slow, slow_peer = r.attach(small=True)
+    fast, fast_peer = r.attach()
+    slow_peer.recv(4096)
+    fill(r, slow)
+    r.loop.shutdown("test")
+    r.loop._shutdown_step(time.time())
+    assert r.loop.running and not slow.conn.closed and not fast.conn.closed
+    r.loop._shutdown_step(r.loop.stopping + 0.001)     # the deadline has passed
+    assert r.loop.running is False
+    assert slow.conn.closed and fast.conn.closed
