@@ -10,7 +10,7 @@ from . import config as configmod
 from . import plugins
 from .control import CommandError
 from .hub import Hub
-from .log import Logger, under_journald
+from .log import Logger, escape, under_journald
 from .loop import Loop
 from .systemd import Notifier
 
@@ -177,7 +177,7 @@ def main(argv=None):
     try:
         return serve(path, cfg, log, args.console)
     except StartupError as exc:
-        print(f"ssed: {exc}", file=sys.stderr)
+        print(f"ssed: {escape(str(exc))}", file=sys.stderr)     # one line, whatever it holds
         return 1
 
 

@@ -191,6 +191,8 @@ def _parse_text_publish(rest):
         if flag not in ("-e", "--event", "--client"):
             break
         value, _, rest = after.lstrip().partition(" ")
+        if not value:
+            raise CommandError(f"publish: {flag} needs a value")
         req["client" if flag == "--client" else "event"] = value
     req["data"] = rest.lstrip(" ")
     return req
