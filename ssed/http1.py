@@ -22,6 +22,7 @@ _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
+_ABSOLUTE = re.compile(r"(?i)https?://[^/?#]*")    # the scheme and authority
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?\Z")
 
 
@@ -159,9 +160,9 @@ def _headers(lines):
 
 
 def _split_target(method, target):
-    if target.startswith(("http://", "https://")):   # absolute-form (RFC 9112 3.2.2)
-        slash = target.find("/", target.index("//") + 2)
-        target = target[slash:] if slash >= 0 else "/"
+    absolute = _ABSOLUTE.match(target)      # absolute-form (RFC 9112 3.2.2)
+    if absolute:
+        target = "/" + target[absolute.end():].removeprefix("/")
     elif target == "*" and method == "OPTIONS":
         return "*", {}
     if not target.startswith("/"):
