@@ -7,7 +7,7 @@ CONFIG  ?= conf/ssed.ini
 LIBDIR   = $(PREFIX)/lib/ssed
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: run test check bench install clean
+.PHONY: run test check bench install clean docs
 
 run:
 	$(PYTHON) -m ssed -c $(CONFIG)
@@ -42,3 +42,9 @@ install:
 clean:
 	rm -rf $(VENV) .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Regenerate the README's keys table from ssed/config.py's KEYS (a test checks they agree).
+docs:
+	$(PYTHON) -c 'import re, subprocess, sys; t = open("README.md").read(); \
+	k = subprocess.run([sys.executable, "-m", "ssed.config", "--keys"], capture_output=True, text=True, check=True).stdout.strip(); \
+	open("README.md", "w").write(re.sub(r"(<!-- keys:begin -->\n).*?(\n<!-- keys:end -->)", lambda m: m.group(1) + k + m.group(2), t, flags=re.S))'

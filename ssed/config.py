@@ -81,6 +81,7 @@ class Config:
     max_clients_per_ip: int
     send_buffer: int
     header_timeout: float
+    send_timeout: float
     max_body: int
     shutdown_timeout: float
     cors_origins: tuple
@@ -101,6 +102,12 @@ def _match(pattern, expected, convert):
 
 def _text(text):
     return text or None  # empty means unset
+
+
+def _path(text):
+    if "\n" in text:
+        raise ValueError("a path is one line (is the next line indented by mistake?)")
+    return text or None
 
 
 def _number(low, strict):
@@ -217,7 +224,7 @@ _PATHS = ("control", "file")  # resolved against the config file's directory
 KEYS = (
     Key("listen", "ssed", _listen, "127.0.0.1:8080", "space-separated `host:port` addresses to "
         "listen on; IPv6 in brackets (`[::1]:8080`); port 0 = any free port"),
-    Key("control", "ssed", _text, "ssed.sock",
+    Key("control", "ssed", _path, "ssed.sock",
         "path of the UNIX control socket, relative to the config file's directory; empty = none"),
     Key("control_mode", "ssed", _octal, "0660", "file mode of the control socket (octal)"),
     Key("control_group", "ssed", _group, "", "group of the control socket; empty = unchanged"),
@@ -232,6 +239,8 @@ KEYS = (
         "bytes queued for one client before it is dropped as too slow"),
     Key("header_timeout", "ssed", _number(0, True), "10",
         "seconds to receive a whole request head"),
+    Key("send_timeout", "ssed", _number(0, True), "60", "seconds a stream's queued bytes may "
+        "make no progress before it is dropped (a dead or stuck reader)"),
     Key("max_body", "ssed", _integer(0), "65536", "largest POST body, in bytes"),
     Key("shutdown_timeout", "ssed", _number(0, False), "5", "seconds to flush streams on shutdown"),
     Key("cors_origins", "both", _origins, "",
@@ -246,7 +255,7 @@ KEYS = (
         "time source: `iso` (local ISO 8601 with offset), `unix`, or a strftime pattern"),
     Key("event", "service", _event, "", "event type of the source's events and of published "
         "events that name none; empty = none (`message`)"),
-    Key("file", "service", _text, "",
+    Key("file", "service", _path, "",
         "file read by the messages, quotes and file sources, relative to the config file"),
     Key("messages", "service", _messages, "",
         "messages source: the messages, one per line (indent the continuation lines)"),

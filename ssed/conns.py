@@ -91,6 +91,7 @@ class HttpConn:
             return self.reply(result.data, None)
         stream = StreamConn(self.loop, self.sock, result.client)
         self.closed = True      # this object is done; the stream owns the socket now
+        self.loop.request_done(self)
         self.loop.selector.modify(self.sock, READ, stream)
         self.loop.log("debug", f"stream {result.client.id} from {self.address}: {request.target}")
         self.loop.fanout(result.data, [result.client])
@@ -99,6 +100,7 @@ class HttpConn:
         """Send `data`, then close gently (after the peer has seen it)."""
         if refused:
             self.loop.hub.refused[refused] += 1
+        self.loop.request_done(self)
         self.replied = True
         self.out.append(data)
         self.loop.deadline(self, self.loop.hub.now + LINGER)
@@ -132,6 +134,7 @@ class HttpConn:
         if self.closed:
             return
         self.closed = True
+        self.loop.request_done(self)
         self.loop.selector.unregister(self.sock)
         self.sock.close()
 
@@ -180,7 +183,10 @@ class StreamConn:
         if not client.pending:
             client.pending = None
             client.queued = 0
+            del self.loop.writing[client]
             self.loop.selector.modify(self.sock, READ, self)
+        elif n:
+            self.loop.writing[client] = self.loop.hub.now
 
     def expired(self):
         pass
@@ -189,6 +195,7 @@ class StreamConn:
         if self.closed:
             return
         self.closed = True
+        self.loop.writing.pop(self.client, None)
         self.loop.selector.unregister(self.sock)
         self.sock.close()
         self.loop.log("debug", f"stream {self.client.id} closed: {reason}")

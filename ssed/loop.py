@@ -4,6 +4,8 @@ Listeners, HTTP connections, streams, control connections, the stdin console, ch
 pipes and the signal socketpair are all in one `selectors` selector. The hub and services
 reach sockets only through the `fanout`, `close`, `spawn` and `kill` methods here.
 """
+import errno
+import functools
 import heapq
 import os
 import random
@@ -11,6 +13,7 @@ import selectors
 import signal
 import socket
 import time
+from collections import Counter
 
 from . import control, sse, web
 from .conns import ChildProc, ControlConn, Console, HttpConn
@@ -19,6 +22,7 @@ from .http1 import error_reply
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
 EMFILE_PAUSE = 0.5
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class Loop:
@@ -37,9 +41,15 @@ class Loop:
         self.stopping = None            # the time a graceful shutdown must end by
         self.running = True
         self.paused_until = None        # accepting paused after EMFILE until then
+        self.accept_failed = False      # logged once per episode of EMFILE
+        self.pending = set()            # HTTP connections still sending their request
+        self.pending_per_ip = Counter()
+        self.writing = {}               # client -> when its queue last made progress
+        self.next_sweep = 0.0
         for sock in listeners:
             sock.setblocking(False)
-            self.selector.register(sock, READ, self._accept)
+            tune_listener(sock, hub.config.send_timeout)
+        self._resume_accepting()
         if control_sock is not None:
             control_sock.setblocking(False)
             self.selector.register(control_sock, READ, self._accept_control)
@@ -70,7 +80,7 @@ class Loop:
             self._expire(now)
             due = self.hub.tick(now) if self.stopping is None else now + 0.05
             self._close_doomed()
-            due = min(due, self._watchdog(now))
+            due = min(due, self._watchdog(now), self._sweep_stalled(now))
             if self.stopping is not None:
                 self._shutdown_step(now)
         self.selector.close()
@@ -84,6 +94,16 @@ class Loop:
             self.notify("WATCHDOG=1")
             self.next_ping = now + interval
         return self.next_ping
+
+    def _sweep_stalled(self, now):
+        """Doom streams whose queue made no progress for `send_timeout`; the next sweep."""
+        if now >= self.next_sweep:
+            limit = self.hub.config.send_timeout
+            self.doomed.extend((c, "stalled") for c, since in self.writing.items()
+                               if now - since > limit)
+            self._close_doomed()
+            self.next_sweep = now + min(1.0, limit / 4)
+        return self.next_sweep
 
     def _next_deadline(self):
         ahead = self.deadlines[0][0] if self.deadlines else float("inf")
@@ -110,50 +130,72 @@ class Loop:
 
     # -- accepting -------------------------------------------------------------------
 
-    def _accept(self, listener=None):
-        for sock in self.listeners:
-            for _ in range(ACCEPT_BURST):
-                try:
-                    conn, addr = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    if exc.errno in (24, 23, 105, 12):     # EMFILE ENFILE ENOBUFS ENOMEM
-                        self._pause_accepting(exc)
-                        return
-                    break
-                self._new_http(conn, addr)
+    def _accept(self, listener):
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    self._pause_accepting(exc)
+                return
+            if self.accept_failed:
+                self.accept_failed = False
+                self.log("info", "accepting connections again")
+            self._new_http(sock, peer_address(addr))
 
-    def _new_http(self, sock, addr):
+    def _new_http(self, sock, address):
+        """Refuse what can be refused before reading a byte; else wait for the request."""
         sock.setblocking(False)
-        tune(sock)
+        hub = self.hub
         if self.stopping is not None:
-            self._refuse_now(sock, 503, "shutting down", "shutting_down")
-            return
-        conn = HttpConn(self, sock, addr[0])
+            return self._refuse_now(sock, 503, "shutting down", "shutting_down")
+        if hub.bans and hub.banned(address):
+            return self._refuse_now(sock, 403, "address banned", "banned")
+        if self.pending_per_ip[address] >= hub.config.max_clients_per_ip:
+            return self._refuse_now(sock, 429, "too many connections from your address",
+                                    "max_clients_per_ip")
+        if len(self.pending) >= hub.config.max_clients:
+            return self._refuse_now(sock, 503, "too many connections", "max_clients")
+        conn = HttpConn(self, sock, address)
+        self.pending.add(conn)
+        self.pending_per_ip[address] += 1
         self.selector.register(sock, READ, conn)
-        self.deadline(conn, self.hub.now + self.hub.config.header_timeout)
+        self.deadline(conn, hub.now + hub.config.header_timeout)
+
+    def request_done(self, conn):
+        """An HTTP connection stopped waiting for its request (answered, streaming, gone)."""
+        if conn in self.pending:
+            self.pending.discard(conn)
+            self.pending_per_ip[conn.address] -= 1
+            if not self.pending_per_ip[conn.address]:
+                del self.pending_per_ip[conn.address]
 
     def _refuse_now(self, sock, status, text, reason):
         self.hub.refused[reason] += 1
+        headers = [("Retry-After", web.retry_after())] if status in (503, 429) else []
         try:
-            sock.send(error_reply(status, text, [("Retry-After", web._jitter())]))
+            sock.send(error_reply(status, text, headers))
         except OSError:
             pass
         sock.close()
 
     def _pause_accepting(self, exc):
-        if self.paused_until is None:
-            self.log("error", f"accept failed ({exc.strerror}): pausing new connections")
-            for sock in self.listeners:
-                self.selector.unregister(sock)
+        """Out of descriptors: stop accepting for a moment instead of spinning on EMFILE."""
+        if not self.accept_failed:
+            self.accept_failed = True
+            self.log("error", f"accept failed ({exc.strerror}): pausing new connections "
+                     "until descriptors free up")
+        self.hub.refused["out_of_descriptors"] += 1
+        for sock in self.listeners:
+            self.selector.unregister(sock)
         self.paused_until = time.time() + EMFILE_PAUSE
 
     def _resume_accepting(self):
         self.paused_until = None
         for sock in self.listeners:
-            self.selector.register(sock, READ, self._accept)
-        self.log("info", "accepting connections again")
+            self.selector.register(sock, READ, functools.partial(self._accept, sock))
 
     def _accept_control(self):
         for _ in range(ACCEPT_BURST):
@@ -162,7 +204,7 @@ class Loop:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (24, 23):
+                if exc.errno in OUT_OF_RESOURCES:
                     self.log("error", f"control accept failed: {exc.strerror}")
                 return
             sock.setblocking(False)
@@ -189,6 +231,7 @@ class Loop:
                 if n < size:
                     c.pending = [wire[n:] if n else wire]
                     c.queued = size - n
+                    self.writing[c] = self.hub.now
                     c.conn.want_write()
             else:
                 c.pending.append(wire)
@@ -291,13 +334,26 @@ class Loop:
         self.running = False
 
 
-def tune(sock):
-    """TCP keepalive so dead peers go away, where the socket is TCP."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
-    except OSError:
-        pass
+def tune_listener(sock, send_timeout):
+    """Options accepted sockets inherit (Linux): TCP keepalive, so half-open peers go away,
+    and TCP_USER_TIMEOUT, so unacknowledged data cannot hold a connection forever."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6),
+                        ("TCP_USER_TIMEOUT", int(send_timeout * 1000))):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, name, value in options:
+        try:
+            sock.setsockopt(level, name, value)
+        except OSError:
+            pass
+
+
+def peer_address(addr):
+    """The peer's IP as text; IPv4-mapped IPv6 as plain IPv4, so limits and bans match."""
+    host = addr[0] if isinstance(addr, tuple) else str(addr)
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host

@@ -156,7 +156,7 @@ def _subscribe(hub, request, address, channels):
     if client_id is not None and not CLIENT_ID.match(client_id):
         raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
     if hub.client_count >= hub.config.max_clients:
-        return refusal(503, "too many clients", "max_clients", [("Retry-After", _jitter())])
+        return refusal(503, "too many clients", "max_clients", [("Retry-After", retry_after())])
     if hub.per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
         return refusal(429, "too many streams from your address", "max_clients_per_ip")
     head = response_head(200, STREAM_HEADERS + tuple(_cors(hub, request, channels)))
@@ -173,7 +173,7 @@ def _subscribe(hub, request, address, channels):
     return Stream(head + preamble, client)
 
 
-def _jitter():
+def retry_after():
     """Retry-After spread over 1-10 s so refused clients do not all come back at once."""
     return str(random.randint(1, 10))
 
