@@ -8,6 +8,8 @@ import re
 
 LEVELS = {"debug": 7, "info": 6, "warning": 4, "error": 3}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Token values a client sent, wherever a request target or header ends up in a line.
+_TOKENS = re.compile(r"(access_token=|[Bb]earer\s+)[^&\s\"']+")
 
 
 def escape(text):
@@ -41,7 +43,7 @@ class Logger:
         priority = LEVELS[level]
         if priority > self.threshold:
             return
-        text = escape(str(message))
+        text = _TOKENS.sub(r"\1***", escape(str(message)))
         for secret in self.secrets:
             text = text.replace(secret, "***")
         if self.journald:
