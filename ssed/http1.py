@@ -7,6 +7,7 @@ import re
 from urllib.parse import parse_qs, unquote
 
 MAX_HEAD = 8192
+MAX_CHUNK_LINE = 4096     # a chunk size line or a trailer line
 
 REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
@@ -236,9 +237,11 @@ class ChunkedBody:
 
     def _line(self):
         m = _LINE_END.search(self.pending)
+        # The same limit whether the line came whole or in pieces (a final CR may end it).
+        end = len(self.pending) - self.pending.endswith(b"\r") if m is None else m.start()
+        if end > MAX_CHUNK_LINE:
+            raise HttpError(400, "chunk size line too long")
         if m is None:
-            if len(self.pending) > 4096:
-                raise HttpError(400, "chunk size line too long")
             return None
         line = bytes(self.pending[:m.start()])
         del self.pending[:m.end()]
