@@ -74,6 +74,7 @@ class RequestParser:
         self.continue_needed = False
         self.trailing = b""
         self._body = None           # a body reader once the head is parsed
+        self._scanned = 0           # bytes of the buffer already searched for the head's end
 
     def feed(self, data):
         self.buffer += data
@@ -98,8 +99,11 @@ class RequestParser:
         # Empty lines before a request line are allowed (RFC 9112 2.2).
         while self.buffer[:2] == b"\r\n" or self.buffer[:1] == b"\n":
             del self.buffer[:2 if self.buffer[:1] == b"\r" else 1]
-        m = _HEAD_END.search(self.buffer, 0, MAX_HEAD + 4)
+        # Search only the new bytes (and 3 before them, where an end may have begun): a
+        # head trickled a byte at a time must not be rescanned from the start each time.
+        m = _HEAD_END.search(self.buffer, max(0, self._scanned - 3), MAX_HEAD + 4)
         if m is None:
+            self._scanned = len(self.buffer)
             # Over only once no end of head (up to 4 bytes) can start within MAX_HEAD.
             if len(self.buffer) >= MAX_HEAD + 4:
                 raise HttpError(431, "request head over 8 KiB")
