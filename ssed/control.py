@@ -261,9 +261,10 @@ def handle_line(line, hub, daemon):
 
 
 def render_text(answer):
-    """An answer as one line for a person: `ok key=value ...` or `error: ...`."""
+    """An answer as one line for a person: `ok key=value ...` or `error: ...`; control
+    characters (a service's multi-line admin text, a CR in a typed path) escaped."""
     if not answer.get("ok"):
-        return "error: " + answer.get("error", "failed")
+        return "error: " + _one_line(answer.get("error", "failed"))
     parts = ["ok"]
     for key, value in answer.items():
         if key == "ok":
@@ -273,7 +274,15 @@ def render_text(answer):
         elif value is None:
             value = "-"
         parts.append(f"{key}={value}")
-    return " ".join(parts)
+    return _one_line(" ".join(parts))
+
+
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _one_line(text):
+    return _CONTROL_CHAR.sub(lambda m: _NAMED.get(m.group(), "\\x%02x" % ord(m.group())), text)
 
 
 class LineSplitter:
