@@ -49,11 +49,10 @@ class Loop:
         for sock in listeners:
             sock.setblocking(False)
             tune_listener(sock, hub.config.send_timeout)
-        self._resume_accepting()
+        self.control_sock = control_sock
         if control_sock is not None:
             control_sock.setblocking(False)
-            self.selector.register(control_sock, READ, self._accept_control)
-        self.control_sock = control_sock
+        self._resume_accepting()
         if console is not None:
             try:
                 self.selector.register(console, READ, Console(self, console))
@@ -140,10 +139,13 @@ class Loop:
                 if exc.errno in OUT_OF_RESOURCES:
                     self._pause_accepting(exc)
                 return
-            if self.accept_failed:
-                self.accept_failed = False
-                self.log("info", "accepting connections again")
+            self._accepted()
             self._new_http(sock, peer_address(addr))
+
+    def _accepted(self):
+        if self.accept_failed:
+            self.accept_failed = False
+            self.log("info", "accepting connections again")
 
     def _new_http(self, sock, address):
         """Refuse what can be refused before reading a byte; else wait for the request."""
@@ -182,20 +184,29 @@ class Loop:
         sock.close()
 
     def _pause_accepting(self, exc):
-        """Out of descriptors: stop accepting for a moment instead of spinning on EMFILE."""
+        """Out of descriptors: stop accepting (HTTP and control) for a moment instead of
+        spinning on EMFILE. Another listener's event of the same turn may land here again."""
+        if self.paused_until is not None:
+            return
         if not self.accept_failed:
             self.accept_failed = True
             self.log("error", f"accept failed ({exc.strerror}): pausing new connections "
                      "until descriptors free up")
         self.hub.refused["out_of_descriptors"] += 1
-        for sock in self.listeners:
+        for sock, _ in self._acceptors():
             self.selector.unregister(sock)
         self.paused_until = time.time() + EMFILE_PAUSE
 
     def _resume_accepting(self):
         self.paused_until = None
-        for sock in self.listeners:
-            self.selector.register(sock, READ, functools.partial(self._accept, sock))
+        for sock, handler in self._acceptors():
+            self.selector.register(sock, READ, handler)
+
+    def _acceptors(self):
+        pairs = [(sock, functools.partial(self._accept, sock)) for sock in self.listeners]
+        if self.control_sock is not None:
+            pairs.append((self.control_sock, self._accept_control))
+        return pairs
 
     def _accept_control(self):
         for _ in range(ACCEPT_BURST):
@@ -205,8 +216,9 @@ class Loop:
                 return
             except OSError as exc:
                 if exc.errno in OUT_OF_RESOURCES:
-                    self.log("error", f"control accept failed: {exc.strerror}")
+                    self._pause_accepting(exc)
                 return
+            self._accepted()
             sock.setblocking(False)
             self.selector.register(sock, READ, ControlConn(self, sock))
 
@@ -316,7 +328,8 @@ class Loop:
                 self.selector.unregister(sock)
             sock.close()
         self.listeners = []
-        self.paused_until = None
+        if self.paused_until is not None:
+            self._resume_accepting()        # the control socket, paused with the listeners
         retry = self.hub.config.retry or 3000
         for client in self._all_clients():
             self.fanout(sse.retry(random.randint(retry, 10 * retry)), [client])
