@@ -158,7 +158,8 @@ def _subscribe(hub, request, address, channels):
     if hub.client_count >= hub.config.max_clients:
         return refusal(503, "too many clients", "max_clients", [("Retry-After", retry_after())])
     if hub.per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
-        return refusal(429, "too many streams from your address", "max_clients_per_ip")
+        return refusal(429, "too many streams from your address", "max_clients_per_ip",
+                       [("Retry-After", retry_after())])
     head = response_head(200, STREAM_HEADERS + tuple(_cors(hub, request, channels)))
     if request.method == "HEAD":
         return Stream(head, None, head_only=True)
