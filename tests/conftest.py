@@ -35,18 +35,21 @@ def env():
 
 
 class Daemon:
-    def __init__(self, tmp_path, body, args=(), top="", stdin=None):
+    def __init__(self, tmp_path, body, args=(), top="", stdin=None, listen="127.0.0.1:0",
+                 preexec_fn=None):
+        """`listen` replaces the one address; `preexec_fn` runs in the child (e.g. setrlimit)."""
         self.dir = tmp_path
         self.control = str(tmp_path / "ssed.sock")
         self.ini = tmp_path / "ssed.ini"
-        self.ini.write_text(f"[ssed]\nlisten = 127.0.0.1:0\ncontrol = ssed.sock\n"
+        self.ini.write_text(f"[ssed]\nlisten = {listen}\ncontrol = ssed.sock\n"
                             f"{textwrap.dedent(top)}\n{textwrap.dedent(body)}")
         self.lines = queue.Queue()
         self.log = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ssed", "-c", str(self.ini), *args],
             stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=str(tmp_path))
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=str(tmp_path),
+            preexec_fn=preexec_fn)
         threading.Thread(target=self._pump, daemon=True).start()
         self.port = None
         self.wait_log("ready", on_line=self._port)
@@ -57,6 +60,11 @@ class Daemon:
             self.log.append(line)
             self.lines.put(line)
         self.lines.put(None)
+
+    def ports(self):
+        """{host: port} of each "listening on" line (IPv6 hosts without brackets)."""
+        found = (re.search(r"listening on \[?([^\]\s]*?)\]?:(\d+)$", line) for line in self.log)
+        return {m.group(1): int(m.group(2)) for m in found if m}
 
     def _port(self, line):
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
