@@ -4,6 +4,7 @@ read, an open stream, a control connection, the stdin console, a child's stdout.
 Each has `ready(mask)` for the selector, `close(reason)`, and `expired()` for its deadline.
 They belong to `loop.py` (the only owner of descriptors) and are split out to keep it short.
 """
+import errno
 import os
 import selectors
 import signal
@@ -31,6 +32,12 @@ def _send(sock, chunks):
     except BlockingIOError:
         n = 0
     return n, ([data[n:]] if n < len(data) else [])
+
+
+def failed(exc):
+    """The drop reason for a stream's socket error. ETIMEDOUT is the kernel saying what
+    `send_timeout` says (TCP_USER_TIMEOUT is set to it; keepalive gave up): no progress."""
+    return "stalled" if exc.errno == errno.ETIMEDOUT else "error"
 
 
 class HttpConn:
@@ -163,8 +170,8 @@ class StreamConn:
                 data = self.sock.recv(4096)
             except BlockingIOError:
                 return
-            except OSError:
-                return self.close("error")
+            except OSError as exc:
+                return self.close(failed(exc))
             if not data:
                 self.close("eof")
 
@@ -175,8 +182,8 @@ class StreamConn:
         before = client.queued
         try:
             n, client.pending = _send(self.sock, client.pending)
-        except OSError:
-            return self.close("error")
+        except OSError as exc:
+            return self.close(failed(exc))
         client.sent += n
         client.queued = before - n
         self.loop.hub.stats["bytes_sent"] += n

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 from . import control, sse, web
-from .conns import ChildProc, ControlConn, Console, HttpConn
+from .conns import ChildProc, ControlConn, Console, HttpConn, failed
 from .http1 import error_reply
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -235,8 +235,8 @@ class Loop:
                     n = c.send(wire)
                 except BlockingIOError:
                     n = 0
-                except OSError:
-                    self.doomed.append((c, "error"))
+                except OSError as exc:
+                    self.doomed.append((c, failed(exc)))
                     continue
                 sent += n
                 c.sent += n
