@@ -47,11 +47,20 @@ def _kick(hub, daemon, req):
     return {"closed": hub.kick(req["service"], req["client"])}
 
 
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
 def _network(text):
+    """An address or range to ban; IPv4-mapped IPv6 (::ffff:a.b.c.d) is the IPv4 it maps,
+    since clients are matched by their IPv4 address (as nginx does)."""
     try:
-        return ipaddress.ip_network(text, strict=False)
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise CommandError(f"not an IP address or CIDR range: {text!r}") from None
+    if network.version == 6 and network.subnet_of(_MAPPED):
+        network = ipaddress.ip_network(
+            (network.network_address.ipv4_mapped, network.prefixlen - 96))
+    return network
 
 
 def _ban(hub, daemon, req):
