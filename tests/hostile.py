@@ -55,6 +55,20 @@ def request_from(port, raw, source="127.0.0.1", host="127.0.0.1"):
         return parse_response(read_all(sock))
 
 
+def status_of(port, target, source="127.0.0.1", host="127.0.0.1"):
+    """The status of GET `target` from `source`, read from the head alone (a 200 stream
+    stays open; we close it)."""
+    with connect(port, source, host) as sock:
+        sock.sendall(get(target))
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = sock.recv(65536)
+            if not data:
+                break
+            buf += data
+    return parse_response(buf)[0]
+
+
 def parse_response(data):
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
