@@ -98,6 +98,7 @@ class HttpConn:
             return self.reply(result.data, None)
         stream = StreamConn(self.loop, self.sock, result.client)
         self.closed = True      # this object is done; the stream owns the socket now
+        self.parser = None
         self.loop.request_done(self)
         self.loop.selector.modify(self.sock, READ, stream)
         self.loop.log("debug", f"stream {result.client.id} from {self.address}: {request.target}")
@@ -109,6 +110,8 @@ class HttpConn:
             self.loop.hub.refused[refused] += 1
         self.loop.request_done(self)
         self.replied = True
+        # The deadline heap keeps this object until header_timeout: keep no buffers in it.
+        self.parser = None
         self.out.append(data)
         self.loop.deadline(self, self.loop.hub.now + LINGER)
         self._flush()
@@ -141,6 +144,8 @@ class HttpConn:
         if self.closed:
             return
         self.closed = True
+        self.parser = None
+        self.out = []
         self.loop.request_done(self)
         self.loop.selector.unregister(self.sock)
         self.sock.close()
