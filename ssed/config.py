@@ -63,6 +63,7 @@ class ServiceConfig:
     session_event: bool = False
     json: bool = False
     cls: str | None = None
+    journal: str | None = None
     options: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
 
 
@@ -84,6 +85,8 @@ class Config:
     send_timeout: float
     max_body: int
     shutdown_timeout: float
+    state_dir: str | None
+    journal_sync: str
     cors_origins: tuple
     status_allow: tuple
     index: bool
@@ -216,10 +219,10 @@ _USES = {"none": (), "time": ("interval", "format"), "messages": ("interval", "f
          "file": ("interval", "file")}
 _NEEDS = {"messages": ("file", "messages"), "quotes": ("command", "file"),
           "command": ("command",), "file": ("file",)}
-_COMMON = {"source", "event", "history", "cors_origins", "token", "publish_token",
+_COMMON = {"source", "event", "history", "cors_origins", "token", "publish_token", "journal",
            "session_event", "json", "class"}
 _source = _match("|".join(_USES), " | ".join(_USES), str)
-_PATHS = ("control", "file")  # resolved against the config file's directory
+_PATHS = ("control", "file", "state_dir", "journal")  # resolved against the config file's directory
 
 KEYS = (
     Key("listen", "ssed", _listen, "127.0.0.1:8080", "space-separated `host:port` addresses to "
@@ -243,6 +246,11 @@ KEYS = (
         "make no progress before it is dropped (a dead or stuck reader)"),
     Key("max_body", "ssed", _integer(0), "65536", "largest POST body, in bytes"),
     Key("shutdown_timeout", "ssed", _number(0, False), "5", "seconds to flush streams on shutdown"),
+    Key("state_dir", "ssed", _path, "", "directory for the journals of every service that sets no "
+        "`journal` of its own (durable history); empty = none"),
+    Key("journal_sync", "ssed", _match("always|everysec|no", "always | everysec | no", str),
+        "everysec", "when journals are fsynced: before each answer, once a second, or as the "
+        "kernel likes (every policy survives `kill -9`)"),
     Key("cors_origins", "both", _origins, "",
         "space-separated origins allowed by CORS, or `*`; empty = no CORS headers"),
     Key("status_allow", "ssed", _networks, "127.0.0.0/8 ::1",
@@ -266,6 +274,8 @@ KEYS = (
     Key("session_event", "service", _bool, "false",
         "first send a new stream an `event: session` with its client id"),
     Key("json", "service", _bool, "false", "refuse published data that is not valid JSON"),
+    Key("journal", "service", _path, "", "file that keeps this service's history across "
+        "restarts; default: `state_dir`/NAME.journal if `state_dir` is set"),
     Key("class", "service", _class, "",
         "`module:Class`, a `Service` subclass to run; its section may hold keys of its own"),
 )
@@ -426,11 +436,19 @@ def _check_source(section, values, lines, error):
         error(where, f"source {source!r} takes {given[0]!r} or {given[1]!r}, not both")
 
 
+def journal_file(service_path):
+    """A service path as a file name in `state_dir`: `/chat` -> `chat.journal`."""
+    name = service_path.strip("/").replace("%", "%25").replace("/", "%2F") or "%2F"
+    return name + ".journal"
+
+
 def _service(section, inherited, base, error):
     values, options, lines = _entries(section, "service", base, error)
     if not _plugin(section):
         _check_source(section, values, lines, error)
     settings = {k.name: inherited[k.name] for k in KEYS if k.scope != "ssed"} | values
+    if settings["journal"] is None and inherited.get("state_dir"):
+        settings["journal"] = os.path.join(inherited["state_dir"], journal_file(section.name))
     return ServiceConfig(path=section.name, line=section.line,
                          lines=types.MappingProxyType(lines),
                          options=types.MappingProxyType(options),
@@ -446,6 +464,13 @@ def _build(text, filename, base, errors):
     if ssed:
         top |= _entries(ssed, "ssed", base, error)[0]
     built = tuple(_service(section, top, base, error) for section in services)
+    journals = {}
+    for sc in built:
+        if sc.journal in journals:
+            error(sc.lines.get("journal", sc.line),
+                  f"journal {sc.journal} is already the journal of {journals[sc.journal]}")
+        elif sc.journal:
+            journals[sc.journal] = sc.path
     return Config(file=filename, services=built,
                   **{k.name: top[k.name] for k in KEYS if k.scope != "service"})
 

@@ -57,6 +57,7 @@ class Channel:
         self.published = 0
         self.delivered = 0
         self.child = None       # the command this service is running, if any
+        self.journal = None     # its Journal, when its history is durable
 
 
 class Hub:
@@ -83,14 +84,47 @@ class Hub:
 
     def stop(self):
         for channel in self.channels.values():
-            self._stop_service(channel)
+            self._stop_service(channel, closing=True)
+
+    def sync_journals(self):
+        for channel in self.channels.values():
+            if channel.journal is not None:
+                channel.journal.sync()
 
     def _add_channel(self, sc):
         channel = Channel(sc)
         self.channels[sc.path] = channel
+        if sc.journal:
+            self._open_journal(channel, sc, restore=True)
         self._start_service(channel, sc)
 
+    def _open_journal(self, channel, sc, restore):
+        """Open the service's journal; on start, refill its history and move the clock on."""
+        try:
+            channel.journal = self.io.open_journal(sc.journal)
+            records = channel.journal.load(sc.history if restore else 0)
+        except OSError as exc:
+            channel.journal = None
+            self.log("error", f"service {sc.path}: journal {sc.journal}: {exc.strerror or exc}; "
+                     "history will not survive a restart")
+            return
+        for key, type_, data in records:
+            channel.history.append(Event(key, data, type_))
+            self.clock.advance(key)
+        if not restore:
+            channel.journal.compact(channel.history.ring, sc.history, force=True)
+        elif records:
+            self.log("info", f"service {sc.path}: {len(records)} events restored from "
+                     f"{sc.journal}")
+
     def _start_service(self, channel, sc):
+        if channel.journal is not None and sc.journal != channel.config.journal:
+            channel.journal.close()
+            channel.journal = None
+            if sc.journal:
+                self._open_journal(channel, sc, restore=False)
+        elif channel.journal is None and sc.journal and channel.config.journal != sc.journal:
+            self._open_journal(channel, sc, restore=False)
         channel.config = sc
         channel.history.resize(sc.history)
         channel.service = service_class(sc)(self, channel, sc)
@@ -98,8 +132,11 @@ class Hub:
         channel.next_tick = self.now if ticks else None     # first tick at once
         self.call(channel, "on_start")
 
-    def _stop_service(self, channel):
+    def _stop_service(self, channel, closing=False):
         self.call(channel, "on_stop")
+        if closing and channel.journal is not None:
+            channel.journal.close()
+            channel.journal = None
         if channel.child is not None:
             self.io.kill(channel.child)
             channel.child = None
@@ -119,7 +156,7 @@ class Hub:
         wanted = {sc.path: sc for sc in config.services}
         for path in [p for p in self.channels if p not in wanted]:
             channel = self.channels.pop(path)
-            self._stop_service(channel)
+            self._stop_service(channel, closing=True)
             for client in list(channel.clients):
                 self.io.close(client, "removed")
         for sc in config.services:
@@ -131,6 +168,9 @@ class Hub:
                 self._start_service(channel, sc)
             else:
                 channel.config = sc
+        for channel in self.channels.values():
+            if channel.journal is not None:
+                channel.journal.sync_policy = config.journal_sync
 
     # -- events ----------------------------------------------------------------------
 
@@ -156,8 +196,12 @@ class Hub:
         except UnicodeEncodeError:
             raise PublishError("data is not valid Unicode text") from None
         if client_id is None:
+            if channel.journal is not None:
+                self._journal(channel, ev)
             targets = channel.clients
             channel.history.append(ev)
+            if channel.journal is not None:
+                self._compact(channel)
             channel.last_sent = self.now
         else:
             targets = [c for c in self.by_id.get(client_id, ()) if channel in c.channels]
@@ -170,6 +214,21 @@ class Hub:
         if targets:
             self.io.fanout(ev.wire, targets)
         return ev, len(targets)
+
+    def _journal(self, channel, ev):
+        """Append before anyone hears of the event; a publish that cannot be kept fails."""
+        try:
+            channel.journal.append(ev)
+        except OSError as exc:
+            raise PublishError(f"{channel.path}: journal write failed: "
+                               f"{exc.strerror or exc}") from None
+
+    def _compact(self, channel):
+        try:
+            channel.journal.compact(channel.history.ring, channel.config.history)
+        except OSError as exc:
+            self.log("error", f"service {channel.path}: journal compaction failed: "
+                     f"{exc.strerror or exc}")
 
     def tick(self, now):
         """Run due timers and the keepalive sweep; the time of the next thing due."""

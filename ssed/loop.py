@@ -18,6 +18,7 @@ from collections import Counter
 from . import control, sse, web
 from .conns import ChildProc, ControlConn, Console, HttpConn, failed
 from .http1 import error_reply
+from .journal import Journal
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
@@ -46,6 +47,7 @@ class Loop:
         self.pending_per_ip = Counter()
         self.writing = {}               # client -> when its queue last made progress
         self.next_sweep = 0.0
+        self.next_sync = 0.0
         for sock in listeners:
             sock.setblocking(False)
             tune_listener(sock, hub.config.send_timeout)
@@ -79,7 +81,7 @@ class Loop:
             self._expire(now)
             due = self.hub.tick(now) if self.stopping is None else now + 0.05
             self._close_doomed()
-            due = min(due, self._watchdog(now), self._sweep_stalled(now))
+            due = min(due, self._watchdog(now), self._sweep_stalled(now), self._sync(now))
             if self.stopping is not None:
                 self._shutdown_step(now)
         self.selector.close()
@@ -93,6 +95,13 @@ class Loop:
             self.notify("WATCHDOG=1")
             self.next_ping = now + interval
         return self.next_ping
+
+    def _sync(self, now):
+        """The once-a-second fsync of journals under `journal_sync = everysec`."""
+        if now >= self.next_sync:
+            self.hub.sync_journals()
+            self.next_sync = now + 1.0
+        return self.next_sync
 
     def _sweep_stalled(self, now):
         """Doom streams whose queue made no progress for `send_timeout`; the next sweep."""
@@ -264,6 +273,10 @@ class Loop:
             return None
         self.children.append(child)
         return child
+
+    def open_journal(self, path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return Journal(path, self.hub.config.journal_sync, self.log)
 
     def kill(self, child):
         child.kill("service stopped")
