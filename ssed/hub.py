@@ -17,6 +17,10 @@ from .plugins import service_class
 from .service import Refuse, Service
 
 
+# Reasons a stream ends that are the client's doing or a clean stop, not a drop.
+CLIENT_LEFT = ("eof", "reset", "shutdown")
+
+
 class PublishError(Exception):
     """A publish that cannot be done; the text goes back to the publisher."""
 
@@ -321,7 +325,7 @@ class Hub:
         self.per_ip[client.address] -= 1
         if self.per_ip[client.address] <= 0:
             del self.per_ip[client.address]
-        if reason not in ("eof", "shutdown"):
+        if reason not in CLIENT_LEFT:
             self.dropped[reason] += 1
 
     @property

@@ -13,6 +13,7 @@ import selectors
 import signal
 import socket
 import time
+import traceback
 from collections import Counter
 
 from . import control, sse, web
@@ -72,11 +73,7 @@ class Loop:
             events = self.selector.select(timeout)
             self.hub.now = now = time.time()
             for key, mask in events:
-                handler = key.data
-                if callable(handler):
-                    handler()
-                else:
-                    handler.ready(mask)
+                self._dispatch(key, mask)
                 self._close_doomed()
             self._expire(now)
             due = self.hub.tick(now) if self.stopping is None else now + 0.05
@@ -85,6 +82,24 @@ class Loop:
             if self.stopping is not None:
                 self._shutdown_step(now)
         self.selector.close()
+
+    def _dispatch(self, key, mask):
+        """One ready descriptor. A bug in its handler costs that connection, not the daemon."""
+        handler = key.data
+        try:
+            if callable(handler):
+                handler()
+            else:
+                handler.ready(mask)
+        except Exception:
+            self.log("error", f"bug: {type(handler).__name__} handler raised\n"
+                     + traceback.format_exc())
+            close = getattr(handler, "close", None)
+            if close is not None:
+                try:
+                    close("bug")
+                except Exception:
+                    self.log("error", "bug: closing after a bug failed\n" + traceback.format_exc())
 
     def _watchdog(self, now):
         """WATCHDOG=1 at half the interval, from the turning loop itself; the next ping."""
@@ -254,6 +269,8 @@ class Loop:
                     c.queued = size - n
                     self.writing[c] = self.hub.now
                     c.conn.want_write()
+                    if c.queued > limit:
+                        self.doomed.append((c, "slow"))
             else:
                 c.pending.append(wire)
                 c.queued += size
