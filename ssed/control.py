@@ -13,6 +13,8 @@ from .hub import PublishError
 
 MAX_LINE = 1 << 20
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+# SPEC 4: publishers cannot set ids. One they name is refused, not silently replaced.
+NO_PUBLISHER_IDS = "ids are made by the daemon; a publisher cannot set one"
 
 
 class CommandError(Exception):
@@ -26,6 +28,8 @@ class CommandError(Exception):
 # -- the commands: each takes (hub, daemon, request dict), returns the answer's fields ----
 
 def _publish(hub, daemon, req):
+    if req.get("id") is not None:
+        raise CommandError(f"publish: {NO_PUBLISHER_IDS}")
     client = req.get("client")
     if client is not None and not CLIENT_ID.match(client):
         raise CommandError("client must be 1-64 of A-Za-z0-9._:-")

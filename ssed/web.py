@@ -10,7 +10,7 @@ import random
 from urllib.parse import parse_qs
 
 from . import metrics
-from .control import CLIENT_ID
+from .control import CLIENT_ID, NO_PUBLISHER_IDS
 from .http1 import HttpError, error_reply, reply, response_head
 from .hub import PublishError
 from .service import Refuse
@@ -215,11 +215,15 @@ def _post_body(request):
         event = obj.get("event")
         if event is not None and not isinstance(event, str):
             raise HttpError(400, "event must be a string")
+        if obj.get("id") is not None:
+            raise HttpError(400, NO_PUBLISHER_IDS)
         return obj["data"], event
     if ctype == "application/x-www-form-urlencoded":
         form = parse_qs(text, keep_blank_values=True)
         if "data" not in form:
             raise HttpError(400, "form body needs a data field")
+        if "id" in form:
+            raise HttpError(400, NO_PUBLISHER_IDS)
         return form["data"][0], form.get("event", [None])[0]
     raise HttpError(415, f"Content-Type {ctype} is not text/plain, JSON or a form")
 
