@@ -5,6 +5,7 @@ event in order and on time; a queue that makes no progress for `send_timeout` is
 """
 import re
 import selectors
+import statistics
 import subprocess
 import time
 
@@ -43,8 +44,9 @@ class Readers:
 
 
 def summary(latencies):
-    return (f"max {max(latencies) * 1000:.1f} ms, mean "
-            f"{sum(latencies) / len(latencies) * 1000:.1f} ms over {len(latencies)} events")
+    p95 = statistics.quantiles(latencies, n=20)[-1]
+    return (f"max {max(latencies) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, mean "
+            f"{statistics.mean(latencies) * 1000:.1f} ms over {len(latencies)} events")
 
 
 def test_a_client_that_stops_reading_is_dropped_as_slow_while_50_others_get_every_event(daemon):
@@ -82,7 +84,11 @@ def test_a_client_that_stops_reading_is_dropped_as_slow_while_50_others_get_ever
     assert metric(metrics(d), "ssed_clients_dropped_total", "slow") == 1
     for s in good.streams:
         assert [int(e.data.split(" ", 1)[0]) for e in s.events] == list(range(sent))
-    assert max(filling) < max(baseline) + 0.1, (summary(baseline), summary(filling))
+    # No added delay beyond a few ms for nearly every event; none held up (a generous bound:
+    # other processes share the CPU with the daemon and this test).
+    p95 = statistics.quantiles(filling, n=20)[-1]
+    assert p95 < max(baseline) + 0.02, (p95, summary(baseline), summary(filling))
+    assert max(filling) < 0.5, summary(filling)
     bad.close()
     ctl.close()
 
