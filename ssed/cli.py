@@ -12,7 +12,7 @@ from .control import CommandError
 from .hub import Hub
 from .log import Logger, escape, under_journald
 from .loop import Loop
-from .systemd import Notifier
+from .systemd import Notifier, listen_fds
 
 
 class StartupError(Exception):
@@ -127,6 +127,31 @@ class Daemon:
 
     def __init__(self, path, cfg, hub, log, notify):
         self.path, self.cfg, self.hub, self.log, self.notify = path, cfg, hub, log, notify
+        self.loop = None
+        self.listeners = {}
+        self.activated = False
+
+    def attach(self, loop, listeners, activated):
+        self.loop, self.listeners, self.activated = loop, listeners, activated
+
+    def _rebind(self, new):
+        """Bind the listen entries that are new, close the ones that went; all or nothing."""
+        if self.activated or new.listen == self.cfg.listen:
+            return []
+        added = {}
+        try:
+            for entry in new.listen:
+                if entry not in self.listeners:
+                    added[entry] = _listen_tcp(*entry)
+        except StartupError as exc:
+            for sock in added.values():
+                sock.close()
+            raise CommandError(str(exc)) from None
+        kept = {e: s for e, s in self.listeners.items() if e in new.listen}
+        gone = [s for e, s in self.listeners.items() if e not in new.listen]
+        self.listeners = kept | added
+        self.loop.set_listeners(list(self.listeners.values()), gone)
+        return [f"listening on {describe(s)}" for s in added.values()]
 
     def reload(self):
         self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -136,7 +161,7 @@ class Daemon:
             self.notify("READY=1", self.status())
 
     def status(self):
-        return f"STATUS={self.hub.client_count} clients, {len(self.hub.channels)} services"
+        return self.loop.status_line()
 
     def _reload(self):
         try:
@@ -147,7 +172,8 @@ class Daemon:
                                + (f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1
                                   else ""), errors=exc.errors) from None
         changes = configmod.diff(self.cfg, new)
-        for key in ("listen", "control", "control_mode", "control_group"):
+        changes += self._rebind(new)
+        for key in ("control", "control_mode", "control_group"):
             if getattr(new, key) != getattr(self.cfg, key):
                 changes.append(f"[ssed] {key} changes only on restart")
         self.log.set_secrets(secrets_of(new))
@@ -181,26 +207,44 @@ def main(argv=None):
         return 1
 
 
+def sockets(cfg, log):
+    """Listeners by listen entry, the control socket, and whether systemd handed them over."""
+    passed = listen_fds(os.environ, os.getpid())
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)      # not for our children
+    if not passed:
+        socks = bind_listeners(cfg)
+        return dict(zip(cfg.listen, socks)), bind_control(cfg), False
+    control = next((sock for name, sock in passed
+                    if name == "control" or sock.family == socket.AF_UNIX), None)
+    listeners = {("systemd", i): sock for i, (_, sock) in enumerate(passed) if sock is not control}
+    log("info", f"socket activation: {len(listeners)} listeners"
+        + (", the control socket" if control else "") + " from systemd")
+    return listeners, control if control is not None else bind_control(cfg), True
+
+
 def serve(path, cfg, log, console):
-    listeners = bind_listeners(cfg)
-    control_sock = bind_control(cfg)
+    listeners, control_sock, activated = sockets(cfg, log)
+    own_control = control_sock is not None and not (activated and control_sock.getsockname()
+                                                    != cfg.control)
     hub = Hub(cfg, None, log, now=time.time())
     notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify)
-    loop = Loop(hub, listeners, control_sock, log, daemon.reload, notify,
+    loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None)
+    daemon.attach(loop, listeners, activated)
     hub.io = loop
     hub.start()
-    for sock in listeners:
+    for sock in listeners.values():
         log("info", f"listening on {describe(sock)}")
     if control_sock is not None:
-        log("info", f"control socket {cfg.control}")
+        log("info", f"control socket {control_sock.getsockname()}")
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     try:
         loop.run()
     finally:
-        if control_sock is not None:
+        if own_control:
             try:
                 os.unlink(cfg.control)
             except OSError:

@@ -24,6 +24,7 @@ from .journal import Journal
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
 EMFILE_PAUSE = 0.5
+STATUS_EVERY = 5.0
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -32,6 +33,8 @@ class Loop:
         self.hub = hub
         self.notify = notify
         self.next_ping = 0.0
+        self.next_status = 0.0
+        self.last_status = None
         self.log = log
         self.reload_config = reload
         self.selector = selectors.DefaultSelector()
@@ -102,14 +105,26 @@ class Loop:
                     self.log("error", "bug: closing after a bug failed\n" + traceback.format_exc())
 
     def _watchdog(self, now):
-        """WATCHDOG=1 at half the interval, from the turning loop itself; the next ping."""
-        interval = self.notify.watchdog
-        if interval is None:
+        """WATCHDOG=1 at half the interval from the turning loop itself, and STATUS= at most
+        every STATUS_EVERY seconds while the figures change; the next time due."""
+        if self.notify.address is None:
             return float("inf")
-        if now >= self.next_ping:
+        if self.notify.watchdog is not None and now >= self.next_ping:
             self.notify("WATCHDOG=1")
-            self.next_ping = now + interval
-        return self.next_ping
+            self.next_ping = now + self.notify.watchdog
+        if now >= self.next_status:
+            status = self.status_line()
+            if status != self.last_status:
+                self.notify(status)
+                self.last_status = status
+            self.next_status = now + STATUS_EVERY
+        return min(self.next_ping if self.notify.watchdog else self.next_status,
+                   self.next_status)
+
+    def status_line(self):
+        hub = self.hub
+        return (f"STATUS={hub.client_count} clients on {len(hub.channels)} services, "
+                f"{hub.stats['events_published']} events published")
 
     def _sync(self, now):
         """The once-a-second fsync of journals under `journal_sync = everysec`."""
@@ -220,6 +235,20 @@ class Loop:
         for sock, _ in self._acceptors():
             self.selector.unregister(sock)
         self.paused_until = time.time() + EMFILE_PAUSE
+
+    def set_listeners(self, listeners, gone):
+        """A reload changed `listen`: serve on `listeners` from now on, close `gone`."""
+        if self.paused_until is None:
+            for sock in self.listeners:
+                self.selector.unregister(sock)
+        for sock in gone:
+            sock.close()
+        self.listeners = listeners
+        for sock in listeners:
+            sock.setblocking(False)
+            tune_listener(sock, self.hub.config.send_timeout)
+            if self.paused_until is None:
+                self.selector.register(sock, READ, functools.partial(self._accept, sock))
 
     def _resume_accepting(self):
         self.paused_until = None

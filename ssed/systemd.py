@@ -37,3 +37,18 @@ def watchdog_interval(env):
     if pid and pid != str(os.getpid()):
         return None
     return int(usec) / 2e6
+
+
+def listen_fds(env, pid):
+    """The sockets systemd passed (LISTEN_FDS from fd 3, for this LISTEN_PID), as
+    (name, socket) pairs; names from LISTEN_FDNAMES, else "unknown"."""
+    if env.get("LISTEN_PID") != str(pid) or not env.get("LISTEN_FDS", "").isdigit():
+        return []
+    count = int(env["LISTEN_FDS"])
+    names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
+    passed = []
+    for i in range(count):
+        fd = 3 + i
+        os.set_inheritable(fd, False)
+        passed.append((names[i] if i < len(names) else "unknown", socket.socket(fileno=fd)))
+    return passed
