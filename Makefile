@@ -29,7 +29,7 @@ bench:
 
 install:
 	install -d $(DESTDIR)$(LIBDIR)/ssed $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ssed $(DESTDIR)$(UNITDIR)
-	install -m 644 ssed/*.py ssed/*.ini $(DESTDIR)$(LIBDIR)/ssed/
+	install -m 644 ssed/*.py ssed/*.ini ssed/*.html $(DESTDIR)$(LIBDIR)/ssed/
 	printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed "$$@"\n' \
 	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssed
 	printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed.ctl "$$@"\n' \

@@ -2,11 +2,12 @@
 stream to open. Routes, bans and limits, tokens, CORS, status endpoints, the index page and
 POST publishing live here. No sockets: the hub and the peer's address come in as values.
 """
+import functools
 import hmac
-import html
 import ipaddress
 import json
 import random
+from importlib import resources
 from urllib.parse import parse_qs
 
 from . import metrics
@@ -114,15 +115,19 @@ def _service(hub, request, address, paths):
 
 
 def _cors(hub, request, channels):
-    """The CORS headers for this request's Origin, if every service allows it."""
+    """The CORS headers for this request's Origin: the origin itself (or `*` where `*` is
+    configured) if every service allows it; nothing but `Vary` otherwise."""
     origin = request.header("origin")
     if origin is None:
         return []
+    wildcard = True
     for channel in channels:
         allowed = channel.config.cors_origins or hub.config.cors_origins
-        if "*" not in allowed and origin not in allowed:
-            return [("Vary", "Origin")]
-    return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        if "*" not in allowed:
+            wildcard = False
+            if origin.lower() not in allowed:
+                return [("Vary", "Origin")]
+    return [("Access-Control-Allow-Origin", "*" if wildcard else origin), ("Vary", "Origin")]
 
 
 def _preflight(hub, request, channels):
@@ -230,12 +235,32 @@ def _post_body(request):
 
 # -- the index page ------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
+def _index_template():
+    return resources.files("ssed").joinpath("index.html").read_text(encoding="utf-8")
+
+
+def public_services(hub):
+    """What the index shows: services without a token, with the event types to listen for."""
+    out = []
+    for channel in hub.channels.values():
+        if channel.config.token:
+            continue
+        types = {"message", "session"} | {e.type for e in channel.history.ring if e.type}
+        if channel.config.event:
+            types.add(channel.config.event)
+        out.append({"path": channel.path, "source": channel.config.cls or channel.config.source,
+                    "clients": len(channel.clients), "types": sorted(types)})
+    return out
+
+
 def _index(hub, request):
-    rows = "".join(
-        f"<li><a href=\"{html.escape(ch.path)}\">{html.escape(ch.path)}</a> "
-        f"({html.escape(ch.config.cls or ch.config.source)}, {len(ch.clients)} clients)</li>"
-        for ch in hub.channels.values() if not ch.config.token)
-    page = (f"<!doctype html><meta charset=utf-8><title>ssed</title>"
-            f"<h1>ssed</h1><ul>{rows}</ul>")
-    data = reply(200, page, "text/html; charset=utf-8")
+    services = public_services(hub)
+    if "application/json" in request.header("accept", ""):
+        data = reply(200, json.dumps(services), "application/json")
+    else:
+        # "<" escaped so no data can close the script element it sits in.
+        blob = json.dumps(services).replace("<", "\\u003c")
+        data = reply(200, _index_template().replace("__SERVICES__", blob),
+                     "text/html; charset=utf-8", [("Vary", "Accept")])
     return Reply(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if request.method == "HEAD" else data)
