@@ -34,10 +34,14 @@ def env():
     return e
 
 
+_env = env      # the Daemon's `env=` parameter shadows the function in __init__
+
+
 class Daemon:
     def __init__(self, tmp_path, body, args=(), top="", stdin=None, listen="127.0.0.1:0",
-                 preexec_fn=None):
-        """`listen` replaces the one address; `preexec_fn` runs in the child (e.g. setrlimit)."""
+                 preexec_fn=None, env=None):
+        """`listen` replaces the one address; `preexec_fn` runs in the child (e.g. setrlimit);
+        `env` adds variables to the daemon's environment (NOTIFY_SOCKET, WATCHDOG_USEC...)."""
         self.dir = tmp_path
         self.control = str(tmp_path / "ssed.sock")
         self.ini = tmp_path / "ssed.ini"
@@ -48,8 +52,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ssed", "-c", str(self.ini), *args],
             stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=str(tmp_path),
-            preexec_fn=preexec_fn)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**_env(), **(env or {})},
+            cwd=str(tmp_path), preexec_fn=preexec_fn)
         threading.Thread(target=self._pump, daemon=True).start()
         self.port = None
         self.wait_log("ready", on_line=self._port)
