@@ -70,7 +70,8 @@ class Loop:
 
     def run(self):
         self.hub.now = time.time()
-        due = self.hub.tick(self.hub.now)
+        # The first ping is due at once too: the first wait must not outlast the watchdog.
+        due = min(self.hub.tick(self.hub.now), self._watchdog(self.hub.now))
         while self.running:
             timeout = max(0.0, min(due, self._next_deadline()) - time.time())
             events = self.selector.select(timeout)
