@@ -208,25 +208,29 @@ def main(argv=None):
 
 
 def sockets(cfg, log):
-    """Listeners by listen entry, the control socket, and whether systemd handed them over."""
+    """Listeners by listen entry, the control socket, whether systemd handed the listeners
+    over, and whether it handed over the control socket too."""
     passed = listen_fds(os.environ, os.getpid())
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)      # not for our children
     if not passed:
         socks = bind_listeners(cfg)
-        return dict(zip(cfg.listen, socks)), bind_control(cfg), False
+        return dict(zip(cfg.listen, socks)), bind_control(cfg), False, False
     control = next((sock for name, sock in passed
                     if name == "control" or sock.family == socket.AF_UNIX), None)
     listeners = {("systemd", i): sock for i, (_, sock) in enumerate(passed) if sock is not control}
     log("info", f"socket activation: {len(listeners)} listeners"
         + (", the control socket" if control else "") + " from systemd")
-    return listeners, control if control is not None else bind_control(cfg), True
+    if control is not None:
+        return listeners, control, True, True
+    return listeners, bind_control(cfg), True, False
 
 
 def serve(path, cfg, log, console):
-    listeners, control_sock, activated = sockets(cfg, log)
-    own_control = control_sock is not None and not (activated and control_sock.getsockname()
-                                                    != cfg.control)
+    listeners, control_sock, activated, passed_control = sockets(cfg, log)
+    # A control socket systemd passed is not ours to unlink, even at our configured path: the
+    # socket unit keeps listening on that inode for our next start.
+    own_control = control_sock is not None and not passed_control
     hub = Hub(cfg, None, log, now=time.time())
     notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify)
