@@ -57,7 +57,7 @@ class Channel:
         self.history = History(config.history)
         self.service = None
         self.next_tick = None
-        self.last_sent = 0.0
+        self.last_sent = 0.0     # when it last broadcast (set to the start by the hub)
         self.published = 0
         self.delivered = 0
         self.child = None       # the command this service is running, if any
@@ -76,6 +76,9 @@ class Hub:
         self.per_ip = Counter()
         self.bans = {}              # ip_network -> until
         self.started = now
+        self.due = now              # when tick() next has something to do
+        self.ticked_at = now
+        self.next_keepalive = now
         self.stats = Counter()      # events_published, events_delivered, bytes_sent
         self.dropped = Counter()    # reason -> clients closed for it
         self.refused = Counter()    # reason -> connections refused for it
@@ -97,6 +100,7 @@ class Hub:
 
     def _add_channel(self, sc):
         channel = Channel(sc)
+        channel.last_sent = self.now
         self.channels[sc.path] = channel
         if sc.journal:
             self._open_journal(channel, sc, restore=True)
@@ -134,6 +138,7 @@ class Hub:
         channel.service = service_class(sc)(self, channel, sc)
         ticks = type(channel.service).on_tick is not Service.on_tick
         channel.next_tick = self.now if ticks else None     # first tick at once
+        self.due = self.now
         self.call(channel, "on_start")
 
     def _stop_service(self, channel, closing=False):
@@ -235,9 +240,13 @@ class Hub:
                      f"{exc.strerror or exc}")
 
     def tick(self, now):
-        """Run due timers and the keepalive sweep; the time of the next thing due."""
+        """Run due timers and, every quarter of `keepalive`, the keepalive sweep; the time
+        the next thing is due. Cheap when nothing is due: the loop calls it every turn."""
         self.now = now
-        due = now + 1.0
+        went_back, self.ticked_at = now < self.ticked_at, now
+        if now < self.due and not went_back:
+            return self.due
+        due = float("inf")
         for channel in list(self.channels.values()):
             if channel.next_tick is not None and channel.next_tick > now + 2 * channel.config.interval:
                 channel.next_tick = now     # the wall clock went back: do not stall
@@ -248,21 +257,35 @@ class Hub:
                 self.call(channel, "on_tick")
             if channel.next_tick is not None:
                 due = min(due, channel.next_tick)
-        self._keepalive(now)
-        return min(due, now + self.config.keepalive / 4)
+        if now >= self.next_keepalive:
+            # At the next client's due time, but sweeping at most 10 times a second.
+            self.next_keepalive = max(self._keepalive(now), now + 0.1)
+        self.due = min(due, self.next_keepalive)
+        return self.due
 
     def _keepalive(self, now):
+        """A comment to every stream that has heard nothing for `keepalive` seconds; when
+        the next one will have (an O(clients) pass only over services that fell silent)."""
         limit = self.config.keepalive
         wire = sse.comment("keepalive")
+        due = now + limit
         for channel in self.channels.values():
             if now - channel.last_sent < limit:
+                due = min(due, channel.last_sent + limit)
                 continue
-            idle = [c for c in channel.clients
-                    if now - max(c.idle_since, *(ch.last_sent for ch in c.channels)) >= limit]
+            idle = []
+            for c in channel.clients:
+                quiet = max(c.idle_since, *(ch.last_sent for ch in c.channels)) \
+                    if len(c.channels) > 1 else c.idle_since
+                if now - quiet >= limit:
+                    idle.append(c)
+                else:
+                    due = min(due, quiet + limit)
             for c in idle:
                 c.idle_since = now
             if idle:
                 self.io.fanout(wire, idle)
+        return due
 
     # -- clients ---------------------------------------------------------------------
 

@@ -414,11 +414,18 @@ def test_multiplexed_client_gets_no_keepalive_while_one_of_its_services_is_activ
 
 def test_tick_returns_when_to_come_back():
     rig = Rig(BASIC, top="keepalive = 2")
-    assert rig.hub.tick(T0) == T0 + 2 / 4               # a quarter of keepalive at most
+    assert rig.hub.tick(T0) == T0 + 2                   # the first keepalive that can be due
+    client = rig.sub("/chat")
+    assert rig.hub.tick(T0 + 1) == T0 + 2               # ... and still, with a client since T0
+    rig.hub.now = T0 + 1.5
+    rig.hub.publish("/chat", "x")
+    rig.hub.tick(T0 + 2)
+    assert rig.hub.tick(T0 + 2.1) == T0 + 3.5           # silence restarts at the last event
+    assert KEEPALIVE not in rig.io.got(client)
     rig = Rig("[/r]\nclass = hubplugins:Recorder\ninterval = 0.3\n")
     assert rig.hub.tick(T0) == T0 + 0.3                 # the next tick
     rig = Rig(BASIC)
-    assert T0 < rig.hub.tick(T0) <= T0 + 15 / 4
+    assert T0 < rig.hub.tick(T0) <= T0 + 15
 
 
 def test_tick_runs_on_tick_at_the_interval():
