@@ -114,11 +114,10 @@ def _path(text):
 
 
 def _number(low, strict):
+    """A plain decimal number (no exponent, no `_`, ASCII digits) above or from `low`."""
     def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
+        ok = re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text)
+        value = float(text) if ok else math.nan
         if not math.isfinite(value) or value < low or (strict and value == low):
             raise ValueError(f"expected a number {'>' if strict else '>='} {low}, got {text!r}")
         return value
@@ -231,7 +230,7 @@ KEYS = (
         "path of the UNIX control socket, relative to the config file's directory; empty = none"),
     Key("control_mode", "ssed", _octal, "0660", "file mode of the control socket (octal)"),
     Key("control_group", "ssed", _group, "", "group of the control socket; empty = unchanged"),
-    Key("keepalive", "ssed", _number(0, True), "15",
+    Key("keepalive", "ssed", _number(0.01, False), "15",
         "seconds of silence before a stream gets a `: keepalive` comment"),
     Key("retry", "ssed", _integer(0), "3000",
         "milliseconds sent as `retry:` when a stream opens; 0 = not sent"),
@@ -240,9 +239,9 @@ KEYS = (
     Key("max_clients_per_ip", "ssed", _integer(1), "256", "streams open at once from one address"),
     Key("send_buffer", "ssed", _integer(1024), "1048576",
         "bytes queued for one client before it is dropped as too slow"),
-    Key("header_timeout", "ssed", _number(0, True), "10",
+    Key("header_timeout", "ssed", _number(0.01, False), "10",
         "seconds to receive a whole request head"),
-    Key("send_timeout", "ssed", _number(0, True), "60", "seconds a stream's queued bytes may "
+    Key("send_timeout", "ssed", _number(0.01, False), "60", "seconds a stream's queued bytes may "
         "make no progress before it is dropped (a dead or stuck reader)"),
     Key("max_body", "ssed", _integer(0), "65536", "largest POST body, in bytes"),
     Key("shutdown_timeout", "ssed", _number(0, False), "5", "seconds to flush streams on shutdown"),
@@ -258,7 +257,7 @@ KEYS = (
     Key("index", "ssed", _bool, "true", "serve the HTML index of public services at `/`"),
     Key("source", "service", _source, "none",
         "what feeds the service: time, messages, quotes, command, file, or none (publishers only)"),
-    Key("interval", "service", _number(0, True), "1", "seconds between the source's ticks"),
+    Key("interval", "service", _number(0.01, False), "1", "seconds between the source's ticks"),
     Key("format", "service", _format, "iso",
         "time source: `iso` (local ISO 8601 with offset), `unix`, or a strftime pattern"),
     Key("event", "service", _event, "", "event type of the source's events and of published "

@@ -25,6 +25,7 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
 EMFILE_PAUSE = 0.5
 STATUS_EVERY = 5.0
+HEAP_FLOOR = 1024
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -40,6 +41,7 @@ class Loop:
         self.selector = selectors.DefaultSelector()
         self.listeners = listeners
         self.deadlines = []             # heap of (when, seq, conn)
+        self.heap_limit = HEAP_FLOOR
         self.seq = 0
         self.children = []
         self.doomed = []                # streams to close after this fan-out
@@ -156,6 +158,13 @@ class Loop:
         self.seq += 1
         conn.deadline = when
         heapq.heappush(self.deadlines, (when, self.seq, conn))
+        if len(self.deadlines) > self.heap_limit:
+            # Drop entries of connections that closed or moved on (streams, answered
+            # requests) so a connection flood cannot pin them until their deadline.
+            self.deadlines = [e for e in self.deadlines if e[2].deadline == e[0]
+                              and not e[2].closed]
+            heapq.heapify(self.deadlines)
+            self.heap_limit = max(HEAP_FLOOR, 2 * len(self.deadlines))
 
     def _expire(self, now):
         while self.deadlines and self.deadlines[0][0] <= now:
