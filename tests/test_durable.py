@@ -1,0 +1,226 @@
+"""Durable history against the daemon (issue 4): events are journaled before the publisher's
+answer, so a `kill -9` in the middle of a burst loses no acknowledged event; after a restart
+the history is back, ids continue above it, and a client resuming with its Last-Event-ID gets
+exactly what it missed. Torn tails, compaction, `journal =` and `[ssed] state_dir`.
+
+Both runs of a test share one config directory (`confdir.start_in`), so the journal paths in
+it are the same files. Every wait is bounded.
+"""
+import re
+import signal
+import threading
+
+import pytest
+
+from conftest import TIMEOUT, ControlClient
+from confdir import start_in
+
+
+def logged(d, pattern):
+    """The line the daemon logged before it was ready that matches `pattern` (the fixture has
+    read those lines already while waiting for "ready")."""
+    found = [line for line in d.log if re.search(pattern, line)]
+    assert found, f"no line matching {pattern!r} in:\n" + "\n".join(d.log)
+    return found[0]
+
+
+def id_key(text):
+    ms, seq = text.split("-")
+    return int(ms), int(seq)
+
+
+def burst(d, stop_after, service="/chat"):
+    """Publish e0, e1, ... on one control connection as fast as answers come, from a thread,
+    and SIGKILL the daemon once `stop_after` are acknowledged. The acknowledged (id, data)
+    pairs and the data of the one publish in flight when it died (or None)."""
+    acked, in_flight, enough = [], [None], threading.Event()
+
+    def publisher():
+        try:
+            with ControlClient(d.control) as c:
+                for n in range(1_000_000):
+                    in_flight[0] = f"e{n}"
+                    ans = c.request({"cmd": "publish", "service": service, "data": f"e{n}"})
+                    assert ans["ok"], ans
+                    acked.append((ans["id"], f"e{n}"))
+                    in_flight[0] = None
+                    if len(acked) >= stop_after:
+                        enough.set()
+        except (OSError, AssertionError, ValueError):
+            enough.set()        # the daemon died under us: that is the point
+
+    thread = threading.Thread(target=publisher, daemon=True)
+    thread.start()
+    assert enough.wait(TIMEOUT), f"only {len(acked)} acknowledged"
+    d.proc.send_signal(signal.SIGKILL)      # mid-burst: the publisher is still sending
+    d.proc.wait(TIMEOUT)
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    return list(acked), in_flight[0]
+
+
+@pytest.mark.parametrize("sync", ["always", "everysec", "no"])
+def test_kill_9_mid_burst_loses_no_acknowledged_event(daemon, tmp_path, sync):
+    conf = tmp_path / "conf"
+    body = "[/chat]\nhistory = 100000\njournal = chat.journal\n"
+    top = f"journal_sync = {sync}"
+    d = start_in(daemon, conf, body, top=top)
+    acked, in_flight = burst(d, stop_after=1000)
+    assert d.proc.returncode == -signal.SIGKILL
+    assert len(acked) >= 1000
+
+    again = start_in(daemon, conf, body, top=top)
+    logged(again, r"service /chat: \d+ events restored from .*chat\.journal")
+    first_id = acked[0][0]
+    s = again.stream("/chat", [f"Last-Event-ID: {first_id}"])
+    # Every acknowledged event after the first, in order; then at most the one in flight.
+    expected = acked[1:]
+    seen = s.wait_events(len(expected))
+    lost = [pair for pair in expected if pair not in [(e.id, e.data) for e in seen]]
+    assert lost == [], f"{len(lost)} acknowledged events lost, e.g. {lost[:3]}"
+    assert [(e.id, e.data) for e in seen] == expected
+    # The one in flight may or may not have been journaled; nothing else may be there.
+    listed = again.ctl({"cmd": "list"})["services"][0]
+    assert listed["last_id"] == acked[-1][0] or in_flight is not None
+    if listed["last_id"] != acked[-1][0]:
+        extra = s.wait_events(len(expected) + 1)[-1]
+        assert extra.data == in_flight and id_key(extra.id) > id_key(acked[-1][0])
+    # New ids go above every old one, and the resumed stream gets the live event.
+    before = len(s.events)
+    new = again.publish("/chat", "after restart")
+    assert id_key(new["id"]) > id_key(listed["last_id"])
+    assert [(e.id, e.data) for e in s.wait_events(before + 1)[before:]] == [
+        (new["id"], "after restart")]
+
+
+def test_a_client_resuming_after_a_crash_gets_exactly_what_it_missed(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    body = "[/chat]\njournal = chat.journal\n"
+    d = start_in(daemon, conf, body)
+    s = d.stream("/chat")
+    seen = [d.publish("/chat", f"seen {n}")["id"] for n in range(3)]
+    assert [e.id for e in s.wait_events(3)] == seen
+    s.close()
+    missed = [d.publish("/chat", f"missed {n}")["id"] for n in range(4)]
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(TIMEOUT)
+
+    again = start_in(daemon, conf, body)
+    back = again.stream("/chat", [f"Last-Event-ID: {seen[-1]}"])
+    live = again.publish("/chat", "live")["id"]
+    events = back.wait_events(5)
+    assert [(e.id, e.data) for e in events] == (
+        [(i, f"missed {n}") for n, i in enumerate(missed)] + [(live, "live")])
+    # Nothing more: a duplicate or a re-sent old event would show up before this marker.
+    marker = again.publish("/chat", "marker")["id"]
+    assert [e.id for e in back.wait_events(6)][-1] == marker
+    # A client that had seen everything gets no replay, only what comes next.
+    up_to_date = again.stream("/chat", [f"Last-Event-ID: {marker}"])
+    after = again.publish("/chat", "next")["id"]
+    assert [e.id for e in up_to_date.wait_events(1)] == [after]
+
+
+def test_restored_history_keeps_its_event_types_and_multiline_data(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    body = "[/chat]\njournal = chat.journal\n"
+    d = start_in(daemon, conf, body)
+    sent = [d.publish("/chat", "a\nb\r\nc", event="note")["id"],
+            d.publish("/chat", "é ✓ 😀")["id"]]
+    assert d.stop() == 0
+    again = start_in(daemon, conf, body)
+    s = again.stream("/chat", ["Last-Event-ID: 0-0"])
+    got = [(e.id, e.type, e.data) for e in s.wait_events(2)]
+    assert got == [(sent[0], "note", "a\nb\nc"), (sent[1], "message", "é ✓ 😀")]
+
+
+def test_a_torn_last_record_is_skipped_with_a_warning_not_fatal(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    body = "[/chat]\njournal = chat.journal\n"
+    d = start_in(daemon, conf, body)
+    ids = [d.publish("/chat", f"e{n}")["id"] for n in range(5)]
+    assert d.stop() == 0
+    journal = conf / "chat.journal"
+    data = journal.read_bytes()
+    journal.write_bytes(data[:-7])          # a crash in the middle of the last write
+
+    again = start_in(daemon, conf, body)
+    logged(again, r"warning journal .*chat\.journal: bad record at byte \d+ "
+                   r"\(\d+ bytes skipped\)")
+    logged(again, r"service /chat: 4 events restored")
+    s = again.stream("/chat", ["Last-Event-ID: 0-0"])
+    assert [e.id for e in s.wait_events(4)] == ids[:4]
+    new = again.publish("/chat", "after")["id"]
+    assert id_key(new) > id_key(ids[3])
+    assert s.wait_events(5)[-1].id == new
+    # The torn bytes were cut: the new record follows good data and reloads cleanly.
+    assert again.stop() == 0
+    third = start_in(daemon, conf, body)
+    logged(third, r"service /chat: 5 events restored")
+    assert not any("bad record" in line for line in third.log)
+
+
+def test_the_journal_stays_bounded_by_compaction(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    body = "[/chat]\nhistory = 10\njournal = chat.journal\n"
+    d = start_in(daemon, conf, body)
+    journal = conf / "chat.journal"
+    ids = []
+    biggest = 0
+    with d.control_conn() as c:
+        for n in range(300):
+            ids.append(c.request({"cmd": "publish", "service": "/chat", "data": f"e{n}"})["id"])
+            biggest = max(biggest, journal.read_bytes().count(b"\n"))
+    assert biggest <= 21, biggest           # compacted once it passes 2 x history
+    assert d.stop() == 0
+    again = start_in(daemon, conf, body)
+    s = again.stream("/chat", ["Last-Event-ID: 0-0"])
+    assert [e.id for e in s.wait_events(10)] == ids[-10:]
+
+
+def test_state_dir_journals_every_service_unless_it_names_its_own(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    body = """
+        [/a]
+        [/deep/path]
+        [/b]
+        journal = own/b.log
+    """
+    top = "state_dir = state\njournal_sync = always"
+    d = start_in(daemon, conf, body, top=top)
+    ids = {path: d.publish(path, f"for {path}")["id"] for path in ("/a", "/deep/path", "/b")}
+    assert sorted(p.name for p in (conf / "state").iterdir()) == ["a.journal",
+                                                                   "deep%2Fpath.journal"]
+    assert (conf / "own" / "b.log").exists()
+    assert b"for /b" in (conf / "own" / "b.log").read_bytes()
+    assert b"for /b" not in (conf / "state" / "a.journal").read_bytes()
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(TIMEOUT)
+    again = start_in(daemon, conf, body, top=top)
+    for path, event_id in ids.items():
+        s = again.stream(path, ["Last-Event-ID: 0-0"])
+        assert [(e.id, e.data) for e in s.wait_events(1)] == [(event_id, f"for {path}")]
+        s.close()
+    assert {s["path"]: s["last_id"] for s in again.ctl({"cmd": "list"})["services"]} == ids
+
+
+def test_without_a_journal_history_is_gone_after_a_restart(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    d = start_in(daemon, conf, "[/chat]\n")
+    old = d.publish("/chat", "volatile")["id"]
+    assert d.stop() == 0
+    again = start_in(daemon, conf, "[/chat]\n")
+    assert again.ctl({"cmd": "list"})["services"][0]["last_id"] is None
+    # Ids still never go backwards across the restart (they come from the wall clock).
+    assert id_key(again.publish("/chat", "new")["id"]) > id_key(old)
+
+
+def test_a_journal_that_cannot_be_opened_is_logged_and_the_service_runs(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "blocker").write_text("a file where a directory should be")
+    d = start_in(daemon, conf, "[/chat]\njournal = blocker/chat.journal\n")
+    logged(d, r"error service /chat: journal .*blocker/chat\.journal: .*history will not "
+               r"survive a restart")
+    s = d.stream("/chat")
+    assert d.publish("/chat", "still works")["delivered"] == 1
+    assert s.wait_events(1)[0].data == "still works"
