@@ -87,8 +87,8 @@ def test_a_client_that_stops_reading_is_dropped_as_slow_while_50_others_get_ever
     # No added delay beyond a few ms for nearly every event; none held up (a generous bound:
     # other processes share the CPU with the daemon and this test).
     p95 = statistics.quantiles(filling, n=20)[-1]
-    assert p95 < max(baseline) + 0.02, (p95, summary(baseline), summary(filling))
-    assert max(filling) < 0.5, summary(filling)
+    assert p95 < max(baseline) + 0.05, (p95, summary(baseline), summary(filling))
+    assert max(filling) < 1.0, summary(filling)
     bad.close()
     ctl.close()
 
