@@ -178,7 +178,9 @@ def test_slowloris_500_connections_do_not_delay_a_subscriber(daemon):
           f"mean {sum(latency) / count * 1000:.1f} ms; answer->receipt max "
           f"{max(after_answer) * 1000:.1f} ms")
     assert max(latency) < 0.2, latency
-    # The slow connections are all still there, unanswered (not refused, not timed out).
+    # The slow connections are all still there, accepted by the daemon (one descriptor
+    # each) and unanswered: not refused, not timed out.
+    assert len(os.listdir(f"/proc/{d.proc.pid}/fd")) > 500
     for sock in loris:
         sock.setblocking(False)
         with pytest.raises(BlockingIOError):
