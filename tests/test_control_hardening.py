@@ -6,7 +6,6 @@ fields, ids that only the daemon makes, and token values that never reach the lo
 import grp
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import sys
 import pytest
 
 from conftest import TIMEOUT, Daemon, env
-from hostile import get, parse_response, request_from, status_of
+from hostile import get, request_from, status_of
 
 SERVICES = "[/s]\n[/pub]\npublish_token = pubtoken\n"
 
