@@ -5,7 +5,7 @@ import re
 import socket
 import time
 
-from conftest import TIMEOUT, StreamClient
+from conftest import TIMEOUT, EventParser, StreamClient
 
 
 def connect(port, source="127.0.0.1", host="127.0.0.1", rcvbuf=None, timeout=TIMEOUT):
@@ -87,7 +87,6 @@ class SourcedStream(StreamClient):
                  headers=()):
         self.sock = connect(port, source, host, rcvbuf)
         self.sock.sendall(get(target, headers))
-        from ssed.sse import EventParser
         self.parser = EventParser()
         self.raw = bytearray()
         self.events = []
