@@ -9,7 +9,7 @@ import re
 LEVELS = {"debug": 7, "info": 6, "warning": 4, "error": 3}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Token values a client sent, wherever a request target or header ends up in a line.
-_TOKENS = re.compile(r"(access_token=|[Bb]earer\s+)[^&\s\"']+")
+_TOKENS = re.compile(r"(?i)(access_token=|bearer\s+)[^&\s\"']+")
 
 
 def escape(text):
