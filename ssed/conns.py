@@ -101,7 +101,9 @@ class HttpConn:
         self.parser = None
         self.loop.request_done(self)
         self.loop.selector.modify(self.sock, READ, stream)
-        self.loop.log("debug", f"stream {result.client.id} from {self.address}: {request.target}")
+        if self.loop.log.debug:
+            self.loop.log("debug", f"stream {result.client.id} from {self.address}: "
+                          f"{request.target}")
         self.loop.fanout(result.data, [result.client])
 
     def reply(self, data, refused):
@@ -210,7 +212,8 @@ class StreamConn:
         self.loop.writing.pop(self.client, None)
         self.loop.selector.unregister(self.sock)
         self.sock.close()
-        self.loop.log("debug", f"stream {self.client.id} closed: {reason}")
+        if self.loop.log.debug:
+            self.loop.log("debug", f"stream {self.client.id} closed: {reason}")
         self.loop.hub.detach(self.client, reason)
 
 

@@ -175,8 +175,8 @@ def _split_target(method, target):
     raw_path, _, raw_query = target.partition("?")
     raw_path = raw_path.partition("#")[0]
     try:
-        path = unquote(raw_path, errors="strict")
-        query = parse_qs(raw_query, keep_blank_values=True, errors="strict")
+        path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+        query = parse_qs(raw_query, keep_blank_values=True, errors="strict") if raw_query else {}
     except UnicodeDecodeError:
         raise HttpError(400, "request target is not valid UTF-8") from None
     if any(ord(c) < 32 or c == "\x7f" for c in path):

@@ -4,6 +4,7 @@ per-address counts and the daemon's counters.
 No I/O: the loop hands it `now` and an `io` object that does what needs a file descriptor
 (`fanout(wire, clients)`, `close(client, reason)`, `spawn(...)`). Tests pass a fake one.
 """
+import base64
 import ipaddress
 import json
 import os
@@ -76,6 +77,7 @@ class Hub:
         self.per_ip = Counter()
         self.bans = {}              # ip_network -> until
         self.started = now
+        self._random = bytearray()  # a pool of random bytes for client ids
         self.due = now              # when tick() next has something to do
         self.ticked_at = now
         self.next_keepalive = now
@@ -290,7 +292,12 @@ class Hub:
     # -- clients ---------------------------------------------------------------------
 
     def new_client_id(self):
-        return secrets.token_urlsafe(9)
+        """12 unguessable characters (a client id is all it takes to get its events)."""
+        if not self._random:
+            self._random = bytearray(secrets.token_bytes(9 * 256))
+        raw = self._random[-9:]
+        del self._random[-9:]
+        return base64.urlsafe_b64encode(raw).decode()
 
     def subscribe(self, paths, client_id, address, last_id, request):
         """Add a stream; (client, the bytes it gets before any live event). Raises Refuse."""

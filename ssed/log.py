@@ -32,6 +32,7 @@ class Logger:
     def __init__(self, stream, level="info", clock=None, journald=False, secrets=()):
         self.stream = stream
         self.threshold = LEVELS[level]
+        self.debug = self.threshold >= LEVELS["debug"]     # so hot paths skip building lines
         self.clock = None if journald else clock
         self.journald = journald
         self.secrets = set(s for s in secrets if s)

@@ -18,6 +18,7 @@ from .service import Refuse
 
 STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                   ("X-Accel-Buffering", "no"), ("Connection", "close"))
+STREAM_HEAD = response_head(200, STREAM_HEADERS)
 STATUS_PATHS = ("/healthz", "/metrics")
 
 
@@ -165,7 +166,8 @@ def _subscribe(hub, request, address, channels):
     if hub.per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
         return refusal(429, "too many streams from your address", "max_clients_per_ip",
                        [("Retry-After", retry_after())])
-    head = response_head(200, STREAM_HEADERS + tuple(_cors(hub, request, channels)))
+    cors = _cors(hub, request, channels)
+    head = response_head(200, STREAM_HEADERS + tuple(cors)) if cors else STREAM_HEAD
     if request.method == "HEAD":
         return Stream(head, None, head_only=True)
     # Empty means no id, as with EventSource (which sends no header then): not "replay all".
