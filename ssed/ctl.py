@@ -243,12 +243,22 @@ def run_command(args, env):
     if args.json:
         print(text)
     if not answer.get("ok"):
-        raise Exit(REFUSED, str(answer.get("error", "the daemon refused")))
+        raise Exit(REFUSED, _refusal(answer))
     if not args.json:
         shown = command.show(answer)
         if shown:
             print(shown)
     return OK
+
+
+def _refusal(answer):
+    """The daemon's error; when a refused reload has several FILE:LINE errors, every one of
+    them follows on a line of its own (the error itself names only the first)."""
+    text = str(answer.get("error", "the daemon refused"))
+    errors = answer.get("errors")
+    if isinstance(errors, list) and len(errors) > 1:
+        text += "".join("\n  " + _shown(str(e)) for e in errors)
+    return text
 
 
 # ---- listen ---------------------------------------------------------------------------------
