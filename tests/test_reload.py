@@ -11,11 +11,13 @@ import resource
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from conftest import TIMEOUT, ControlClient
+from conftest import TIMEOUT, ControlClient, env
 from ssed.sse import EventParser
 
 STREAMS = 1000
@@ -265,3 +267,23 @@ def test_an_invalid_config_by_sighup_changes_nothing_and_logs_file_line(daemon):
                                                                       "/change"}
     assert d.publish("/gone", "still")["delivered"] == 1
     assert s.wait_events(1)[0].data == "still"
+
+
+def ssectl(d, *args):
+    return subprocess.run([sys.executable, "-m", "ssed.ctl", "-s", d.control, *args],
+                          env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_ssectl_reload_shows_every_file_line_error_then_the_changes(daemon):
+    d = daemon(BASE, top=TOP)
+    write(d, INVALID)
+    lines = d.ini.read_text().split("\n")
+    bad = [f"{d.ini}:{lines.index(text) + 1}: " for text in ("source = nope", "intervall = 3")]
+    done = ssectl(d, "reload")
+    assert done.returncode == 1 and done.stdout == "", done
+    first, *rest = done.stderr.splitlines()
+    assert first.startswith(f"ssectl: config not valid, nothing changed: {bad[0]}")
+    assert [line.strip()[:len(b)] for line, b in zip(rest, bad)] == bad and len(rest) == 2
+    write(d, ADDED)
+    done = ssectl(d, "reload")
+    assert (done.returncode, done.stdout) == (0, "added /new\n"), done
