@@ -33,7 +33,7 @@ def cpu_seconds(pid):
 
 def start_daemon(tmp, mode, history):
     """The daemon on a config in `tmp`; ready when it says READY=1 on our notify socket."""
-    journal = "" if mode == "none" else f"journal = bench.journal\n"
+    journal = "" if mode == "none" else "journal = bench.journal\n"
     sync = "" if mode == "none" else f"journal_sync = {mode}\n"
     ini = os.path.join(tmp, "bench.ini")
     with open(ini, "w") as f:
