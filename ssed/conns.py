@@ -101,7 +101,7 @@ class HttpConn:
         self.parser = None
         self.loop.request_done(self)
         self.loop.selector.modify(self.sock, READ, stream)
-        if self.loop.log.debug:
+        if self.loop.debug:
             self.loop.log("debug", f"stream {result.client.id} from {self.address}: "
                           f"{request.target}")
         self.loop.fanout(result.data, [result.client])
@@ -212,7 +212,7 @@ class StreamConn:
         self.loop.writing.pop(self.client, None)
         self.loop.selector.unregister(self.sock)
         self.sock.close()
-        if self.loop.log.debug:
+        if self.loop.debug:
             self.loop.log("debug", f"stream {self.client.id} closed: {reason}")
         self.loop.hub.detach(self.client, reason)
 

@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 
 from . import control, sse, web
 from .conns import ChildProc, ControlConn, Console, HttpConn, failed
@@ -26,6 +26,7 @@ ACCEPT_BURST = 64
 EMFILE_PAUSE = 0.5
 STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
+SLICE = 1024        # clients a fan-out reaches per loop turn (a few ms of sends)
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -37,6 +38,7 @@ class Loop:
         self.next_status = 0.0
         self.last_status = None
         self.log = log
+        self.debug = getattr(log, "debug", True)    # build debug lines only when shown
         self.reload_config = reload
         self.selector = selectors.DefaultSelector()
         self.listeners = listeners
@@ -45,6 +47,7 @@ class Loop:
         self.seq = 0
         self.children = []
         self.doomed = []                # streams to close after this fan-out
+        self.fanq = deque()             # fan-outs in progress: [wire, clients, next index]
         self.stopping = None            # the time a graceful shutdown must end by
         self.running = True
         self.paused_until = None        # accepting paused after EMFILE until then
@@ -75,7 +78,9 @@ class Loop:
         # The first ping is due at once too: the first wait must not outlast the watchdog.
         due = min(self.hub.tick(self.hub.now), self._watchdog(self.hub.now))
         while self.running:
-            timeout = max(0.0, min(due, self._next_deadline()) - time.time())
+            if self.fanq:
+                self._drain_fanouts()
+            timeout = 0.0 if self.fanq else max(0.0, min(due, self._next_deadline()) - time.time())
             events = self.selector.select(timeout)
             self.hub.now = now = time.time()
             for key, mask in events:
@@ -288,7 +293,31 @@ class Loop:
     # -- what the hub asks of us -----------------------------------------------------
 
     def fanout(self, wire, clients):
-        """The same bytes to every client: send now, queue the rest, doom the slow."""
+        """The same bytes to every client. A big fan-out goes out in slices of SLICE clients
+        per loop turn, so the loop keeps answering meanwhile; once one is in progress every
+        later fan-out queues behind it, so no client ever sees its events reordered."""
+        if self.fanq or len(clients) > SLICE:
+            self.fanq.append([wire, list(clients), 0])
+        else:
+            self._send_all(wire, clients)
+
+    def _drain_fanouts(self):
+        """One turn's share of the queued fan-outs."""
+        budget = SLICE
+        while self.fanq and budget > 0:
+            job = self.fanq[0]
+            wire, clients, start = job
+            end = min(start + budget, len(clients))
+            self._send_all(wire, clients[start:end] if start or end < len(clients) else clients)
+            budget -= end - start
+            if end == len(clients):
+                self.fanq.popleft()
+            else:
+                job[2] = end
+        self._close_doomed()
+
+    def _send_all(self, wire, clients):
+        """Send now, queue what the socket did not take, doom the slow."""
         size = len(wire)
         limit = self.hub.config.send_buffer
         sent = 0
@@ -409,7 +438,7 @@ class Loop:
 
     def _shutdown_step(self, now):
         clients = self._all_clients()
-        if now < self.stopping and any(c.pending for c in clients):
+        if now < self.stopping and (self.fanq or any(c.pending for c in clients)):
             return
         for client in clients:
             client.conn.close("shutdown")

@@ -386,3 +386,28 @@ def test_shutdown_waits_for_queued_bytes_until_shutdown_timeout(rig):
     r.loop._shutdown_step(r.loop.stopping + 0.001)     # the deadline has passed
     assert r.loop.running is False
     assert slow.conn.closed and fast.conn.closed
+
+
+def test_a_fan_out_over_a_slice_goes_out_across_turns_and_never_reorders_a_clients_events(rig):
+    import resource
+    from ssed.loop import SLICE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * SLICE + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8 * SLICE), hard))
+    r = rig()
+    pairs = [r.attach() for _ in range(SLICE + SLICE // 2)]
+    before = {id(c): c.sent for c, _ in pairs}
+    r.hub.publish("/chat", "broadcast")
+    assert r.loop.fanq                                          # queued, not sent yet
+    order = r.loop.fanq[0][1]
+    first, last = order[0], order[-1]
+    last_peer = next(peer for c, peer in pairs if c is last)
+    assert last.sent == before[id(last)]
+    # A targeted event to the last client must queue behind the broadcast it has not got.
+    r.hub.publish("/chat", "only you", client_id=last.id)
+    r.loop._drain_fanouts()                                     # one turn's share
+    assert first.sent > before[id(first)] and last.sent == before[id(last)]
+    r.turn_until(lambda: not r.loop._drain_fanouts() and not r.loop.fanq)
+    data = r.read(last_peer, last.sent)
+    assert data.index(b"data: broadcast") < data.index(b"data: only you")
+    assert all(c.sent > before[id(c)] for c, _ in pairs)
