@@ -152,7 +152,8 @@ def _token_ok(expected, presented):
 
 
 def _subscribe(hub, request, address, channels):
-    presented = [_bearer(request), request.first("access_token")]
+    # Every token presented counts: a browser can name several only in the query.
+    presented = [_bearer(request), *request.query.get("access_token", ())]
     for channel in channels:
         token = channel.config.token
         if token and not any(_token_ok(token, p) for p in presented):
