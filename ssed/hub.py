@@ -73,7 +73,7 @@ class Hub:
         self.now = now
         self.clock = IdClock()
         self.channels = {}
-        self.by_id = {}             # client id -> set of Client
+        self.by_id = {}             # client id -> Client, or a tuple when streams share it
         self.per_ip = Counter()
         self.bans = {}              # ip_network -> until
         self.started = now
@@ -215,7 +215,7 @@ class Hub:
                 self._compact(channel)
             channel.last_sent = self.now
         else:
-            targets = [c for c in self.by_id.get(client_id, ()) if channel in c.channels]
+            targets = [c for c in self.streams_of(client_id) if channel in c.channels]
             for c in targets:
                 c.idle_since = self.now
         channel.published += 1
@@ -299,6 +299,12 @@ class Hub:
         del self._random[-9:]
         return base64.urlsafe_b64encode(raw).decode()
 
+    def streams_of(self, client_id):
+        """Every open stream with this client id (one set per id would cost each client a
+        set; ids are rarely shared)."""
+        found = self.by_id.get(client_id)
+        return () if found is None else found if isinstance(found, tuple) else (found,)
+
     def subscribe(self, paths, client_id, address, last_id, request):
         """Add a stream; (client, the bytes it gets before any live event). Raises Refuse."""
         channels = [self.channels[p] for p in paths]
@@ -309,7 +315,8 @@ class Hub:
                 raise refused
         for channel in channels:
             channel.clients.add(client)
-        self.by_id.setdefault(client.id, set()).add(client)
+        same = self.by_id.get(client.id)
+        self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
         self.per_ip[address] += 1
         return client, self._preamble(client, channels, last_id)
 
@@ -347,11 +354,11 @@ class Hub:
             if client in channel.clients:
                 channel.clients.discard(client)
                 self.call(channel, "on_disconnect", client, reason)
-        same = self.by_id.get(client.id)
-        if same is not None:
-            same.discard(client)
-            if not same:
-                del self.by_id[client.id]
+        rest = tuple(c for c in self.streams_of(client.id) if c is not client)
+        if not rest:
+            self.by_id.pop(client.id, None)
+        else:
+            self.by_id[client.id] = rest[0] if len(rest) == 1 else rest
         self.per_ip[client.address] -= 1
         if self.per_ip[client.address] <= 0:
             del self.per_ip[client.address]
@@ -366,7 +373,7 @@ class Hub:
         channel = self.channels.get(path)
         if channel is None:
             raise PublishError(f"no service {path}")
-        doomed = [c for c in self.by_id.get(client_id, ()) if channel in c.channels]
+        doomed = [c for c in self.streams_of(client_id) if channel in c.channels]
         for c in doomed:
             self.io.close(c, "kicked")
         return len(doomed)

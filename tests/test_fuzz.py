@@ -393,7 +393,7 @@ def control_rig(monkeypatch):
 def ensure_subscribers(hub):
     """Subscribe again whoever a fuzzed kick or ban closed."""
     for client_id, path in SUBSCRIBERS:
-        if not any(hub.channels[path] in c.channels for c in hub.by_id.get(client_id, ())):
+        if not any(hub.channels[path] in c.channels for c in hub.streams_of(client_id)):
             hub.subscribe([path], client_id, "10.0.0.1", None, None)
 
 

@@ -518,7 +518,7 @@ def test_kick_closes_the_client_id_streams_of_that_service_only():
     rig.sub("/chat", "bob")
     assert rig.hub.kick("/chat", "alice") == 2
     assert sorted(rig.io.closed) == [("alice", "kicked"), ("alice", "kicked")]
-    assert rig.hub.by_id["alice"] == {a_news}
+    assert rig.hub.streams_of("alice") == (a_news,)
     assert rig.hub.dropped["kicked"] == 2
     assert rig.hub.kick("/chat", "alice") == 0
     with pytest.raises(PublishError):
@@ -654,7 +654,7 @@ def test_reload_starts_stops_and_restarts_services_and_keeps_open_streams():
     assert rig.hub.dropped["removed"] == 2
     assert ("stop", T0 + 10) in gone_service.calls
     assert ("disconnect", "g", "removed") in gone_service.calls
-    assert g not in rig.hub.by_id.get("g", set()) and both not in rig.hub.channels["/same"].clients
+    assert g not in rig.hub.streams_of("g") and both not in rig.hub.channels["/same"].clients
     # unchanged: same service object, not restarted, its client and history kept
     assert rig.hub.channels["/same"].service is same_service
     assert ("stop", T0 + 10) not in same_service.calls
