@@ -7,7 +7,7 @@ CONFIG  ?= conf/ssed.ini
 LIBDIR   = $(PREFIX)/lib/ssed
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: run test check bench install clean docs
+.PHONY: run test check bench bench-full install clean docs
 
 run:
 	$(PYTHON) -m ssed -c $(CONFIG)
@@ -24,8 +24,14 @@ check:
 	$(PYTHON) -m ssed --check -c $(CONFIG)
 	$(PYTHON) -m compileall -q ssed tests bench
 
+# Fan-out benchmark (bench/load.py): a markdown table on stdout, each run appended to
+# bench/results/history.jsonl and compared with the last one. bench: the quick set (~2 min);
+# bench-full: the whole matrix, twice (~6 min).
 bench:
-	$(PYTHON) bench/fanout.py
+	$(PYTHON) bench/load.py
+
+bench-full:
+	$(PYTHON) bench/load.py --full
 
 install:
 	install -d $(DESTDIR)$(LIBDIR)/ssed $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ssed $(DESTDIR)$(UNITDIR)
