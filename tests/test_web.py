@@ -1,0 +1,635 @@
+"""The web side against the daemon subprocess (SPEC section 4): CORS on streams and
+preflights, subscriber tokens, POST publishing, the index page, and the clients people use
+(curl, Python's http.client).
+
+One daemon serves most of the module; tests that count clients start their own. Every wait
+is bounded: socket timeouts, `wait_events`, curl's `--max-time`.
+"""
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import TIMEOUT, Daemon
+
+CONFIG = """
+[/pub]
+publish_token = ptok
+
+[/own]
+cors_origins = http://own.example
+
+[/star]
+cors_origins = *
+
+[/secret]
+token = stok
+
+[/secret2]
+token = stok2
+
+[/jsononly]
+json = true
+publish_token = ptok
+
+[/typed]
+publish_token = ptok
+event = note
+
+[/count]
+publish_token = ptok
+"""
+TOP = """
+cors_origins = http://a.example http://b.example
+max_body = 1024
+retry = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory):
+    daemon = Daemon(tmp_path_factory.mktemp("web"), CONFIG, top=TOP)
+    yield daemon
+    daemon.stop()
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+class Reply:
+    def __init__(self, raw):
+        head, sep, self.body = raw.partition(b"\r\n\r\n")
+        assert sep, f"no complete head: {raw!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split(" ")[1])
+        self.pairs = [(n.strip().lower(), v.strip()) for n, _, v in
+                      (line.partition(":") for line in lines[1:])]
+        self.headers = dict(self.pairs)
+
+    @property
+    def cors(self):
+        """The CORS headers and Vary, in order."""
+        return [(n, v) for n, v in self.pairs if n.startswith("access-control-") or n == "vary"]
+
+    def json(self):
+        assert self.headers["content-type"] == "application/json", self.headers
+        assert int(self.headers["content-length"]) == len(self.body)
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Reply {self.status} {self.pairs} {self.body[:200]!r}>"
+
+
+def request(d, method, target, headers=(), body=b""):
+    """One whole request; the Reply (the daemon closes every reply's connection)."""
+    head = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", *headers, "", ""]
+    return Reply(d.request("\r\n".join(head).encode() + body))
+
+
+def stream_head(d, target, headers=()):
+    """The head of a GET stream (the stream is then closed)."""
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as s:
+        s.sendall("\r\n".join([f"GET {target} HTTP/1.1", "Host: 127.0.0.1", *headers,
+                               "", ""]).encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = s.recv(65536)
+            assert data, f"closed before the head: {buf!r}"
+            buf += data
+    return Reply(buf)
+
+
+def post(d, path, body, ctype="text/plain", token="ptok", headers=()):
+    if isinstance(body, str):
+        body = body.encode()
+    extra = [f"Content-Length: {len(body)}"]
+    if ctype:
+        extra.append(f"Content-Type: {ctype}")
+    if token:
+        extra.append(f"Authorization: Bearer {token}")
+    return request(d, "POST", path, [*extra, *headers], body)
+
+
+def subscribed(d, target, headers=()):
+    """A stream that has seen its priming id, so it is in the hot set."""
+    s = d.stream(target, headers)
+    assert s.status == 200, (s.status, bytes(s.body))
+    s.wait_bytes(b"\n\n")
+    return s
+
+
+ALLOW = "access-control-allow-origin"
+VARY = ("vary", "Origin")
+
+
+# -- CORS ------------------------------------------------------------------------------------
+
+def test_stream_from_an_allowed_origin_gets_that_origin_back_and_vary_origin(d):
+    for origin in ("http://a.example", "http://b.example"):
+        r = stream_head(d, "/pub", [f"Origin: {origin}"])
+        assert r.status == 200
+        assert r.cors == [(ALLOW, origin), VARY]
+
+
+@pytest.mark.parametrize("origin", ["http://c.example", "https://a.example",
+                                    "http://a.example:8080", "http://a.example.evil", "null"])
+def test_stream_from_an_origin_not_allowed_gets_no_cors_headers_but_vary(d, origin):
+    r = stream_head(d, "/pub", [f"Origin: {origin}"])
+    assert r.status == 200      # the browser, not the server, withholds the stream
+    assert r.cors == [VARY]
+
+
+def test_stream_without_origin_gets_no_cors_headers(d):
+    r = stream_head(d, "/pub")
+    assert r.status == 200
+    assert not [n for n, _ in r.pairs if n.startswith("access-control-")]
+
+
+def test_wildcard_service_answers_star_to_any_origin(d):
+    r = stream_head(d, "/star", ["Origin: http://anything.example"])
+    assert r.cors == [(ALLOW, "*"), VARY]
+
+
+def test_service_cors_origins_replace_the_global_ones(d):
+    assert stream_head(d, "/own", ["Origin: http://own.example"]).cors == [
+        (ALLOW, "http://own.example"), VARY]
+    assert stream_head(d, "/own", ["Origin: http://a.example"]).cors == [VARY]
+    assert stream_head(d, "/pub", ["Origin: http://own.example"]).cors == [VARY]
+
+
+def test_multiplexed_stream_allows_an_origin_only_if_every_service_does(d):
+    assert stream_head(d, "/?service=/pub&service=/star", ["Origin: http://a.example"]).cors == [
+        (ALLOW, "http://a.example"), VARY]      # the origin itself, since /pub is not "*"
+    assert stream_head(d, "/?service=/pub&service=/star",
+                       ["Origin: http://z.example"]).cors == [VARY]
+    assert stream_head(d, "/?service=/pub&service=/own",
+                       ["Origin: http://a.example"]).cors == [VARY]
+
+
+def test_head_request_gets_the_same_cors_headers(d):
+    r = request(d, "HEAD", "/pub", ["Origin: http://a.example"])
+    assert (r.status, r.body) == (200, b"")
+    assert r.cors == [(ALLOW, "http://a.example"), VARY]
+
+
+PREFLIGHT = ["Access-Control-Request-Method: GET",
+             "Access-Control-Request-Headers: last-event-id, authorization"]
+
+
+def test_preflight_from_an_allowed_origin_is_204_with_methods_headers_and_max_age(d):
+    r = request(d, "OPTIONS", "/pub", ["Origin: http://a.example", *PREFLIGHT])
+    assert r.status == 204
+    assert r.body == b""
+    assert r.cors == [(ALLOW, "http://a.example"), VARY,
+                      ("access-control-allow-methods", "GET, HEAD, POST, OPTIONS"),
+                      ("access-control-allow-headers", "Authorization, Last-Event-ID, Content-Type"),
+                      ("access-control-max-age", "600")]
+
+
+def test_preflight_from_an_origin_not_allowed_gets_no_cors_headers(d):
+    r = request(d, "OPTIONS", "/pub", ["Origin: http://c.example", *PREFLIGHT])
+    assert r.status == 204
+    assert r.cors == [VARY]
+
+
+def test_preflight_to_a_token_service_needs_no_token(d):
+    # Browsers never send credentials on a preflight; the token is checked on the GET.
+    r = request(d, "OPTIONS", "/secret", ["Origin: http://b.example", *PREFLIGHT])
+    assert (r.status, r.cors[0]) == (204, (ALLOW, "http://b.example"))
+
+
+def test_preflight_on_a_multiplexed_stream_and_the_wildcard(d):
+    r = request(d, "OPTIONS", "/?service=/pub&service=/secret",
+                ["Origin: http://a.example", *PREFLIGHT])
+    assert (r.status, r.cors[0]) == (204, (ALLOW, "http://a.example"))
+    r = request(d, "OPTIONS", "/star", ["Origin: http://x.example", *PREFLIGHT])
+    assert (r.status, r.cors[0]) == (204, (ALLOW, "*"))
+
+
+def test_post_reply_carries_cors_for_an_allowed_origin(d):
+    r = post(d, "/pub", "from a page", headers=["Origin: http://a.example"])
+    assert r.status == 200
+    assert r.cors == [(ALLOW, "http://a.example"), VARY]
+    assert post(d, "/pub", "from elsewhere", headers=["Origin: http://c.example"]).cors == [VARY]
+
+
+# -- subscriber tokens -------------------------------------------------------------------------
+
+def test_token_service_accepts_the_bearer_header_and_streams(d):
+    s = subscribed(d, "/secret", ["Authorization: Bearer stok"])
+    ev = d.publish("/secret", "private")
+    assert s.wait_events(1)[0].data == "private" and ev["delivered"] >= 1
+    s.close()
+
+
+def test_token_service_accepts_the_scheme_in_any_case(d):
+    for auth in ("bearer stok", "BEARER stok", "Bearer   stok"):
+        assert stream_head(d, "/secret", [f"Authorization: {auth}"]).status == 200, auth
+
+
+def test_token_service_accepts_access_token_in_the_query(d):
+    s = subscribed(d, "/secret?access_token=stok&client=q1")
+    d.publish("/secret", "via query")
+    assert s.wait_events(1)[0].data == "via query"
+    s.close()
+
+
+@pytest.mark.parametrize("headers,target", [
+    ([], "/secret"),
+    (["Authorization: Bearer wrong"], "/secret"),
+    (["Authorization: Bearer STOK"], "/secret"),
+    (["Authorization: Bearer sto"], "/secret"),
+    (["Authorization: Bearer stokk"], "/secret"),
+    (["Authorization: Basic c3Rvaw=="], "/secret"),
+    (["Authorization: stok"], "/secret"),
+    ([], "/secret?access_token="),
+    ([], "/secret?access_token=stok2"),         # another service's token
+    (["Authorization: Bearer stok2"], "/secret"),
+], ids=["none", "wrong", "case", "prefix", "longer", "basic", "no-scheme", "empty-query",
+        "other-service-query", "other-service-header"])
+def test_missing_or_wrong_token_is_401_with_www_authenticate(d, headers, target):
+    r = request(d, "GET", target, headers)
+    assert r.status == 401, r
+    assert r.headers["www-authenticate"] == 'Bearer realm="ssed"'
+    assert r.headers["content-type"].startswith("text/plain")
+    assert b"stok" not in r.body and b"event-stream" not in r.body
+
+
+def test_head_on_a_token_service_needs_the_token_too(d):
+    assert request(d, "HEAD", "/secret").status == 401
+    assert request(d, "HEAD", "/secret?access_token=stok").status == 200
+
+
+def test_multiplexed_stream_includes_a_token_service_only_with_its_token(d):
+    assert request(d, "GET", "/?service=/pub&service=/secret").status == 401
+    s = subscribed(d, "/?service=/pub&service=/secret", ["Authorization: Bearer stok"])
+    a = d.publish("/pub", "public")
+    b = d.publish("/secret", "private")
+    assert [(e.id, e.data) for e in s.wait_events(2)] == [(a["id"], "public"),
+                                                          (b["id"], "private")]
+    s.close()
+
+
+def test_multiplexed_stream_of_two_token_services_needs_both_tokens(d):
+    # Each service takes any token presented: the Authorization header and every
+    # access_token parameter (a browser's EventSource can only use the query).
+    target = "/?service=/secret&service=/secret2"
+    assert request(d, "GET", target, ["Authorization: Bearer stok"]).status == 401
+    assert request(d, "GET", target + "&access_token=stok2").status == 401
+    assert stream_head(d, target + "&access_token=stok2",
+                       ["Authorization: Bearer stok"]).status == 200
+    s = subscribed(d, target + "&access_token=stok&access_token=stok2")
+    a = d.publish("/secret2", "two")
+    b = d.publish("/secret", "one")
+    assert [e.id for e in s.wait_events(2)] == [a["id"], b["id"]]
+    s.close()
+
+
+# -- POST publishing -----------------------------------------------------------------------
+
+def test_post_text_plain_publishes_and_answers_id_and_delivered_count(d):
+    subs = [subscribed(d, "/count") for _ in range(2)]      # /count: only this test's streams
+    r = post(d, "/count", "hello\nworld", ctype="text/plain; charset=utf-8")
+    assert r.status == 200, r
+    answer = r.json()
+    assert sorted(answer) == ["delivered", "id"]
+    assert answer["delivered"] == 2
+    assert re.fullmatch(r"\d+-\d+", answer["id"])
+    for s in subs:
+        ev = s.wait_events(1)[0]
+        assert (ev.id, ev.type, ev.data) == (answer["id"], "message", "hello\nworld")
+        s.close()
+
+
+def test_post_json_body_sets_data_and_event_type(d):
+    s = subscribed(d, "/pub")
+    r = post(d, "/pub", json.dumps({"data": "ünïcode ✓", "event": "note"}),
+             ctype="application/json")
+    assert r.status == 200, r
+    ev = s.wait_events(1)[0]
+    assert (ev.id, ev.type, ev.data) == (r.json()["id"], "note", "ünïcode ✓")
+    s.close()
+
+
+def test_post_form_body_sets_data_and_event_type(d):
+    s = subscribed(d, "/pub")
+    r = post(d, "/pub", "data=a+b%26c&event=chat", ctype="application/x-www-form-urlencoded")
+    assert r.status == 200, r
+    ev = s.wait_events(1)[0]
+    assert (ev.type, ev.data) == ("chat", "a b&c")
+    s.close()
+
+
+def test_post_without_a_type_gets_the_service_event_type(d):
+    s = subscribed(d, "/typed")
+    assert post(d, "/typed", "x").status == 200
+    assert s.wait_events(1)[0].type == "note"
+    s.close()
+
+
+def test_post_with_no_content_type_is_taken_as_text(d):
+    s = subscribed(d, "/pub")
+    assert post(d, "/pub", "plain", ctype=None).status == 200
+    assert s.wait_events(1)[0].data == "plain"
+    s.close()
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "stok"], ids=["missing", "wrong", "subscriber-token"])
+def test_post_without_the_publish_token_is_401_and_publishes_nothing(d, token):
+    s = subscribed(d, "/pub")
+    r = post(d, "/pub", "nope", token=token)
+    assert r.status == 401, r
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    ok = post(d, "/pub", "marker")
+    assert [e.data for e in s.wait_events(1)] == ["marker"]     # "nope" never came
+    assert ok.json()["delivered"] >= 1
+    s.close()
+
+
+@pytest.mark.parametrize("path", ["/own", "/secret"])
+def test_post_where_publishing_is_not_enabled_is_405_with_allow(d, path):
+    r = post(d, path, "x")
+    assert r.status == 405
+    assert r.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_post_to_the_index_is_405_with_allow(d):
+    r = post(d, "/", "x")
+    assert (r.status, r.headers["allow"]) == (405, "GET, HEAD")
+
+
+def test_post_body_of_exactly_max_body_is_taken_one_more_byte_is_413(d):
+    assert post(d, "/pub", "x" * 1024).status == 200
+    r = post(d, "/pub", "x" * 1025)
+    assert r.status == 413
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_post_announcing_an_oversized_body_is_413_before_it_is_sent(d):
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as s:
+        s.sendall(b"POST /pub HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ptok\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n")
+        raw = b""
+        while data := s.recv(65536):
+            raw += data
+    assert Reply(raw).status == 413
+
+
+def chunked(*parts):
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def test_post_chunked_body_is_joined_and_published(d):
+    s = subscribed(d, "/pub")
+    r = request(d, "POST", "/pub", ["Authorization: Bearer ptok", "Content-Type: text/plain",
+                                    "Transfer-Encoding: chunked"],
+                chunked(b"chun", b"ked ", b"body \xe2\x9c", b"\x93"))
+    assert r.status == 200, r
+    assert s.wait_events(1)[0].data == "chunked body ✓"
+    s.close()
+
+
+def test_post_chunked_body_over_max_body_is_413(d):
+    r = request(d, "POST", "/pub", ["Authorization: Bearer ptok", "Content-Type: text/plain",
+                                    "Transfer-Encoding: chunked"],
+                chunked(b"x" * 600, b"y" * 600))
+    assert r.status == 413
+
+
+@pytest.mark.parametrize("ctype", ["application/xml", "text/html", "multipart/form-data; boundary=x",
+                                   "application/octet-stream"])
+def test_post_with_another_content_type_is_415(d, ctype):
+    assert post(d, "/pub", "x", ctype=ctype).status == 415
+
+
+@pytest.mark.parametrize("body,ctype", [
+    (b"{not json", "application/json"),
+    (b'["data"]', "application/json"),
+    (b'{"event": "x"}', "application/json"),
+    (b'{"data": 5}', "application/json"),
+    (b'{"data": "x", "event": 5}', "application/json"),
+    (b'{"data": "x", "event": "a\\nb"}', "application/json"),
+    (b'{"data": "x", "event": "a\\rb"}', "application/json"),
+    (b'{"data": "x", "id": "1-1"}', "application/json"),
+    (b"event=x", "application/x-www-form-urlencoded"),
+    (b"data=x&event=a%0Db", "application/x-www-form-urlencoded"),
+    (b"data=x&event=a%00b", "application/x-www-form-urlencoded"),
+    (b"caf\xe9", "text/plain"),
+    (b'{"data": "caf\xe9"}', "application/json"),
+], ids=["malformed-json", "json-array", "json-no-data", "json-data-not-string",
+        "json-event-not-string", "json-event-lf", "json-event-cr", "json-id", "form-no-data",
+        "form-event-cr", "form-event-nul", "text-not-utf8", "json-not-utf8"])
+def test_post_malformed_body_or_bad_event_type_is_400(d, body, ctype):
+    r = post(d, "/pub", body, ctype=ctype)
+    assert r.status == 400, r
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_post_to_a_json_only_service_needs_json_data(d):
+    assert post(d, "/jsononly", "not json").status == 400
+    assert post(d, "/jsononly", '{"price": 1}').status == 200
+
+
+def test_post_with_expect_100_continue_gets_continue_then_the_answer(d):
+    s = subscribed(d, "/pub")
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as c:
+        c.sendall(b"POST /pub HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ptok\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            data = c.recv(65536)
+            assert data, interim
+            interim += data
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.sendall(b"later")
+        raw = b""
+        while data := c.recv(65536):
+            raw += data
+    assert Reply(raw).status == 200
+    assert s.wait_events(1)[0].data == "later"
+    s.close()
+
+
+def test_post_with_expect_and_the_body_already_sent_gets_no_interim_response(d):
+    r = request(d, "POST", "/pub", ["Authorization: Bearer ptok", "Content-Type: text/plain",
+                                    "Content-Length: 3", "Expect: 100-continue"], b"now")
+    assert r.status == 200 and b"100 Continue" not in r.body
+
+
+# -- the index page ----------------------------------------------------------------------------
+
+INDEX_CONFIG = """
+[/time]
+source = time
+interval = 3600
+event = tick
+
+[/chat]
+
+[/private]
+token = sekrit
+"""
+
+
+def embedded(html):
+    m = re.search(r'<script id="services" type="application/json">(.*?)</script>', html, re.S)
+    assert m, "no services JSON in the page"
+    return json.loads(m.group(1))
+
+
+def test_index_page_lists_public_services_with_source_and_client_count(daemon):
+    d = daemon(INDEX_CONFIG)
+    s = subscribed(d, "/chat")
+    r = request(d, "GET", "/")
+    assert r.status == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert int(r.headers["content-length"]) == len(r.body)
+    html = r.body.decode()
+    services = embedded(html)
+    assert [(x["path"], x["source"], x["clients"]) for x in services] == [
+        ("/time", "time", 0), ("/chat", "none", 1)]
+    assert "/private" not in html and "sekrit" not in html
+    assert "EventSource" in html
+    s.close()
+
+
+def test_index_page_is_self_contained(d):
+    html = request(d, "GET", "/").body.decode()
+    refs = re.findall(r"""(?:src|href|action)\s*=\s*["']?([^"'\s>]+)""", html, re.I)
+    assert not [u for u in refs if re.match(r"(?i)(https?:)?//", u)], refs
+    assert not re.search(r"<link[^>]+stylesheet", html, re.I)
+    assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", html, re.I)
+    assert not re.search(r"""<script[^>]+src""", html, re.I)
+
+
+def test_index_json_variant_has_exact_keys_and_counts(daemon):
+    d = daemon(INDEX_CONFIG)
+    streams = [subscribed(d, "/time"), subscribed(d, "/time"), subscribed(d, "/chat")]
+    r = request(d, "GET", "/", ["Accept: application/json"])
+    services = r.json()
+    assert [sorted(x) for x in services] == [["clients", "path", "source", "types"]] * 2
+    assert [(x["path"], x["source"], x["clients"]) for x in services] == [
+        ("/time", "time", 2), ("/chat", "none", 1)]
+    assert "tick" in services[0]["types"] and "message" in services[1]["types"]
+    for s in streams:
+        s.close()
+
+
+def test_index_head_is_the_get_head_without_a_body(d):
+    get = request(d, "GET", "/")
+    head = request(d, "HEAD", "/")
+    assert head.status == 200 and head.body == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_index_page_escapes_data_that_could_close_its_script(daemon):
+    d = daemon("[/chat]\n")
+    d.publish("/chat", "x", event="</script><script>alert(1)</script>")
+    html = request(d, "GET", "/").body.decode()
+    assert "alert(1)</script>" not in html
+    assert "</script><script>alert" in json.dumps(embedded(html))  # still there, as data
+    assert embedded(html)[0]["types"].count("</script><script>alert(1)</script>") == 1
+
+
+def test_index_false_means_404_at_the_root(daemon):
+    d = daemon("[/chat]\n", top="index = false")
+    assert request(d, "GET", "/").status == 404
+    assert stream_head(d, "/?service=/chat").status == 200     # multiplexing still works
+
+
+def test_service_at_the_root_is_served_instead_of_the_index(daemon):
+    d = daemon("[/]\n")
+    s = subscribed(d, "/")
+    assert s.headers["content-type"] == "text/event-stream"
+    s.close()
+
+
+# -- clients people use ---------------------------------------------------------------------
+
+def read_until(pipe, needle, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    out = b""
+    while needle not in out:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{needle!r} not in {out!r}"
+        ready, _, _ = select.select([pipe], [], [], left)
+        if ready:
+            data = pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536)
+            assert data, f"EOF before {needle!r}: {out!r}"
+            out += data
+    return out
+
+
+def need_curl():
+    """curl's path; under CI=true a missing curl fails (.ci/run installs it), else skips."""
+    path = shutil.which("curl")
+    if path is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("curl is not installed (.ci/run installs it)", pytrace=False)
+        pytest.skip("curl is not installed")
+    return path
+
+
+def test_curl_n_receives_a_published_event(d):
+    need_curl()
+    curl = subprocess.Popen(["curl", "-sS", "-N", "--max-time", "10",
+                             f"http://127.0.0.1:{d.port}/pub?client=curl1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        primed = read_until(curl.stdout, b"\n\n")        # the priming id: subscribed
+        assert re.fullmatch(rb"id: \d+-\d+\n\n", primed), primed
+        ev = d.publish("/pub", "to curl")
+        out = read_until(curl.stdout, b"data: to curl\n\n")
+        assert f"id: {ev['id']}\ndata: to curl\n\n".encode() in out
+    finally:
+        curl.kill()
+        curl.wait()
+
+
+def test_curl_publishes_with_a_bearer_token(d):
+    need_curl()
+    s = subscribed(d, "/pub")
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-H", "Authorization: Bearer ptok",
+                          "-H", "Content-Type: application/json",
+                          "--data-binary", '{"data": "from curl", "event": "c"}',
+                          f"http://127.0.0.1:{d.port}/pub"],
+                         capture_output=True, timeout=15, check=True).stdout
+    answer = json.loads(out)
+    ev = s.wait_events(1)[0]
+    assert (ev.id, ev.type, ev.data) == (answer["id"], "c", "from curl")
+    s.close()
+
+
+def test_http_client_reads_a_stream_line_by_line(d):
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=TIMEOUT)
+    conn.request("GET", "/pub?client=httpclient1", headers={"Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type") == "text/event-stream"
+    assert resp.fp.readline().startswith(b"id: ")        # the priming id
+    assert resp.fp.readline() == b"\n"
+    ev = d.publish("/pub", "line one\nline two", event="lines")
+    lines = [resp.fp.readline() for _ in range(5)]
+    assert lines == [f"id: {ev['id']}\n".encode(), b"event: lines\n", b"data: line one\n",
+                     b"data: line two\n", b"\n"]
+    conn.close()
+
+
+def test_http_client_publishes_with_post(d):
+    s = subscribed(d, "/pub")
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=TIMEOUT)
+    conn.request("POST", "/pub", body="from http.client".encode(),
+                 headers={"Authorization": "Bearer ptok", "Content-Type": "text/plain"})
+    resp = conn.getresponse()
+    answer = json.loads(resp.read())
+    assert resp.status == 200 and answer["delivered"] >= 1
+    assert s.wait_events(1)[0].data == "from http.client"
+    conn.close()
+    s.close()
