@@ -226,6 +226,8 @@ def test_index_page_shows_a_published_event_live(daemon, tab):
     assert len(d.ctl({"cmd": "clients", "service": "/feed"})["clients"]) == 1
     assert tab.evaluate(f"{card('/feed')}.dataset.state") == "open"
     assert tab.reports.empty() and not [c for c in tab.console if "uncaught" in c], tab.console
+    # The page's script keeps to itself: its stop() once shadowed window.stop.
+    assert tab.evaluate("String(window.stop).includes('[native code]') && typeof start === 'undefined'")
 
 
 def test_index_page_watch_selected_together_opens_a_multiplexed_view(daemon, tab):
