@@ -187,6 +187,24 @@ def test_browser_with_a_wrong_access_token_gets_no_stream(daemon, pages, tab):
     assert d.ctl({"cmd": "clients", "service": "/secret"})["clients"] == []
 
 
+def test_page_on_another_origin_publishes_with_fetch_after_a_cors_preflight(daemon, pages, tab):
+    # Authorization and a JSON Content-Type make the browser ask OPTIONS first.
+    d = daemon("[/pub]\npublish_token = ptok\n",
+               top=f"cors_origins = {pages.origin}\nretry = {RETRY}")
+    open_probe(tab, pages, d, "/pub", types="message,chat")
+    assert tab.report()["kind"] == "open"
+    answer = tab.evaluate(
+        "fetch(%s, {method: 'POST', headers: {Authorization: 'Bearer ptok',"
+        " 'Content-Type': 'application/json'}, body: JSON.stringify({data: 'from a page',"
+        " event: 'chat'})}).then(async (r) => [r.status, await r.json()])"
+        % json.dumps(f"http://127.0.0.1:{d.port}/pub"))
+    assert answer[0] == 200 and sorted(answer[1]) == ["delivered", "id"]
+    assert answer[1]["delivered"] == 1
+    got = tab.report()
+    assert (got["kind"], got["type"], got["id"], got["data"]) == (
+        "event", "chat", answer[1]["id"], "from a page")
+
+
 # -- the index page ------------------------------------------------------------------------
 
 CARD = 'document.querySelector(`section.card[data-path="${%s}"]`)'
