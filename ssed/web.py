@@ -108,11 +108,26 @@ def _service(hub, request, address, paths):
             channels.append(channel)
     if request.method == "OPTIONS":
         return _preflight(hub, request, channels)
-    if request.method == "POST" and len(paths) == 1 and request.path != "/":
-        return _publish(hub, request, channels[0])
-    methods = ("GET", "HEAD", "OPTIONS") + (("POST",) if channels[0].config.publish_token
-                                            and request.path != "/" else ())
-    return _only(request, methods) or _subscribe(hub, request, address, channels)
+    try:
+        if request.method == "POST" and len(paths) == 1 and request.path != "/":
+            result = _publish(hub, request, channels[0])
+        else:
+            methods = ("GET", "HEAD", "OPTIONS") + (
+                ("POST",) if channels[0].config.publish_token and request.path != "/" else ())
+            result = _only(request, methods) or _subscribe(hub, request, address, channels)
+    except HttpError as exc:
+        result = Reply(exc.reply(), f"http_{exc.status}")
+    if isinstance(result, Reply) and result.refused:
+        # A refusal carries CORS too, so that a page on an allowed origin can read the 401
+        # (or 400, 429...) instead of seeing only a network error.
+        result.data = _add_headers(result.data, _cors(hub, request, channels))
+    return result
+
+
+def _add_headers(data, headers):
+    head, sep, body = data.partition(b"\r\n\r\n")
+    extra = "".join(f"\r\n{name}: {value}" for name, value in headers).encode("latin-1")
+    return head + extra + sep + body
 
 
 def _cors(hub, request, channels):
