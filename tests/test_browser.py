@@ -203,6 +203,12 @@ def test_page_on_another_origin_publishes_with_fetch_after_a_cors_preflight(daem
     got = tab.report()
     assert (got["kind"], got["type"], got["id"], got["data"]) == (
         "event", "chat", answer[1]["id"], "from a page")
+    # A refusal is readable by the page too (not just "Failed to fetch").
+    refused = tab.evaluate(
+        "fetch(%s, {method: 'POST', headers: {Authorization: 'Bearer wrong'}, body: 'x'})"
+        ".then(async (r) => [r.status, await r.text()])"
+        % json.dumps(f"http://127.0.0.1:{d.port}/pub"))
+    assert refused[0] == 401 and "token" in refused[1]
 
 
 # -- the index page ------------------------------------------------------------------------

@@ -219,6 +219,28 @@ def test_post_reply_carries_cors_for_an_allowed_origin(d):
     assert post(d, "/pub", "from elsewhere", headers=["Origin: http://c.example"]).cors == [VARY]
 
 
+@pytest.mark.parametrize("method,target,headers,body,status", [
+    ("GET", "/secret", [], b"", 401),
+    ("POST", "/pub", ["Authorization: Bearer wrong"], b"x", 401),
+    ("POST", "/pub", ["Authorization: Bearer ptok", "Content-Type: application/json"],
+     b"{oops", 400),
+    ("POST", "/pub", ["Authorization: Bearer ptok", "Content-Type: application/xml"], b"x", 415),
+    ("POST", "/own", [], b"x", 405),
+    ("GET", "/pub?client=bad/id", [], b"", 400),
+], ids=["401-stream", "401-post", "400-json", "415", "405", "400-client"])
+def test_refusals_carry_cors_so_an_allowed_page_can_read_them(d, method, target, headers,
+                                                              body, status):
+    origin = "http://own.example" if target.startswith("/own") else "http://a.example"
+    r = request(d, method, target, [f"Origin: {origin}", f"Content-Length: {len(body)}",
+                                    *headers], body)
+    assert r.status == status, r
+    assert r.cors == [(ALLOW, origin), VARY]
+    assert int(r.headers["content-length"]) == len(r.body)
+    r = request(d, method, target, ["Origin: http://c.example", f"Content-Length: {len(body)}",
+                                    *headers], body)
+    assert (r.status, r.cors) == (status, [VARY])
+
+
 # -- subscriber tokens -------------------------------------------------------------------------
 
 def test_token_service_accepts_the_bearer_header_and_streams(d):
