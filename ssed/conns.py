@@ -112,6 +112,7 @@ class HttpConn:
             self.loop.hub.refused[refused] += 1
         self.loop.request_done(self)
         self.replied = True
+        self.loop.lingering += 1
         # The deadline heap keeps this object until header_timeout: keep no buffers in it.
         self.parser = None
         self.out.append(data)
@@ -148,6 +149,8 @@ class HttpConn:
         self.closed = True
         self.parser = None
         self.out = []
+        if self.replied:
+            self.loop.lingering -= 1
         self.loop.request_done(self)
         self.loop.selector.unregister(self.sock)
         self.sock.close()
@@ -238,6 +241,7 @@ class ControlConn:
         self.eof = False
         self.closed = False
         self.deadline = None
+        self.published = False
         cred = peer_credentials(sock)
         self.peer = f"pid={cred[0]} uid={cred[1]} gid={cred[2]}" if cred else "peer unknown"
 
@@ -260,7 +264,15 @@ class ControlConn:
     def _answer(self, line):
         answer, request = self.loop.control_line(line)
         if request is not None and request.get("cmd") in CHANGES_STATE:
-            self.loop.log("info", f"control ({self.peer}): {_describe(request)}")
+            # Publishes can come thousands a second: the first one of a connection is
+            # logged with who sent it, the rest only at debug. Other changes always are.
+            routine = request.get("cmd") == "publish" and self.published
+            self.published |= request.get("cmd") == "publish"
+            if not routine or self.loop.debug:
+                self.loop.log("debug" if routine else "info",
+                              f"control ({self.peer}): {_describe(request)}"
+                              + (" (later publishes on this connection: debug)"
+                                 if request.get("cmd") == "publish" and not routine else ""))
         self.out.append(answer)
         self.queued += len(answer)
         if self.queued > MAX_CONTROL_OUT:

@@ -26,6 +26,7 @@ ACCEPT_BURST = 64
 EMFILE_PAUSE = 0.5
 STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
+MAX_LINGERING = 1024    # refused-at-accept connections drained at once, at most
 SLICE = 1024        # clients a fan-out reaches per loop turn (a few ms of sends)
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -54,6 +55,7 @@ class Loop:
         self.accept_failed = False      # logged once per episode of EMFILE
         self.pending = set()            # HTTP connections still sending their request
         self.pending_per_ip = Counter()
+        self.lingering = 0              # answered connections draining before they close
         self.writing = {}               # client -> when its queue last made progress
         self.next_sweep = 0.0
         self.next_sync = 0.0
@@ -206,14 +208,14 @@ class Loop:
         sock.setblocking(False)
         hub = self.hub
         if self.stopping is not None:
-            return self._refuse_now(sock, 503, "shutting down", "shutting_down")
+            return self._refuse_now(sock, 503, "shutting down", "shutting_down", address)
         if hub.bans and hub.banned(address):
-            return self._refuse_now(sock, 403, "address banned", "banned")
+            return self._refuse_now(sock, 403, "address banned", "banned", address)
         if self.pending_per_ip[address] >= hub.config.max_clients_per_ip:
             return self._refuse_now(sock, 429, "too many connections from your address",
-                                    "max_clients_per_ip")
+                                    "max_clients_per_ip", address)
         if len(self.pending) >= hub.config.max_clients:
-            return self._refuse_now(sock, 503, "too many connections", "max_clients")
+            return self._refuse_now(sock, 503, "too many connections", "max_clients", address)
         conn = HttpConn(self, sock, address)
         self.pending.add(conn)
         self.pending_per_ip[address] += 1
@@ -228,14 +230,23 @@ class Loop:
             if not self.pending_per_ip[conn.address]:
                 del self.pending_per_ip[conn.address]
 
-    def _refuse_now(self, sock, status, text, reason):
-        self.hub.refused[reason] += 1
+    def _refuse_now(self, sock, status, text, reason, address="-"):
+        """Answer before reading the request. The answer lingers (half-close, drain) so the
+        peer reads it rather than a reset for the request it was still sending; past
+        MAX_LINGERING such connections (a flood) they are simply closed."""
         headers = [("Retry-After", web.retry_after())] if status in (503, 429) else []
-        try:
-            sock.send(error_reply(status, text, headers))
-        except OSError:
-            pass
-        sock.close()
+        data = error_reply(status, text, headers)
+        if self.lingering >= MAX_LINGERING:
+            self.hub.refused[reason] += 1
+            try:
+                sock.send(data)
+            except OSError:
+                pass
+            sock.close()
+            return
+        conn = HttpConn(self, sock, address)
+        self.selector.register(sock, READ, conn)
+        conn.reply(data, reason)
 
     def _pause_accepting(self, exc):
         """Out of descriptors: stop accepting (HTTP and control) for a moment instead of
