@@ -79,7 +79,7 @@ class Daemon:
     """`python3 -m ssed` (or bench/bare.py) in a temp dir, pinned to the server CPU; ready on
     READY=1."""
 
-    def __init__(self, tmp, n, profile=None, target="ssed"):
+    def __init__(self, tmp, n, profile=None, target="ssed", root=ROOT):
         self.port = free_port()
         self.ini = os.path.join(tmp, "bench.ini")
         self.ctl_path = os.path.join(tmp, "ctl.sock")
@@ -88,7 +88,7 @@ class Daemon:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         name = f"ssed-bench-load-{os.getpid()}-{self.port}"
         notify.bind("\0" + name)
-        env = dict(os.environ, PYTHONPATH=ROOT, NOTIFY_SOCKET="@" + name)
+        env = dict(os.environ, PYTHONPATH=root, NOTIFY_SOCKET="@" + name)
         env.pop("JOURNAL_STREAM", None)
         prof = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
         self.log_path = os.path.join(tmp, "ssed.log")
@@ -102,7 +102,7 @@ class Daemon:
             what = (["-m", "ssed", "-c", self.ini, "--log-level", "warning"] if target == "ssed" else
                     [os.path.join(ROOT, "bench", "bare.py"), "--port", str(self.port), "--control", self.ctl_path])
             self.proc = subprocess.Popen([*prof, *what],
-                                         cwd=ROOT, env=env, preexec_fn=pin, stdin=subprocess.DEVNULL,
+                                         cwd=root, env=env, preexec_fn=pin, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log)
         notify.settimeout(20)
         try:
@@ -234,6 +234,21 @@ class Publisher:
                 "stats_ms": report.percentiles(self.probe_ms), "stats_probes": len(self.probe_ms)}
 
 
+def snapshot(rev):
+    """The ssed package as committed at `rev`, extracted once into a temp dir (with .rev)."""
+    sha = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", rev], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    where = os.path.join(tempfile.gettempdir(), f"ssed-bench-snap-{sha}")
+    if not os.path.exists(os.path.join(where, ".rev")):
+        os.makedirs(where, exist_ok=True)
+        tar = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", sha, "ssed"],
+                             capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", where], input=tar, check=True)
+        with open(os.path.join(where, ".rev"), "w") as f:
+            f.write(sha + "\n")
+    return where
+
+
 def start_workers(count):
     ctx = multiprocessing.get_context("fork")
     workers = []
@@ -262,11 +277,11 @@ def gather(workers, timeout, kind):
 def run_scenario(name, n, rate, duration, args):
     """One run: returns the record (raw figures) that goes into the history."""
     rec = {"scenario": name if args.target == "ssed" else f"{name}-{args.target}", "n": n, "rate": rate, "duration": duration, "workers": args.workers,
-           "mode": "closed-loop" if args.closed_loop else "open-loop", **report.conditions(ROOT)}
+           "mode": "closed-loop" if args.closed_loop else "open-loop", **report.conditions(args.ssed_root)}
     print(f"  {name}: N={n} R={rate:g}/s D={duration:g}s ...", end="", flush=True, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ssed-bench-") as tmp:
         profile = os.path.join(args.profile, f"{name}-{time.strftime('%H%M%S')}.prof") if args.profile else None
-        daemon = Daemon(tmp, n, profile, args.target)
+        daemon = Daemon(tmp, n, profile, args.target, args.ssed_root)
         workers = []
         try:
             workers = start_workers(args.workers)
@@ -329,6 +344,9 @@ def main(argv=None):
     ap.add_argument("--target", choices=["ssed", "bare"], default="ssed",
                     help="bare: bench/bare.py, the bare-loop ceiling (scenario names get -bare)")
     ap.add_argument("--profile", metavar="DIR", help="run the daemon under cProfile, .prof files here")
+    ap.add_argument("--ssed-root", default=ROOT, help="run the ssed package found in this directory")
+    ap.add_argument("--snapshot", metavar="REV", help="run ssed as committed at REV (git archive into "
+                    "a temp dir, kept for the reference harness's SSED_ROOT): one build for every run")
     ap.add_argument("--history", default=os.path.join(ROOT, "bench", "results", "history.jsonl"))
     ap.add_argument("--no-record", action="store_true", help="do not append to the history")
     args = ap.parse_args(argv)
@@ -349,6 +367,9 @@ def main(argv=None):
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
         args.profile = os.path.abspath(args.profile)
+    if args.snapshot:
+        args.ssed_root = snapshot(args.snapshot)
+        print(f"ssed from {args.ssed_root} (SSED_ROOT for the reference harness)", file=sys.stderr)
     repeat = args.repeat or (2 if args.full else 1)
     records = []
     for _ in range(repeat):

@@ -60,6 +60,9 @@ def conditions(root):
                              capture_output=True, text=True, timeout=20).stdout.strip() or None
     except OSError:
         rev = None
+    if not rev and os.path.exists(os.path.join(root, ".rev")):      # a bench/load.py --snapshot
+        with open(os.path.join(root, ".rev")) as f:
+            rev = f.read().strip() + " (snapshot)"
     with open("/proc/cpuinfo") as f:
         cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
     with open("/proc/loadavg") as f:

@@ -46,15 +46,15 @@ def test_stream_in_order_counts_every_event_once_however_the_bytes_are_cut(crlf)
     data = STREAM.replace(b"\n", b"\r\n") if crlf else STREAM
     for chunks in ways(data):
         w = feed(chunks)
-        assert (w.got[FD], w.last[FD], w.dups, w.ooo, w.lost(FD, 3)) == (3, 3, 0, 0, 0), chunks
+        assert (w.received(), w.last[FD], w.dups, w.ooo, w.lost(FD, 3)) == (3, 3, 0, 0, 0), chunks
         assert w.hist == {2: 3}          # 25 us late: the 20-30 us bucket
 
 
 def test_incomplete_trailing_event_is_not_counted_until_its_blank_line():
     w = feed([ev(1) + b"id: 2\ndata: seq=2 t=5"])
-    assert (w.got[FD], w.last[FD], w.lost(FD, 2)) == (1, 1, 1)
+    assert (w.received(), w.last[FD], w.lost(FD, 2)) == (1, 1, 1)
     w.consume(FD, b"\n\n", NOW)
-    assert (w.got[FD], w.last[FD], w.lost(FD, 2)) == (2, 2, 0)
+    assert (w.received(), w.last[FD], w.lost(FD, 2)) == (2, 2, 0)
 
 
 def test_gap_is_lost_until_filled_then_counted_out_of_order():
