@@ -27,7 +27,7 @@ import struct
 import time
 
 EVENT = re.compile(rb"^data: ?seq=(\d+) t=(\d+)", re.M)
-READ_SIZE = 65536
+READ_SIZE = 16384
 LINGER_RST = struct.pack("ii", 1, 0)
 BUCKET_NS = 10_000   # latency histogram resolution: 10 us
 
