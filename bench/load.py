@@ -264,7 +264,7 @@ def start_workers(count):
 
 def gather(workers, timeout, kind):
     out = []
-    for p, pipe in workers:
+    for _, pipe in workers:
         if not pipe.poll(timeout):
             raise RuntimeError(f"a load worker gave no {kind!r} answer in {timeout:.0f} s")
         msg = pipe.recv()
@@ -290,7 +290,7 @@ def run_scenario(name, n, rate, duration, args):
             cpu0, pss0 = procstat.cpu_s(pids), procstat.pss_kib(pids)
             shares = [n // args.workers + (i < n % args.workers) for i in range(args.workers)]
             connect_timeout = 30 + n / 200
-            for (p, pipe), share in zip(workers, shares):
+            for (_, pipe), share in zip(workers, shares, strict=True):
                 pipe.send(("connect", "127.0.0.1", daemon.port, "/bench", share, 256, connect_timeout))
             conns = gather(workers, connect_timeout + 10, "connected")
             rec["connected"] = sum(c["connected"] for c in conns)
@@ -320,7 +320,7 @@ def run_scenario(name, n, rate, duration, args):
         except (RuntimeError, OSError) as exc:
             rec["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            for p, pipe in workers:
+            for p, _ in workers:
                 p.join(5)
                 if p.is_alive():
                     p.kill()
