@@ -22,6 +22,7 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 LINGER = 2.0                # seconds to drain a peer after our reply before closing
 MAX_CONTROL_OUT = 64 << 20  # answers queued for a control client that does not read
 MAX_CHILD_OUTPUT = 1 << 20
+MAX_UNREAD = 1 << 20        # answers a kept-alive HTTP client may leave unread
 
 
 def _send(sock, chunks):
@@ -50,6 +51,7 @@ class HttpConn:
         self.parser = RequestParser(loop.hub.config.max_body)
         self.out = []
         self.replied = False
+        self.served = 0         # requests answered on this connection (keep-alive)
         self.closed = False
         self.deadline = None
 
@@ -70,6 +72,12 @@ class HttpConn:
             return self.close("eof")
         if self.replied:
             return      # draining what the peer still sends after our reply
+        # Pipelined requests behind a kept-alive answer are taken in turn, in this loop.
+        while data is not None and not (self.closed or self.replied):
+            data = self._feed(data)
+
+    def _feed(self, data):
+        """Parse; route a whole request. The bytes after it, when the connection stays."""
         try:
             request = self.parser.feed(data)
         except HttpError as exc:
@@ -82,8 +90,8 @@ class HttpConn:
                 self.parser.continue_needed = False
                 self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
                 self._flush()
-            return
-        self._route(request)
+            return None
+        return self._route(request)
 
     def _route(self, request):
         hub = self.loop.hub
@@ -93,6 +101,8 @@ class HttpConn:
             self.loop.log("error", f"bug: handling {request!r}\n" + traceback.format_exc())
             return self.reply(error_reply(500, "internal error"), "bug")
         if isinstance(result, web.Reply):
+            if result.keep:
+                return self._answer(result.data)
             return self.reply(result.data, result.refused)
         if result.head_only:
             return self.reply(result.data, None)
@@ -105,6 +115,20 @@ class HttpConn:
             self.loop.log("debug", f"stream {result.client.id} from {self.address}: "
                           f"{request.target}")
         self.loop.fanout(result.data, [result.client])
+
+    def _answer(self, data):
+        """Answer and wait for the next request on the same connection (keep-alive)."""
+        trailing = self.parser.trailing
+        self.out.append(data)
+        self._flush()
+        if self.closed:
+            return None
+        if sum(map(len, self.out)) > MAX_UNREAD:     # pipelining without reading answers
+            return self.close("slow")
+        self.parser = RequestParser(self.loop.hub.config.max_body)
+        self.served += 1
+        self.loop.deadline(self, self.loop.hub.now + self.loop.hub.config.header_timeout)
+        return trailing or None
 
     def reply(self, data, refused):
         """Send `data`, then close gently (after the peer has seen it)."""
@@ -140,6 +164,8 @@ class HttpConn:
     def expired(self):
         if self.replied:
             self.close("done")
+        elif self.served and not self.parser.buffer:
+            self.close("idle")      # a kept-alive connection nobody used again: no 408
         else:
             self.reply(error_reply(408, "request head not complete in time"), "header_timeout")
 
@@ -271,7 +297,7 @@ class ControlConn:
             if not routine or self.loop.debug:
                 self.loop.log("debug" if routine else "info",
                               f"control ({self.peer}): {_describe(request)}"
-                              + (" (later publishes on this connection: debug)"
+                              + (" (its later publishes: at the most verbose log level only)"
                                  if request.get("cmd") == "publish" and not routine else ""))
         self.out.append(answer)
         self.queued += len(answer)

@@ -301,15 +301,27 @@ def response_head(status, headers=()):
     return "".join(lines).encode("latin-1")
 
 
-def reply(status, body, content_type="text/plain; charset=utf-8", headers=()):
-    """A whole response that closes the connection."""
+def reply(status, body, content_type="text/plain; charset=utf-8", headers=(), keep=None):
+    """A whole response. It closes the connection unless `keep` is the version of a request
+    that asked to keep it open (see `keeps_alive`)."""
     if isinstance(body, str):
         body = body.encode()
+    connection = (() if keep == (1, 1) else (("Connection", "keep-alive"),) if keep
+                  else (("Connection", "close"),))
     head = response_head(status, (("Content-Type", content_type),
                                   ("Content-Length", str(len(body))),
                                   ("Cache-Control", "no-store"),
-                                  *headers, ("Connection", "close")))
+                                  *headers, *connection))
     return head + body
+
+
+def keeps_alive(request):
+    """The request's version if it lets the connection stay open after the answer, else
+    None (RFC 9112 9.3: 1.1 persists unless `close`; 1.0 only with `keep-alive`)."""
+    tokens = {t.strip().lower() for t in request.headers.get("connection", "").split(",")}
+    if request.version == (1, 1):
+        return None if "close" in tokens else (1, 1)
+    return (1, 0) if "keep-alive" in tokens else None
 
 
 def error_reply(status, text, headers=()):

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 from . import metrics
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
-from .http1 import HttpError, error_reply, reply, response_head
+from .http1 import HttpError, error_reply, keeps_alive, reply, response_head
 from .hub import PublishError
 from .service import Refuse
 
@@ -23,12 +23,14 @@ STATUS_PATHS = ("/healthz", "/metrics")
 
 
 class Reply:
-    """Bytes to send before closing; `refused` names the reason when it turns a client away."""
-    __slots__ = ("data", "refused")
+    """Bytes to send; `refused` names the reason when it turns a client away; `keep`: the
+    connection stays open for the next request (publishers, scrapers) instead of closing."""
+    __slots__ = ("data", "refused", "keep")
 
-    def __init__(self, data, refused=None):
+    def __init__(self, data, refused=None, keep=False):
         self.data = data
         self.refused = refused
+        self.keep = keep
 
 
 class Stream:
@@ -217,7 +219,8 @@ def _publish(hub, request, channel):
         raise HttpError(400, str(exc)) from None
     body = json.dumps({"id": ev.id, "delivered": delivered})
     headers = _cors(hub, request, [channel])
-    return Reply(reply(200, body, "application/json", headers))
+    keep = keeps_alive(request)
+    return Reply(reply(200, body, "application/json", headers, keep=keep), keep=keep is not None)
 
 
 def _post_body(request):

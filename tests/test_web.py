@@ -87,9 +87,20 @@ class Reply:
 
 
 def request(d, method, target, headers=(), body=b""):
-    """One whole request; the Reply (the daemon closes every reply's connection)."""
+    """One whole request; the Reply, read as far as its Content-Length says (a publish
+    answer keeps the connection open for the next request), else to the close."""
     head = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", *headers, "", ""]
-    return Reply(d.request("\r\n".join(head).encode() + body))
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as s:
+        s.sendall("\r\n".join(head).encode() + body)
+        raw = b""
+        while True:
+            data = s.recv(65536)
+            raw += data
+            head_end = raw.find(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)\r$", raw[:head_end + 2])
+            if not data or (head_end >= 0 and length
+                            and len(raw) >= head_end + 4 + int(length.group(1))):
+                return Reply(raw)
 
 
 def stream_head(d, target, headers=()):
@@ -655,3 +666,80 @@ def test_http_client_publishes_with_post(d):
     assert s.wait_events(1)[0].data == "from http.client"
     conn.close()
     s.close()
+
+
+# -- keep-alive for publishers ----------------------------------------------------------------
+
+def _answers(sock, count):
+    """`count` whole answers (head + Content-Length body) read from one connection."""
+    raw, answers = b"", []
+    while len(answers) < count:
+        data = sock.recv(65536)
+        assert data, f"closed after {len(answers)} answers: {raw!r}"
+        raw += data
+        while True:
+            end = raw.find(b"\r\n\r\n")
+            m = re.search(rb"(?im)^content-length: *(\d+)\r$", raw[:end + 2]) if end >= 0 else None
+            if not m or len(raw) < end + 4 + int(m.group(1)):
+                break
+            size = end + 4 + int(m.group(1))
+            answers.append(Reply(raw[:size]))
+            raw = raw[size:]
+    return answers, raw
+
+
+def _publish_head(body, extra=""):
+    return (b"POST /pub HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ptok\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (len(body), extra.encode(), body))
+
+
+def test_a_publisher_keeps_its_connection_for_many_posts_pipelined_or_not(d):
+    s = subscribed(d, "/pub")
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as c:
+        c.sendall(_publish_head(b"one"))
+        (first,), _ = _answers(c, 1)
+        assert first.status == 200 and "connection" not in first.headers
+        c.sendall(_publish_head(b"two") + _publish_head(b"three") + _publish_head(b"four"))
+        rest, leftover = _answers(c, 3)
+        assert [r.status for r in rest] == [200, 200, 200] and leftover == b""
+        ids = [first.json()["id"]] + [r.json()["id"] for r in rest]
+        # The last request asks to close: its answer says so and the connection ends.
+        c.sendall(_publish_head(b"five", "Connection: close\r\n"))
+        (last,), _ = _answers(c, 1)
+        assert last.headers["connection"] == "close"
+        assert c.recv(65536) == b""
+    events = s.wait_events(5)
+    assert [e.data for e in events] == ["one", "two", "three", "four", "five"]
+    assert [e.id for e in events[:4]] == ids
+
+
+def test_an_http_10_publisher_keeps_its_connection_only_when_it_asks(d):
+    body = b"old"
+    head = (b"POST /pub HTTP/1.0\r\nAuthorization: Bearer ptok\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 3\r\n")
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as c:
+        c.sendall(head + b"Connection: keep-alive\r\n\r\n" + body)
+        (answer,), _ = _answers(c, 1)
+        assert answer.headers["connection"] == "keep-alive"
+        c.sendall(head + b"\r\n" + body)
+        (answer,), _ = _answers(c, 1)
+        assert answer.headers["connection"] == "close" and c.recv(65536) == b""
+
+
+def test_an_idle_kept_connection_is_closed_quietly_after_header_timeout(daemon):
+    d2 = daemon("[/pub]\npublish_token = ptok\n", top="header_timeout = 0.5\n")
+    with socket.create_connection(("127.0.0.1", d2.port), timeout=TIMEOUT) as c:
+        c.sendall(_publish_head(b"x"))
+        _answers(c, 1)
+        assert c.recv(65536) == b""          # closed, no 408 for a request never begun
+    assert d2.ctl({"cmd": "stats"})["refused"].get("header_timeout", 0) == 0
+
+
+def test_a_refused_publish_still_closes_the_connection(d):
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as c:
+        c.sendall(b"POST /pub HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+                  b"Content-Length: 1\r\n\r\nx" + _publish_head(b"never"))
+        (answer,), _ = _answers(c, 1)
+        assert answer.status == 401 and answer.headers["connection"] == "close"
+        assert c.recv(65536) == b""
