@@ -202,7 +202,8 @@ def test_token_values_a_client_sends_never_reach_the_log_even_at_debug(daemon):
     assert bearer.status == 200
     assert request_from(d.port, get("/nope?access_token=THIRDSECRET789"))[0] == 404
     raw = (b"POST /pub?access_token=FOURTHSECRET000 HTTP/1.1\r\nHost: x\r\n"
-           b"Authorization: Bearer PUBSECRET321\r\nContent-Length: 2\r\n\r\nhi")
+           b"Authorization: Bearer PUBSECRET321\r\nContent-Length: 2\r\n"
+           b"Connection: close\r\n\r\nhi")
     assert request_from(d.port, raw)[0] == 200
     ans = d.ctl({"cmd": "kick", "service": "/priv", "client": "c1"})
     assert ans == {"ok": True, "closed": 1}

@@ -219,7 +219,7 @@ def test_a_body_over_max_body_is_413_and_publishes_nothing(daemon, raw):
     assert_refusal(request_from(d.port, raw), 413)
     assert refused(d) == {"http_413": 1}
     assert stats(d)["events_published"] == 0
-    ok = request_from(d.port, post(b"x" * 100, b"Content-Length: 100\r\n"))
+    ok = request_from(d.port, post(b"x" * 100, b"Content-Length: 100\r\nConnection: close\r\n"))
     assert ok[0] == 200, ok
     assert [e.data for e in sub.wait_events(1)] == ["x" * 100]
 

@@ -473,7 +473,8 @@ def test_post_with_expect_100_continue_gets_continue_then_the_answer(d):
     s = subscribed(d, "/pub")
     with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as c:
         c.sendall(b"POST /pub HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ptok\r\n"
-                  b"Content-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+                  b"Content-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                  b"Connection: close\r\n\r\n")
         interim = b""
         while b"\r\n\r\n" not in interim:
             data = c.recv(65536)
