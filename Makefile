@@ -25,8 +25,8 @@ check:
 	$(PYTHON) -m compileall -q ssed tests bench
 
 # Fan-out benchmark (bench/load.py): a markdown table on stdout, each run appended to
-# bench/results/history.jsonl and compared with the last one. bench: the quick set (~2 min);
-# bench-full: the whole matrix, twice (~6 min).
+# bench/results/history.jsonl and compared with the last one. bench: the quick set (~1 min);
+# bench-full: the whole matrix, twice (~3 min).
 bench:
 	$(PYTHON) bench/load.py
 
