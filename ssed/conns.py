@@ -36,9 +36,12 @@ def _send(sock, chunks):
 
 
 def failed(exc):
-    """The drop reason for a stream's socket error. ETIMEDOUT is the kernel saying what
+    """The close reason for a stream's socket error. ETIMEDOUT is the kernel saying what
     `send_timeout` says (TCP_USER_TIMEOUT is set to it; keepalive gave up): no progress."""
-    return "stalled" if exc.errno == errno.ETIMEDOUT else "error"
+    if exc.errno == errno.ETIMEDOUT:
+        return "stalled"
+    # A peer that closed with bytes unread (RST) or went away mid-write: it left, not a drop.
+    return "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else "error"
 
 
 class HttpConn:
