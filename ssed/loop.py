@@ -185,7 +185,10 @@ class Loop:
 
     # -- accepting -------------------------------------------------------------------
 
-    def _accept(self, listener):
+    def _accept(self, listener, take=None):
+        """Accept a burst from `listener`, each handed to `take(sock, addr)` (default: a
+        new HTTP connection); on EMFILE and its kin, pause instead of spinning."""
+        take = take or (lambda sock, addr: self._new_http(sock, peer_address(addr)))
         for _ in range(ACCEPT_BURST):
             try:
                 sock, addr = listener.accept()
@@ -196,7 +199,7 @@ class Loop:
                     self._pause_accepting(exc)
                 return
             self._accepted()
-            self._new_http(sock, peer_address(addr))
+            take(sock, addr)
 
     def _accepted(self):
         if self.accept_failed:
@@ -288,18 +291,11 @@ class Loop:
         return pairs
 
     def _accept_control(self):
-        for _ in range(ACCEPT_BURST):
-            try:
-                sock, _ = self.control_sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in OUT_OF_RESOURCES:
-                    self._pause_accepting(exc)
-                return
-            self._accepted()
-            sock.setblocking(False)
-            self.selector.register(sock, READ, ControlConn(self, sock))
+        self._accept(self.control_sock, self._new_control)
+
+    def _new_control(self, sock, _addr):
+        sock.setblocking(False)
+        self.selector.register(sock, READ, ControlConn(self, sock))
 
     # -- what the hub asks of us -----------------------------------------------------
 
