@@ -182,6 +182,10 @@ class StreamClient:
         head = [f"GET {target} HTTP/{version}", "Host: 127.0.0.1",
                 "Accept: text/event-stream", *headers, "", ""]
         self.sock.sendall("\r\n".join(head).encode())
+        self._begin()
+
+    def _begin(self):
+        """Read the response head (the request is sent); parse what came after it."""
         self.parser = EventParser()
         self.raw = bytearray()
         self.events = []

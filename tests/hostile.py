@@ -5,7 +5,7 @@ import re
 import socket
 import time
 
-from conftest import TIMEOUT, EventParser, StreamClient
+from conftest import TIMEOUT, StreamClient
 
 
 def connect(port, source="127.0.0.1", host="127.0.0.1", rcvbuf=None, timeout=TIMEOUT):
@@ -87,12 +87,7 @@ class SourcedStream(StreamClient):
                  headers=()):
         self.sock = connect(port, source, host, rcvbuf)
         self.sock.sendall(get(target, headers))
-        self.parser = EventParser()
-        self.raw = bytearray()
-        self.events = []
-        self.status, self.headers, rest = self._head()
-        self.body = bytearray(rest)
-        self.events.extend(self.parser.feed(rest))
+        self._begin()
 
 
 def stats(d):
