@@ -44,6 +44,17 @@ def failed(exc):
     return "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else "error"
 
 
+def _recv(conn, size):
+    """What the peer sent (b"" at EOF), or None: nothing yet, or an error that closed it."""
+    try:
+        return conn.sock.recv(size)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        conn.close(failed(exc))
+        return None
+
+
 class HttpConn:
     """A connection whose request head (and body) is still arriving, or our reply to it."""
 
@@ -65,12 +76,9 @@ class HttpConn:
             self._read()
 
     def _read(self):
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
+        data = _recv(self, 65536)
+        if data is None:
             return
-        except OSError:
-            return self.close("error")
         if not data:
             return self.close("eof")
         if self.replied:
@@ -204,15 +212,8 @@ class StreamConn:
     def ready(self, mask):
         if mask & WRITE:
             self._flush()
-        if mask & READ and not self.closed:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                return self.close(failed(exc))
-            if not data:
-                self.close("eof")
+        if mask & READ and not self.closed and _recv(self, 4096) == b"":
+            self.close("eof")
 
     def _flush(self):
         client = self.client
@@ -278,12 +279,9 @@ class ControlConn:
         if mask & WRITE:
             self._flush()
         if mask & READ and not self.closed and not self.eof:
-            try:
-                data = self.sock.recv(262144)
-            except BlockingIOError:
+            data = _recv(self, 262144)
+            if data is None:
                 return
-            except OSError:
-                return self.close("error")
             if not data:
                 self.eof = True
             for line in self.splitter.feed(data):
