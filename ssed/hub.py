@@ -55,6 +55,8 @@ class Channel:
         self.path = config.path
         self.config = config
         self.clients = set()
+        self.members = 0            # bumped when `clients` changes: fan-outs of one
+                                    # membership may share a write (Loop.fanout)
         self.history = History(config.history)
         self.service = None
         self.next_tick = None
@@ -223,7 +225,7 @@ class Hub:
         self.stats["events_published"] += 1
         self.stats["events_delivered"] += len(targets)
         if targets:
-            self.io.fanout(ev.wire, targets)
+            self.io.fanout(ev.wire, targets, (channel, channel.members) if client_id is None else None)
         return ev, len(targets)
 
     def _journal(self, channel, ev):
@@ -315,6 +317,7 @@ class Hub:
                 raise refused
         for channel in channels:
             channel.clients.add(client)
+            channel.members += 1
         same = self.by_id.get(client.id)
         self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
         self.per_ip[address] += 1
@@ -353,6 +356,7 @@ class Hub:
         for channel in client.channels:
             if client in channel.clients:
                 channel.clients.discard(client)
+                channel.members += 1
                 self.call(channel, "on_disconnect", client, reason)
         rest = tuple(c for c in self.streams_of(client.id) if c is not client)
         if not rest:

@@ -48,7 +48,7 @@ class Loop:
         self.seq = 0
         self.children = []
         self.doomed = []                # streams to close after this fan-out
-        self.fanq = deque()             # fan-outs in progress: [wire, clients, next index]
+        self.fanq = deque()             # fan-outs in progress: [[wire], clients, next index, key]
         self.stopping = None            # the time a graceful shutdown must end by
         self.running = True
         self.paused_until = None        # accepting paused after EMFILE until then
@@ -82,6 +82,7 @@ class Loop:
         while self.running:
             if self.fanq:
                 self._drain_fanouts()
+                self._close_doomed()
             timeout = 0.0 if self.fanq else max(0.0, min(due, self._next_deadline()) - time.time())
             events = self.selector.select(timeout)
             self.hub.now = now = time.time()
@@ -299,29 +300,44 @@ class Loop:
 
     # -- what the hub asks of us -----------------------------------------------------
 
-    def fanout(self, wire, clients):
+    def fanout(self, wire, clients, key=None):
         """The same bytes to every client. A big fan-out goes out in slices of SLICE clients
         per loop turn, so the loop keeps answering meanwhile; once one is in progress every
-        later fan-out queues behind it, so no client ever sees its events reordered."""
-        if self.fanq or len(clients) > SLICE:
-            self.fanq.append([wire, list(clients), 0])
-        else:
-            self._send_all(wire, clients)
+        later fan-out queues behind it, so no client ever sees its events reordered.
+
+        Fan-outs to one membership (`key`, the hub's (channel, membership count)) that
+        queue up while the loop is busy join the last queued one if it has not started:
+        under a backlog each client gets one write per turn of the queue, not one per event.
+        """
+        q = self.fanq
+        if q:
+            tail = q[-1]
+            if key is not None and tail[3] == key and tail[2] == 0:
+                tail[0].append(wire)
+                return
+        elif len(clients) <= SLICE and key is None:
+            return self._send_all(wire, clients)
+        # Broadcasts always wait for the end of the turn: those published in one turn
+        # (a pipelining publisher, a source's batch) then go out as one write.
+        q.append([[wire], list(clients), 0, key])
 
     def _drain_fanouts(self):
         """One turn's share of the queued fan-outs."""
         budget = SLICE
-        while self.fanq and budget > 0:
-            job = self.fanq[0]
-            wire, clients, start = job
+        q = self.fanq
+        while q and budget > 0:
+            job = q[0]
+            parts, clients, start, _ = job
+            if start == 0:
+                job[0] = parts = [b"".join(parts)]
             end = min(start + budget, len(clients))
-            self._send_all(wire, clients[start:end] if start or end < len(clients) else clients)
+            some = clients[start:end] if start or end < len(clients) else clients
+            self._send_all(parts[0], some)
             budget -= end - start
             if end == len(clients):
-                self.fanq.popleft()
+                q.popleft()
             else:
                 job[2] = end
-        self._close_doomed()
 
     def _send_all(self, wire, clients):
         """Send now, queue what the socket did not take, doom the slow."""

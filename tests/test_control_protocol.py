@@ -134,7 +134,7 @@ class FakeIO:
         self.hub = None
         self.sent = {}
 
-    def fanout(self, wire, clients):
+    def fanout(self, wire, clients, key=None):
         for c in clients:
             self.sent.setdefault(c, []).append(wire)
 

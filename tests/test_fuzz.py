@@ -272,7 +272,7 @@ class RecordingIO:
         self.fanouts = []       # (wire, [clients])
         self.closed = []
 
-    def fanout(self, wire, clients):
+    def fanout(self, wire, clients, key=None):
         self.fanouts.append((wire, list(clients)))
 
     def close(self, client, reason):

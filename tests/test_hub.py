@@ -95,7 +95,7 @@ class FakeIO:
         self.spawned = []               # (command, timeout, done, name, cwd)
         self.killed = []
 
-    def fanout(self, wire, clients):
+    def fanout(self, wire, clients, key=None):
         for client in clients:
             self.sent[client].append(wire)
 

@@ -17,7 +17,7 @@ import pytest
 from ssed import config as configmod
 from ssed.conns import StreamConn
 from ssed.hub import Hub
-from ssed.loop import Loop
+from ssed.loop import SLICE, Loop
 from ssed.systemd import Notifier
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -56,6 +56,9 @@ class Rig:
 
     def turn(self, timeout=0.0):
         """One turn of the loop, as Loop.run does it (without the clock and the ticks)."""
+        if self.loop.fanq:
+            self.loop._drain_fanouts()
+            self.loop._close_doomed()
         for key, mask in self.loop.selector.select(timeout):
             if callable(key.data):
                 key.data()
@@ -131,7 +134,11 @@ def preamble(ms_id):
 
 
 def publish(rig, path, data, **kwargs):
+    """Publish, then send as the loop does at the top of its next turn (a broadcast waits
+    for the end of the turn that published it)."""
     event, delivered = rig.hub.publish(path, data, **kwargs)
+    if len(rig.loop.fanq) == 1 and len(rig.loop.fanq[0][1]) <= SLICE:
+        rig.loop._drain_fanouts()
     return event.wire, delivered
 
 
@@ -411,3 +418,71 @@ def test_a_fan_out_over_a_slice_goes_out_across_turns_and_never_reorders_a_clien
     data = r.read(last_peer, last.sent)
     assert data.index(b"data: broadcast") < data.index(b"data: only you")
     assert all(c.sent > before[id(c)] for c, _ in pairs)
+
+
+def counted(client):
+    """Count the writes the loop makes to `client` (its `send` is the socket's)."""
+    writes = []
+
+    def send(data, real=client.send):
+        writes.append(bytes(data))
+        return real(data)
+    client.send = send
+    return writes
+
+
+def test_broadcasts_of_one_turn_go_out_as_one_write_per_client_in_order(rig):
+    r = rig()
+    pairs = [r.attach() for _ in range(3)]
+    for c, peer in pairs:
+        peer.recv(4096)                                         # the preambles
+    writes = [counted(c) for c, _ in pairs]
+    wires = [r.hub.publish("/chat", f"event {i}")[0].wire for i in range(5)]
+    assert len(r.loop.fanq) == 1 and not any(writes)            # nothing sent inside the turn
+    r.turn()
+    assert writes == [[b"".join(wires)]] * 3
+    for c, peer in pairs:
+        assert r.read(peer, len(b"".join(wires))) == b"".join(wires)
+
+
+def test_broadcasts_queued_behind_a_busy_fan_out_join_it_unless_membership_changed(rig):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * SLICE + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8 * SLICE), hard))
+    r = rig()
+    pairs = [r.attach() for _ in range(SLICE + 10)]
+    for c, peer in pairs:
+        peer.recv(4096)
+    first, first_peer = pairs[0]
+    writes = counted(first)
+    w1 = r.hub.publish("/chat", "one")[0].wire
+    r.loop._drain_fanouts()                                     # under way: SLICE of them
+    w2 = r.hub.publish("/chat", "two")[0].wire
+    w3 = r.hub.publish("/chat", "three")[0].wire
+    assert len(r.loop.fanq) == 2                                # "three" joined "two"
+    late, late_peer = r.attach()                                # membership changes
+    w4 = r.hub.publish("/chat", "four")[0].wire
+    assert len(r.loop.fanq) == 4                                # the preamble, then "four"
+    r.turn_until(lambda: not r.loop.fanq)
+    assert writes == [w1, w2 + w3, w4]
+    assert not any(c.pending for c, _ in pairs)                 # all in the kernel's hands
+    for c, peer in pairs:
+        peer.settimeout(BOUND)
+        want = w1 + w2 + w3 + w4
+        assert peer.recv(len(want), socket.MSG_WAITALL) == want
+    assert r.read(late_peer, late.sent).endswith(b"\n\n" + w4)   # after its preamble
+
+
+def test_a_targeted_event_never_joins_a_broadcast(rig):
+    r = rig()
+    a, peer_a = r.attach(client_id="a")
+    b, peer_b = r.attach(client_id="b")
+    for peer in (peer_a, peer_b):
+        peer.recv(4096)
+    w1 = r.hub.publish("/chat", "all")[0].wire
+    w2 = r.hub.publish("/chat", "a only", client_id="a")[0].wire
+    w3 = r.hub.publish("/chat", "all again")[0].wire
+    r.turn()
+    assert r.read(peer_a, len(w1 + w2 + w3)) == w1 + w2 + w3
+    assert r.read(peer_b, len(w1 + w3)) == w1 + w3
