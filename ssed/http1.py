@@ -21,6 +21,9 @@ REASONS = {
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/(\d)\.(\d)\Z")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
+# A whole block of well-formed header lines, each ended by a line end, checked in one match.
+_HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 _ABSOLUTE = re.compile(r"(?i)https?://[^/?#]*")    # the scheme and authority
@@ -82,96 +85,120 @@ class RequestParser:
             if not self._parse_head():
                 return None
             if self._body is None:
-                return self._done(bytes(self.buffer))
+                return self._done()
         body, rest = self._body.feed(self.buffer)
-        self.buffer = bytearray()
+        self.buffer = bytearray(rest)
         if body is None:
             return None
         self.request.body = body
-        return self._done(rest)
+        return self._done()
 
-    def _done(self, rest):
-        self.trailing = rest
-        self.buffer = bytearray()
+    def _done(self):
+        self.trailing = bytes(self.buffer) if self.buffer else b""
+        self.buffer.clear()
         return self.request
 
     def _parse_head(self):
+        buffer = self.buffer
         # Empty lines before a request line are allowed (RFC 9112 2.2).
-        while self.buffer[:2] == b"\r\n" or self.buffer[:1] == b"\n":
-            del self.buffer[:2 if self.buffer[:1] == b"\r" else 1]
+        while buffer.startswith((b"\r\n", b"\n")):
+            del buffer[:2 if buffer[0] == 13 else 1]
         # Search only the new bytes (and 3 before them, where an end may have begun): a
         # head trickled a byte at a time must not be rescanned from the start each time.
-        m = _HEAD_END.search(self.buffer, max(0, self._scanned - 3), MAX_HEAD + 4)
+        m = _HEAD_END.search(buffer, max(0, self._scanned - 3), MAX_HEAD + 4)
         if m is None:
-            self._scanned = len(self.buffer)
+            self._scanned = len(buffer)
             # Over only once no end of head (up to 4 bytes) can start within MAX_HEAD.
-            if len(self.buffer) >= MAX_HEAD + 4:
+            if len(buffer) >= MAX_HEAD + 4:
                 raise HttpError(431, "request head over 8 KiB")
             return False
         if m.start() > MAX_HEAD:
             raise HttpError(431, "request head over 8 KiB")
-        head = bytes(self.buffer[:m.start()])
-        del self.buffer[:m.end()]
-        self.request = parse_head(head)
-        self._body = body_reader(self.request, self.max_body)
-        expect = self.request.headers.get("expect", "").lower()
-        self.continue_needed = (self._body is not None and expect == "100-continue"
-                                and self.request.version == (1, 1) and not self.buffer)
+        self.request = request = parse_head(bytes(buffer[:m.start()]))
+        del buffer[:m.end()]
+        self._body = body_reader(request, self.max_body)
+        if self._body is not None:
+            expect = request.headers.get("expect", "").lower()
+            self.continue_needed = (expect == "100-continue" and request.version == (1, 1)
+                                    and not buffer)
         return True
 
 
 def parse_head(head):
     """A request head (without the blank line) to a Request with an empty body."""
-    lines = _LINE_END.split(head)
-    method, target, version = _request_line(lines[0])
-    headers = _headers(lines[1:])
+    end = head.find(b"\n")
+    if end < 0:
+        line, block = head, b""
+    else:
+        line, block = head[:end], head[end + 1:] + b"\n"
+    method, target, version = _request_line(line[:-1] if line.endswith(b"\r") else line)
+    headers = _headers(block)
     if version == (1, 1) and "host" not in headers:
         raise HttpError(400, "HTTP/1.1 request without Host")
     path, query = _split_target(method, target)
     return Request(method, target, path, query, version, headers)
 
 
+VERSIONS = {(b"1", b"1"): (1, 1), (b"1", b"0"): (1, 0)}
+
+
 def _request_line(line):
     m = _REQUEST_LINE.match(line)
     if m is None:
         raise HttpError(400, "malformed request line")
-    version = (int(m.group(3)), int(m.group(4)))
-    if version not in ((1, 0), (1, 1)):
+    method, target, major, minor = m.groups()
+    version = VERSIONS.get((major, minor))
+    if version is None:
         raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
     try:
-        target = m.group(2).decode("ascii")
+        target = target.decode("ascii")
     except UnicodeDecodeError:
         raise HttpError(400, "request target is not ASCII") from None
-    return m.group(1).decode("ascii"), target, version
+    return method.decode("ascii"), target, version
 
 
-def _headers(lines):
+REPEAT_REFUSED = ("host", "content-length", "authorization", "last-event-id")
+
+
+def _headers(block):
+    """Header lines, each ended by a line end, to a dict of lowercase names. The block is
+    checked in one match (the common case); only a bad one is walked line by line, to
+    say what is wrong with it."""
+    if not _HEADER_BLOCK.match(block):
+        _header_error(block)
     headers = {}
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
-            raise HttpError(400, "malformed header line")
-        value = value.strip(b" \t")
-        if not _FIELD_VALUE.match(value):
-            raise HttpError(400, "control character in a header value")
-        key = name.decode("ascii").lower()
-        text = value.decode("latin-1")
+    # Latin-1 keeps obs-text bytes as they are; the check above left no CR but at line ends.
+    for line in block.decode("latin-1").split("\n")[:-1]:
+        name, _, value = line.partition(":")
+        key = name.lower()
+        value = value.strip(" \t\r")
         if key in headers:
-            if key in ("host", "content-length", "authorization", "last-event-id"):
+            if key in REPEAT_REFUSED:
                 raise HttpError(400, f"repeated {key} header")
-            text = headers[key] + ", " + text
-        headers[key] = text
+            value = headers[key] + ", " + value
+        headers[key] = value
     return headers
 
 
+def _header_error(block):
+    for line in _LINE_END.split(block)[:-1]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name):
+            raise HttpError(400, "malformed header line")
+        if not _FIELD_VALUE.match(value):
+            raise HttpError(400, "control character in a header value")
+    raise HttpError(400, "malformed header line")
+
+
 def _split_target(method, target):
-    absolute = _ABSOLUTE.match(target)      # absolute-form (RFC 9112 3.2.2)
-    if absolute:
-        target = "/" + target[absolute.end():].removeprefix("/")
-    elif target == "*" and method == "OPTIONS":
-        return "*", {}
     if not target.startswith("/"):
-        raise HttpError(400, "request target must start with /")
+        absolute = _ABSOLUTE.match(target)      # absolute-form (RFC 9112 3.2.2)
+        if absolute:
+            target = "/" + target[absolute.end():].removeprefix("/")
+        elif target == "*" and method == "OPTIONS":
+            return "*", {}
+        else:
+            raise HttpError(400, "request target must start with /")
     raw_path, _, raw_query = target.partition("?")
     raw_path = raw_path.partition("#")[0]
     try:
@@ -179,7 +206,7 @@ def _split_target(method, target):
         query = parse_qs(raw_query, keep_blank_values=True, errors="strict") if raw_query else {}
     except UnicodeDecodeError:
         raise HttpError(400, "request target is not valid UTF-8") from None
-    if any(ord(c) < 32 or c == "\x7f" for c in path):
+    if _CONTROL.search(path):
         raise HttpError(400, "control character in the path")
     return path, query
 

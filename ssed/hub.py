@@ -77,6 +77,7 @@ class Hub:
         self.channels = {}
         self.by_id = {}             # client id -> Client, or a tuple when streams share it
         self.per_ip = Counter()
+        self.client_count = 0       # open streams (the sum of per_ip, kept, not summed)
         self.bans = {}              # ip_network -> until
         self.started = now
         self._random = bytearray()  # a pool of random bytes for client ids
@@ -321,6 +322,7 @@ class Hub:
         same = self.by_id.get(client.id)
         self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
         self.per_ip[address] += 1
+        self.client_count += 1
         return client, self._preamble(client, channels, last_id)
 
     def _on_connect(self, channel, client, request):
@@ -336,15 +338,13 @@ class Hub:
         return None
 
     def _preamble(self, client, channels, last_id):
-        parts = []
-        if self.config.retry:
-            parts.append(sse.retry(self.config.retry))
+        parts = [sse.retry(self.config.retry)] if self.config.retry else []
         if any(ch.config.session_event for ch in channels):
             parts.append(sse.frame(client.id, "session"))
         # No Last-Event-ID: a new subscriber, live events only. One not of our form:
         # everything held (SPEC 4), since we cannot tell what it has seen.
-        replay = [] if last_id is None else merge([ch.history for ch in channels],
-                                                  parse_id(last_id))
+        replay = None if last_id is None else merge([ch.history for ch in channels],
+                                                    parse_id(last_id))
         if replay:
             parts.extend(e.wire for e in replay)
         else:
@@ -363,15 +363,12 @@ class Hub:
             self.by_id.pop(client.id, None)
         else:
             self.by_id[client.id] = rest[0] if len(rest) == 1 else rest
+        self.client_count -= 1
         self.per_ip[client.address] -= 1
         if self.per_ip[client.address] <= 0:
             del self.per_ip[client.address]
         if reason not in CLIENT_LEFT:
             self.dropped[reason] += 1
-
-    @property
-    def client_count(self):
-        return sum(self.per_ip.values())
 
     def kick(self, path, client_id):
         channel = self.channels.get(path)
@@ -397,6 +394,8 @@ class Hub:
         return 1 if self.bans.pop(network, None) is not None else 0
 
     def banned(self, address):
+        if not self.bans:
+            return False
         for network, until in list(self.bans.items()):
             if until <= self.now:
                 del self.bans[network]

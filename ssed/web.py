@@ -50,7 +50,7 @@ def refusal(status, text, reason, headers=()):
 def handle(hub, request, address):
     """Route one request from `address`: a Reply or a Stream."""
     try:
-        if hub.banned(address):
+        if hub.bans and hub.banned(address):
             return refusal(403, "address banned", "banned")
         if request.path in STATUS_PATHS:
             return _status(hub, request, address)
@@ -113,10 +113,11 @@ def _service(hub, request, address, paths):
     try:
         if request.method == "POST" and len(paths) == 1 and request.path != "/":
             result = _publish(hub, request, channels[0])
+        elif request.method in ("GET", "HEAD"):
+            result = _subscribe(hub, request, address, channels)
         else:
-            methods = ("GET", "HEAD", "OPTIONS") + (
-                ("POST",) if channels[0].config.publish_token and request.path != "/" else ())
-            result = _only(request, methods) or _subscribe(hub, request, address, channels)
+            result = _only(request, ("GET", "HEAD", "OPTIONS") + (
+                ("POST",) if channels[0].config.publish_token and request.path != "/" else ()))
     except HttpError as exc:
         result = Reply(exc.reply(), f"http_{exc.status}")
     if isinstance(result, Reply) and result.refused:
@@ -169,13 +170,15 @@ def _token_ok(expected, presented):
 
 
 def _subscribe(hub, request, address, channels):
-    # Every token presented counts: a browser can name several only in the query.
-    presented = [_bearer(request), *request.query.get("access_token", ())]
+    presented = None
     for channel in channels:
         token = channel.config.token
-        if token and not any(_token_ok(token, p) for p in presented):
-            return refusal(401, f"{channel.path} needs a token", "unauthorized",
-                           [("WWW-Authenticate", 'Bearer realm="ssed"')])
+        if token:
+            # Every token presented counts: a browser can name several only in the query.
+            presented = presented or [_bearer(request), *request.query.get("access_token", ())]
+            if not any(_token_ok(token, p) for p in presented):
+                return refusal(401, f"{channel.path} needs a token", "unauthorized",
+                               [("WWW-Authenticate", 'Bearer realm="ssed"')])
     client_id = request.first("client")
     if client_id is not None and not CLIENT_ID.match(client_id):
         raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
