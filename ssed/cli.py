@@ -1,5 +1,6 @@
 """`ssed`: argv and exit codes. Builds the config, the hub and the loop and wires them."""
 import argparse
+import gc
 import os
 import socket
 import stat
@@ -245,6 +246,10 @@ def serve(path, cfg, log, console):
         log("info", f"control socket {control_sock.getsockname()}")
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
+    # What start-up made (modules, config) lives as long as the daemon: keep the cyclic
+    # collector from walking it again on every full collection.
+    gc.collect()
+    gc.freeze()
     try:
         loop.run()
     finally:

@@ -57,6 +57,8 @@ def _recv(conn, size):
 
 class HttpConn:
     """A connection whose request head (and body) is still arriving, or our reply to it."""
+    __slots__ = ("loop", "sock", "address", "parser", "out", "replied", "served", "closed",
+                 "deadline")
 
     def __init__(self, loop, sock, address):
         self.loop = loop

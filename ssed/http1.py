@@ -69,6 +69,8 @@ class Request:
 
 class RequestParser:
     """Feed it bytes until it returns a Request. One request per parser."""
+    __slots__ = ("max_body", "buffer", "request", "continue_needed", "trailing", "_body",
+                 "_scanned")
 
     def __init__(self, max_body=65536):
         self.max_body = max_body

@@ -88,7 +88,8 @@ class Loop:
             self.hub.now = now = time.time()
             for key, mask in events:
                 self._dispatch(key, mask)
-                self._close_doomed()
+                if self.doomed:
+                    self._close_doomed()
             self._expire(now)
             due = self.hub.tick(now) if self.stopping is None else now + 0.05
             self._close_doomed()
