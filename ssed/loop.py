@@ -27,7 +27,7 @@ EMFILE_PAUSE = 0.5
 STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
 MAX_LINGERING = 1024    # refused-at-accept connections drained at once, at most
-SLICE = 1024        # clients a fan-out reaches per loop turn (a few ms of sends)
+SLICE = 256         # clients a fan-out reaches per loop turn (~1-3 ms of sends)
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
