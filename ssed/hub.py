@@ -339,8 +339,10 @@ class Hub:
 
     def _preamble(self, client, channels, last_id):
         parts = [sse.retry(self.config.retry)] if self.config.retry else []
-        if any(ch.config.session_event for ch in channels):
-            parts.append(sse.frame(client.id, "session"))
+        for channel in channels:
+            if channel.config.session_event:
+                parts.append(sse.frame(client.id, "session"))
+                break
         # No Last-Event-ID: a new subscriber, live events only. One not of our form:
         # everything held (SPEC 4), since we cannot tell what it has seen.
         replay = None if last_id is None else merge([ch.history for ch in channels],
