@@ -226,7 +226,8 @@ class Hub:
         self.stats["events_published"] += 1
         self.stats["events_delivered"] += len(targets)
         if targets:
-            self.io.fanout(ev.wire, targets, (channel, channel.members) if client_id is None else None)
+            membership = (channel, channel.members) if client_id is None else None
+            self.io.fanout(ev.wire, targets, membership)
         return ev, len(targets)
 
     def _journal(self, channel, ev):
@@ -339,10 +340,8 @@ class Hub:
 
     def _preamble(self, client, channels, last_id):
         parts = [sse.retry(self.config.retry)] if self.config.retry else []
-        for channel in channels:
-            if channel.config.session_event:
-                parts.append(sse.frame(client.id, "session"))
-                break
+        if any(ch.config.session_event for ch in channels):
+            parts.append(sse.frame(client.id, "session"))
         # No Last-Event-ID: a new subscriber, live events only. One not of our form:
         # everything held (SPEC 4), since we cannot tell what it has seen.
         replay = None if last_id is None else merge([ch.history for ch in channels],
