@@ -58,7 +58,7 @@ def _recv(conn, size):
 class HttpConn:
     """A connection whose request head (and body) is still arriving, or our reply to it."""
     __slots__ = ("loop", "sock", "address", "parser", "out", "replied", "served", "closed",
-                 "deadline")
+                 "deadline", "watched")
 
     def __init__(self, loop, sock, address):
         self.loop = loop
@@ -70,6 +70,14 @@ class HttpConn:
         self.served = 0         # requests answered on this connection (keep-alive)
         self.closed = False
         self.deadline = None
+        self.watched = False    # in the selector yet (the loop reads at accept first)
+
+    def _watch(self, events, handler):
+        if self.watched:
+            self.loop.selector.modify(self.sock, events, handler)
+        else:
+            self.loop.selector.register(self.sock, events, handler)
+            self.watched = True
 
     def ready(self, mask):
         if mask & WRITE:
@@ -123,7 +131,7 @@ class HttpConn:
         self.closed = True      # this object is done; the stream owns the socket now
         self.parser = None
         self.loop.request_done(self)
-        self.loop.selector.modify(self.sock, READ, stream)
+        self._watch(READ, stream)
         if self.loop.debug:
             self.loop.log("debug", f"stream {result.client.id} from {self.address}: "
                           f"{request.target}")
@@ -164,9 +172,9 @@ class HttpConn:
         except OSError:
             return self.close("error")
         if self.out:
-            self.loop.selector.modify(self.sock, READ | WRITE, self)
+            self._watch(READ | WRITE, self)
             return
-        self.loop.selector.modify(self.sock, READ, self)
+        self._watch(READ, self)
         if self.replied:
             # Half-close and drain, so the peer reads our reply instead of a reset.
             try:
@@ -191,7 +199,8 @@ class HttpConn:
         if self.replied:
             self.loop.lingering -= 1
         self.loop.request_done(self)
-        self.loop.selector.unregister(self.sock)
+        if self.watched:
+            self.loop.selector.unregister(self.sock)
         self.sock.close()
 
 
