@@ -322,7 +322,7 @@ class Hub:
             channel.members += 1
         same = self.by_id.get(client.id)
         self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
-        self.per_ip[address] += 1
+        self.per_ip[address] = self.per_ip.get(address, 0) + 1     # no Counter.__missing__ call
         self.client_count += 1
         return client, self._preamble(client, channels, last_id)
 

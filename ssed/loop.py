@@ -222,7 +222,7 @@ class Loop:
             return self._refuse_now(sock, 503, "too many connections", "max_clients", address)
         conn = HttpConn(self, sock, address)
         self.pending.add(conn)
-        self.pending_per_ip[address] += 1
+        self.pending_per_ip[address] = self.pending_per_ip.get(address, 0) + 1
         # Under load the request has usually arrived by the time its connection is
         # accepted: read it now rather than after a turn through the selector.
         self._dispatch(conn, READ)
