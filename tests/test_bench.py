@@ -95,3 +95,11 @@ def test_load_benchmark_runs_against_the_daemon_and_records_every_delivery(tmp_p
     assert (rec["received"], rec["lost"], rec["dup"], rec["ooo"], rec["closed"]) == (300, 0, 0, 0, 0)
     assert rec["daemon_delivered"] == 300 and rec["pub_errors"] == 0
     assert "| n30-r20 | 30 | 20 |" in out.stdout and "Conditions:" in out.stdout
+
+
+def test_connect_storm_serves_every_connection_in_process():
+    """bench/connect.py's storm (what valgrind counts) opens and serves every stream."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "connect.py"),
+                          "--storm", "50"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "served 50 of 50" in out.stdout
