@@ -72,7 +72,7 @@ class HttpConn:
         self.deadline = None
         self.watched = False    # in the selector yet (the loop reads at accept first)
 
-    def _watch(self, events, handler):
+    def watch(self, events, handler):
         if self.watched:
             self.loop.selector.modify(self.sock, events, handler)
         else:
@@ -131,7 +131,7 @@ class HttpConn:
         self.closed = True      # this object is done; the stream owns the socket now
         self.parser = None
         self.loop.request_done(self)
-        self._watch(READ, stream)
+        self.watch(READ, stream)
         if self.loop.debug:
             self.loop.log("debug", f"stream {result.client.id} from {self.address}: "
                           f"{request.target}")
@@ -172,9 +172,9 @@ class HttpConn:
         except OSError:
             return self.close("error")
         if self.out:
-            self._watch(READ | WRITE, self)
+            self.watch(READ | WRITE, self)
             return
-        self._watch(READ, self)
+        self.watch(READ, self)
         if self.replied:
             # Half-close and drain, so the peer reads our reply instead of a reset.
             try:

@@ -227,7 +227,7 @@ class Loop:
         # accepted: read it now rather than after a turn through the selector.
         self._dispatch(conn, READ)
         if not (conn.watched or conn.closed):     # still waiting for its request
-            conn._watch(READ, conn)
+            conn.watch(READ, conn)
         if conn in self.pending and conn.deadline is None:
             self.deadline(conn, hub.now + hub.config.header_timeout)
 
