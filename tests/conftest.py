@@ -129,6 +129,13 @@ class Daemon:
         return self.proc.returncode
 
 
+def reap(proc):
+    """Kill a child a test left running (a failed assertion skipped its clean stop)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def raw_request(port, raw, timeout=TIMEOUT):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
@@ -265,6 +272,4 @@ def daemon(tmp_path):
 
     yield start
     for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+        reap(d.proc)

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 
-from conftest import TIMEOUT, Daemon, env
+from conftest import TIMEOUT, Daemon, env, reap
 from confdir import run_ssed, write_ini
 
 CHAT = textwrap.dedent("""
@@ -171,9 +171,7 @@ def test_ssed_config_names_the_config_when_there_is_no_c(tmp_path):
         assert s.wait_events(1)[0].data == "hi"
         assert d.stop() == 0
     finally:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+        reap(d.proc)
 
 
 def test_c_wins_over_ssed_config_and_check_reads_ssed_config(tmp_path):
@@ -275,9 +273,7 @@ def test_ssectl_listen_resumes_after_a_kick_with_last_event_id_without_loss(daem
         sent.append(d.publish("/chat", "e6")["id"])
         out, err = listen.communicate(timeout=TIMEOUT)
     finally:
-        if listen.poll() is None:
-            listen.kill()
-            listen.wait()
+        reap(listen)
     assert listen.returncode == 0, err
     assert out.splitlines() == [f"id={i} event=message data=e{n}"
                                 for n, i in enumerate(sent, 1)]

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from conftest import ROOT, TIMEOUT, Daemon, raw_request
+from conftest import ROOT, TIMEOUT, Daemon, raw_request, reap
 
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -121,6 +121,4 @@ def test_installed_daemon_serves_streams_and_the_index_page(runnable, tmp_path):
         assert page.startswith(b"HTTP/1.1 200") and b"/chat" in page
         assert d.stop(signal.SIGTERM) == 0
     finally:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+        reap(d.proc)

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TIMEOUT, ControlClient, Daemon, env
+from conftest import ROOT, TIMEOUT, ControlClient, Daemon, env, reap
 
 CHAT = textwrap.dedent("""
     [/chat]
@@ -338,9 +338,7 @@ def activated(tmp_path):
 
     yield start
     for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+        reap(d.proc)
 
 
 def test_activated_daemon_serves_on_the_passed_socket_and_binds_nothing(activated):
@@ -436,9 +434,7 @@ def test_under_journald_lines_have_priority_prefixes_no_timestamps_and_escapes(t
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     text = err_path.read_text()
     lines = text.splitlines()
     assert lines and all(re.match(r"<[0-7]>\S", line) for line in lines), text
@@ -462,9 +458,7 @@ def test_a_journal_stream_naming_another_file_keeps_timestamps(tmp_path, notify)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     lines = err_path.read_text().splitlines()
     assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\S* (info|warning|"
                                   r"error|debug) ", line) for line in lines), lines
