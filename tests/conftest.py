@@ -236,6 +236,15 @@ class StreamClient:
                                      f"{bytes(self.body)[-500:]!r}")
         return self.events[:n]
 
+    def wait_type(self, event_type, n, timeout=TIMEOUT):
+        """Until at least `n` events of `event_type` have arrived, among any others."""
+        deadline = time.monotonic() + timeout
+        while sum(ev.type == event_type for ev in self.events) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.read_some(left):
+                raise AssertionError(f"fewer than {n} {event_type!r} events: "
+                                     f"{[ev.type for ev in self.events]}")
+
     def wait_bytes(self, needle, timeout=TIMEOUT):
         deadline = time.monotonic() + timeout
         while needle not in self.body:

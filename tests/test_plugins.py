@@ -127,8 +127,7 @@ def test_on_admin_result_comes_back_in_json_and_in_text(daemon, tmp_path):
         assert c.request("admin /chat status") .startswith('ok result={"args":["status"]')
         said = c.request("/chat say hi all")
     event_id = re.fullmatch(r'ok result=\{"id":"(\d+-\d+)"\}', said)[1]
-    while not any(ev.type == "said" for ev in s.events):
-        s.wait_events(len(s.events) + 1)
+    s.wait_type("said", 1)
     [ev] = [ev for ev in s.events if ev.type == "said"]
     assert (ev.id, ev.data) == (event_id, "hi all")
 

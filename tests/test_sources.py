@@ -209,11 +209,9 @@ def test_quotes_file_publishes_all_then_only_changed_quotes(daemon, tmp_path):
     # One stream for both services: the /beat events show that /q's timer ran meanwhile.
     s = d.stream("/?service=/q&service=/beat&" + ALL)
     s.wait_events(1)
-    while sum(ev.type == "beat" for ev in s.events) < 4:
-        s.wait_events(len(s.events) + 1)
+    s.wait_type("beat", 4)
     write(conf / "prices.txt", "ACME 12.5\nFOO 4\n")
-    while [ev.type for ev in s.events].count("quote") < 2:
-        s.wait_events(len(s.events) + 1)
+    s.wait_type("quote", 2)
     quotes = [json.loads(ev.data) for ev in s.events if ev.type == "quote"]
     assert quotes == [{"ACME": 12.5, "FOO": 3}, {"FOO": 4}]
 
@@ -296,11 +294,9 @@ def test_file_publishes_at_start_and_on_change_but_not_when_unchanged(daemon, tm
     """)
     s = d.stream("/?service=/status&service=/beat&" + ALL)
     s.wait_events(1)
-    while sum(ev.type == "beat" for ev in s.events) < 4:
-        s.wait_events(len(s.events) + 1)
+    s.wait_type("beat", 4)
     write(conf / "status.txt", "degraded\nsince noon\n")
-    while [ev.type for ev in s.events].count("status") < 2:
-        s.wait_events(len(s.events) + 1)
+    s.wait_type("status", 2)
     assert [ev.data for ev in s.events if ev.type == "status"] == [
         "all good", "degraded\nsince noon"]
 
