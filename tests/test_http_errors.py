@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT, Daemon
+from hostile import read_all
 
 BODY = "[/svc]\n[/other]\n"
 H = b"Host: x\r\n"
@@ -120,7 +121,7 @@ def test_malformed_head_sent_byte_by_byte_gets_the_same_error(d):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(len(raw)):
             sock.sendall(raw[i:i + 1])
-        reply = read_to_close(sock)
+        reply = read_all(sock)
     assert_error(reply, 400)
     undisturbed(d, before)
 
@@ -138,15 +139,6 @@ def test_request_sent_byte_by_byte_opens_a_stream(d):
             buf += data
     assert buf.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nContent-Type: text/event-stream\r\n" in buf
-
-
-def read_to_close(sock):
-    chunks = []
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
 
 
 # -- 404, 405 ---------------------------------------------------------------------------
@@ -204,7 +196,7 @@ def test_head_that_never_ends_is_431_once_over_8_kib(d):
                 sock.sendall(b"X-Header-%03d: " % i + b"v" * 40 + b"\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 break
-        reply = read_to_close(sock)
+        reply = read_all(sock)
     assert_error(reply, 431)
     undisturbed(d, before)
 
@@ -231,7 +223,7 @@ def test_error_connection_is_closed_even_if_the_client_keeps_sending(d):
         sock.sendall(b"DELETE /svc HTTP/1.1\r\n" + H + b"\r\n"
                      b"GET /svc HTTP/1.1\r\n" + H + b"\r\n")
         start = time.monotonic()
-        reply = read_to_close(sock)
+        reply = read_all(sock)
         assert time.monotonic() - start < TIMEOUT
     assert_error(reply, 405)
     assert reply.count(b"HTTP/1.1 ") == 1      # the pipelined request is not answered
