@@ -16,7 +16,7 @@ import traceback
 
 from . import web
 from .control import LineSplitter
-from .http1 import HttpError, RequestParser, error_reply
+from .http1 import HttpError, RequestParser, error_reply, whole_request
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 LINGER = 2.0                # seconds to drain a peer after our reply before closing
@@ -64,7 +64,7 @@ class HttpConn:
         self.loop = loop
         self.sock = sock
         self.address = address
-        self.parser = RequestParser(loop.hub.config.max_body)
+        self.parser = None      # made only when a request does not come whole in one read
         self.out = []
         self.replied = False
         self.served = 0         # requests answered on this connection (keep-alive)
@@ -87,8 +87,11 @@ class HttpConn:
 
     def _read(self):
         data = _recv(self, 65536)
-        if data is None:
-            return
+        if data is not None:
+            self.take(data)
+
+    def take(self, data):
+        """Bytes the peer sent (b"" at EOF): parse them and answer what they complete."""
         if not data:
             return self.close("eof")
         if self.replied:
@@ -100,7 +103,13 @@ class HttpConn:
     def _feed(self, data):
         """Parse; route a whole request. The bytes after it, when the connection stays."""
         try:
-            request = self.parser.feed(data)
+            if self.parser is None:
+                request = whole_request(data)
+                if request is None:
+                    self.parser = RequestParser(self.loop.hub.config.max_body)
+                    request = self.parser.feed(data)
+            else:
+                request = self.parser.feed(data)
         except HttpError as exc:
             return self.reply(exc.reply(), f"http_{exc.status}")
         except Exception:
@@ -115,38 +124,31 @@ class HttpConn:
         return self._route(request)
 
     def _route(self, request):
-        hub = self.loop.hub
-        try:
-            result = web.handle(hub, request, self.address)
-        except Exception:
-            self.loop.log("error", f"bug: handling {request!r}\n" + traceback.format_exc())
-            return self.reply(error_reply(500, "internal error"), "bug")
+        return self.respond(self.loop.route(request, self.address), request)
+
+    def respond(self, result, request):
+        """Carry out what routing `request` gave: a reply, or the stream taking the socket."""
         if isinstance(result, web.Reply):
             if result.keep:
                 return self._answer(result.data)
             return self.reply(result.data, result.refused)
         if result.head_only:
             return self.reply(result.data, None)
-        stream = StreamConn(self.loop, self.sock, result.client)
         self.closed = True      # this object is done; the stream owns the socket now
         self.parser = None
         self.loop.request_done(self)
-        self.watch(READ, stream)
-        if self.loop.debug:
-            self.loop.log("debug", f"stream {result.client.id} from {self.address}: "
-                          f"{request.target}")
-        self.loop.fanout(result.data, [result.client])
+        self.loop.open_stream(self.sock, result, request, watched=self.watched)
 
     def _answer(self, data):
         """Answer and wait for the next request on the same connection (keep-alive)."""
-        trailing = self.parser.trailing
+        trailing = self.parser.trailing if self.parser is not None else b""
         self.out.append(data)
         self._flush()
         if self.closed:
             return None
         if sum(map(len, self.out)) > MAX_UNREAD:     # pipelining without reading answers
             return self.close("slow")
-        self.parser = RequestParser(self.loop.hub.config.max_body)
+        self.parser = None
         self.served += 1
         self.loop.deadline(self, self.loop.hub.now + self.loop.hub.config.header_timeout)
         return trailing or None
@@ -185,7 +187,7 @@ class HttpConn:
     def expired(self):
         if self.replied:
             self.close("done")
-        elif self.served and not self.parser.buffer:
+        elif self.served and not (self.parser is not None and self.parser.buffer):
             self.close("idle")      # a kept-alive connection nobody used again: no 408
         else:
             self.reply(error_reply(408, "request head not complete in time"), "header_timeout")
@@ -254,7 +256,10 @@ class StreamConn:
             return
         self.closed = True
         self.loop.writing.pop(self.client, None)
-        self.loop.selector.unregister(self.sock)
+        try:
+            self.loop.selector.unregister(self.sock)
+        except KeyError:
+            pass        # closed by a bug before it was watched (Loop.open_stream)
         self.sock.close()
         if self.loop.debug:
             self.loop.log("debug", f"stream {self.client.id} closed: {reason}")

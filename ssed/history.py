@@ -52,7 +52,8 @@ class IdClock:
 
     def prime(self, now_ms):
         """An id for a stream with nothing to replay: every later event is greater."""
-        return format_id(self.next(now_ms))
+        ms, seq = self.next(now_ms)
+        return f"{ms}-{seq}"
 
 
 class History:

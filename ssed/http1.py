@@ -24,6 +24,15 @@ _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
 # A whole block of well-formed header lines, each ended by a line end, checked in one match.
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The common request, whole in one read, checked in one match (over its Latin-1 text): a
+# token method, an origin-form target of visible ASCII, HTTP/1.0 or 1.1, well-formed header
+# lines, the blank line, nothing after it. Anything else goes to RequestParser, which also
+# names what is wrong.
+_WHOLE_HEAD = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[!-~]*) HTTP/1\.([01])\r?\n"
+                         r"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r?\n)*)"
+                         r"\r?\n\Z")
+# A name and its value less the blanks around it, from header lines _WHOLE_HEAD checked.
+_FIELD = re.compile(r"([^:\n]+):[ \t]*([^\r\n \t]*(?:[ \t]+[^\r\n \t]+)*)[ \t]*\r?\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 _ABSOLUTE = re.compile(r"(?i)https?://[^/?#]*")    # the scheme and authority
@@ -124,6 +133,37 @@ class RequestParser:
             self.continue_needed = (expect == "100-continue" and request.version == (1, 1)
                                     and not buffer)
         return True
+
+
+def whole_request(data):
+    """`data` as a Request when it is exactly one complete head of the common form with no
+    body; None otherwise (more to come, a body, repeated headers, anything odd), for the
+    general parser. Same result as RequestParser, in a fraction of the calls."""
+    if len(data) > MAX_HEAD + 2:
+        return None
+    text = data.decode("latin-1")
+    m = _WHOLE_HEAD.match(text)
+    if m is None:
+        return None
+    method, target, minor, block = m.groups()
+    headers = {}
+    for name, value in _FIELD.findall(block):
+        key = name.lower()
+        if key in headers:
+            return None
+        headers[key] = value
+    if "content-length" in headers or "transfer-encoding" in headers:
+        return None
+    if minor == "1" and "host" not in headers:
+        return None
+    if "?" in target or "%" in target or "#" in target:
+        try:
+            path, query = _split_target(method, target)
+        except HttpError:
+            return None
+    else:
+        path, query = target, {}
+    return Request(method, target, path, query, (1, 1) if minor == "1" else (1, 0), headers)
 
 
 def parse_head(head):

@@ -80,7 +80,7 @@ class Hub:
         self.client_count = 0       # open streams (the sum of per_ip, kept, not summed)
         self.bans = {}              # ip_network -> until
         self.started = now
-        self._random = bytearray()  # a pool of random bytes for client ids
+        self._ids = []              # a pool of fresh client ids
         self.due = now              # when tick() next has something to do
         self.ticked_at = now
         self.next_keepalive = now
@@ -297,11 +297,11 @@ class Hub:
 
     def new_client_id(self):
         """12 unguessable characters (a client id is all it takes to get its events)."""
-        if not self._random:
-            self._random = bytearray(secrets.token_bytes(9 * 256))
-        raw = self._random[-9:]
-        del self._random[-9:]
-        return base64.urlsafe_b64encode(raw).decode()
+        if not self._ids:
+            # 9 random bytes make 12 characters without padding; 256 ids per encoding.
+            pool = base64.urlsafe_b64encode(secrets.token_bytes(9 * 256)).decode()
+            self._ids = [pool[i:i + 12] for i in range(0, len(pool), 12)]
+        return self._ids.pop()
 
     def streams_of(self, client_id):
         """Every open stream with this client id (one set per id would cost each client a
@@ -314,9 +314,10 @@ class Hub:
         channels = [self.channels[p] for p in paths]
         client = Client(client_id or self.new_client_id(), address, self.now, channels)
         for channel in channels:
-            refused = self._on_connect(channel, client, request)
-            if refused is not None:
-                raise refused
+            if type(channel.service).on_connect is not Service.on_connect:
+                refused = self._on_connect(channel, client, request)
+                if refused is not None:
+                    raise refused
         for channel in channels:
             channel.clients.add(client)
             channel.members += 1
@@ -340,7 +341,8 @@ class Hub:
 
     def _preamble(self, client, channels, last_id):
         parts = [sse.retry(self.config.retry)] if self.config.retry else []
-        if any(ch.config.session_event for ch in channels):
+        if channels[0].config.session_event or len(channels) > 1 and any(
+                ch.config.session_event for ch in channels):
             parts.append(sse.frame(client.id, "session"))
         # No Last-Event-ID: a new subscriber, live events only. One not of our form:
         # everything held (SPEC 4), since we cannot tell what it has seen.

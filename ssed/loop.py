@@ -15,11 +15,11 @@ import socket
 import _socket
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 
 from . import control, sse, web
-from .conns import ChildProc, ControlConn, Console, HttpConn, failed
-from .http1 import error_reply
+from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn, failed
+from .http1 import error_reply, whole_request
 from .journal import Journal
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -55,7 +55,7 @@ class Loop:
         self.paused_until = None        # accepting paused after EMFILE until then
         self.accept_failed = False      # logged once per episode of EMFILE
         self.pending = set()            # HTTP connections still sending their request
-        self.pending_per_ip = Counter()
+        self.pending_per_ip = {}
         self.lingering = 0              # answered connections draining before they close
         self.writing = {}               # client -> when its queue last made progress
         self.next_sweep = 0.0
@@ -107,14 +107,18 @@ class Loop:
             else:
                 handler.ready(mask)
         except Exception:
-            self.log("error", f"bug: {type(handler).__name__} handler raised\n"
-                     + traceback.format_exc())
-            close = getattr(handler, "close", None)
-            if close is not None:
-                try:
-                    close("bug")
-                except Exception:
-                    self.log("error", "bug: closing after a bug failed\n" + traceback.format_exc())
+            self._bug(handler)
+
+    def _bug(self, handler):
+        """Log the exception being handled, and close the connection it happened on."""
+        self.log("error", f"bug: {type(handler).__name__} handler raised\n"
+                 + traceback.format_exc())
+        close = getattr(handler, "close", None)
+        if close is not None:
+            try:
+                close("bug")
+            except Exception:
+                self.log("error", "bug: closing after a bug failed\n" + traceback.format_exc())
 
     def _watchdog(self, now):
         """WATCHDOG=1 at half the interval from the turning loop itself, and STATUS= at most
@@ -211,37 +215,82 @@ class Loop:
             take(_socket.socket(family, socket.SOCK_STREAM, 0, fd), addr)
 
     def _new_http(self, sock, addr):
-        """Refuse what can be refused before reading a byte; else wait for the request."""
+        """Refuse what can be refused before reading a byte, then read. A request there
+        whole is answered at once (a stream needs no HttpConn); else an HttpConn waits."""
         sock.setblocking(False)
         address = peer_address(addr)
         hub = self.hub
         if self.stopping is not None:
             return self._refuse_now(sock, 503, "shutting down", "shutting_down", address)
-        if hub.banned(address):
+        if hub.bans and hub.banned(address):
             return self._refuse_now(sock, 403, "address banned", "banned", address)
         if self.pending_per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
             return self._refuse_now(sock, 429, "too many connections from your address",
                                     "max_clients_per_ip", address)
         if len(self.pending) >= hub.config.max_clients:
             return self._refuse_now(sock, 503, "too many connections", "max_clients", address)
+        # Under load the request has usually arrived whole by the time its connection is
+        # accepted (97 % of a 10k storm): read it now rather than after a turn through the
+        # selector.
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            data = None
+        except OSError:
+            return sock.close()     # reset before it sent a byte
+        request = whole_request(data) if data else None
+        if request is not None:
+            result = self.route(request, address)
+            if type(result) is web.Stream and not result.head_only:
+                return self.open_stream(sock, result, request)
         conn = HttpConn(self, sock, address)
-        self.pending.add(conn)
-        self.pending_per_ip[address] = self.pending_per_ip.get(address, 0) + 1
-        # Under load the request has usually arrived by the time its connection is
-        # accepted: read it now rather than after a turn through the selector.
-        self._dispatch(conn, READ)
-        if not (conn.watched or conn.closed):     # still waiting for its request
-            conn.watch(READ, conn)
-        if conn in self.pending and conn.deadline is None:
-            self.deadline(conn, hub.now + hub.config.header_timeout)
+        try:
+            if request is not None:
+                conn.respond(result, request)
+            elif data is not None:
+                conn.take(data)
+        except Exception:
+            return self._bug(conn)
+        # Only a connection still waiting for a request counts as pending.
+        if not (conn.closed or conn.replied):
+            self.pending.add(conn)
+            self.pending_per_ip[address] = self.pending_per_ip.get(address, 0) + 1
+            if not conn.watched:
+                conn.watch(READ, conn)
+            if conn.deadline is None:
+                self.deadline(conn, hub.now + hub.config.header_timeout)
+
+    def route(self, request, address):
+        """What to do with a whole request: web.handle's answer (a 500 on a bug in it)."""
+        try:
+            return web.handle(self.hub, request, address)
+        except Exception:
+            self.log("error", f"bug: handling {request!r}\n" + traceback.format_exc())
+            return web.Reply(error_reply(500, "internal error"), "bug")
+
+    def open_stream(self, sock, stream, request, watched=False):
+        """A routed request's socket becomes its stream: watched for the peer leaving and
+        sent the head and preamble (nothing can be queued for a client this new)."""
+        conn = StreamConn(self, sock, stream.client)
+        try:
+            if watched:
+                self.selector.modify(sock, READ, conn)
+            else:
+                self.selector.register(sock, READ, conn)
+            if self.debug:
+                self.log("debug", f"stream {stream.client.id} from {stream.client.address}: "
+                         f"{request.target}")
+            self.fanout(stream.data, [stream.client])
+        except Exception:
+            self._bug(conn)
 
     def request_done(self, conn):
         """An HTTP connection stopped waiting for its request (answered, streaming, gone)."""
         if conn in self.pending:
             self.pending.discard(conn)
-            self.pending_per_ip[conn.address] -= 1
-            if not self.pending_per_ip[conn.address]:
-                del self.pending_per_ip[conn.address]
+            left = self.pending_per_ip.pop(conn.address) - 1
+            if left:
+                self.pending_per_ip[conn.address] = left
 
     def _refuse_now(self, sock, status, text, reason, address="-"):
         """Answer before reading the request. The answer lingers (half-close, drain) so the
