@@ -2,12 +2,13 @@
 
 Every good request is fed whole, byte by byte, and followed by trailing bytes (which the
 parser must hand back untouched in `parser.trailing`). Every bad request, whole and byte by
-byte, must raise HttpError with the same status, and never any other exception.
+byte, must raise HttpError with the same status, and never any other exception. The
+one-match `whole_request` (tried first at accept) must agree with the parser or decline.
 """
 import pytest
 
 from ssed.http1 import (MAX_HEAD, HttpError, RequestParser, error_reply, reply,
-                        response_head)
+                        response_head, whole_request)
 
 MAX_BODY = 64
 
@@ -326,6 +327,52 @@ def test_any_two_piece_split_gives_the_same_outcome_as_whole(raw):
 
 
 # -- responses ------------------------------------------------------------------------------
+
+# whole_request: the one-match parser the loop tries first on what it read at accept. It may
+# decline anything (RequestParser then decides); where it answers, it answers as the parser.
+WHOLE_ANSWERS = [
+    b"GET /time HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: text/event-stream\r\n\r\n",
+    b"GET /time HTTP/1.0\r\n\r\n",
+    b"GET /time HTTP/1.1\nHost: x\n\n",
+    b"HEAD /time?client=a%20b&lastEventId=1-2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /p%C3%A9 HTTP/1.1\r\nHost: x\r\nX-Blank:\r\nX-Pad: \t a  b \t\r\nX-Obs: \x80\xff\r\n\r\n",
+]
+WHOLE_DECLINES = [
+    b"GET /time HTTP/1.1\r\nHost: x\r\n",                       # not complete
+    b"GET /time HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n",  # more after the head
+    b"\r\nGET /time HTTP/1.1\r\nHost: x\r\n\r\n",                # a blank line first
+    b"GET /time HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\n",   # a repeated header
+    b"POST /time HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  # a body to read
+    b"GET http://x/time HTTP/1.1\r\nHost: x\r\n\r\n",            # absolute form
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", WHOLE_ANSWERS)
+def test_whole_request_answers_the_common_forms_as_the_parser_does(raw):
+    request = whole_request(raw)
+    assert request is not None
+    assert shape(request) == shape(feed_whole(raw)[0])
+
+
+@pytest.mark.parametrize("raw", WHOLE_DECLINES)
+def test_whole_request_leaves_the_rest_to_the_parser(raw):
+    assert whole_request(raw) is None
+
+
+@pytest.mark.parametrize("name, raw, method, path, query, version, headers, body", GOOD,
+                         ids=GOOD_IDS)
+def test_whole_request_agrees_with_the_parser_on_every_good_request(
+        name, raw, method, path, query, version, headers, body):
+    request = whole_request(raw)
+    assert request is None or shape(request) == shape(feed_whole(raw)[0])
+    assert whole_request(raw + TRAILING) is None
+
+
+@pytest.mark.parametrize("name, raw, status", BAD, ids=[b[0] for b in BAD])
+def test_whole_request_never_takes_a_bad_request(name, raw, status):
+    assert whole_request(raw) is None
+
 
 def test_response_head_is_a_status_line_headers_and_a_blank_line():
     assert response_head(200, [("Content-Type", "text/event-stream"), ("X-A", "1")]) == (

@@ -715,6 +715,27 @@ def test_a_publisher_keeps_its_connection_for_many_posts_pipelined_or_not(d):
     assert [e.id for e in events[:4]] == ids
 
 
+def test_a_kept_connection_can_go_on_to_open_a_stream(d):
+    # The stream then takes over a connection already in the selector (not one just accepted).
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as c:
+        c.sendall(_publish_head(b"before"))
+        (answer,), _ = _answers(c, 1)
+        assert answer.status == 200
+        c.sendall(b"GET /pub HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            data = c.recv(65536)
+            assert data, raw
+            raw += data
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b"text/event-stream" in raw
+        d.publish("/pub", "after")
+        while b"data: after\n\n" not in raw:
+            data = c.recv(65536)
+            assert data, raw
+            raw += data
+        assert b"data: before" not in raw
+
+
 def test_an_http_10_publisher_keeps_its_connection_only_when_it_asks(d):
     body = b"old"
     head = (b"POST /pub HTTP/1.0\r\nAuthorization: Bearer ptok\r\nContent-Type: text/plain\r\n"
