@@ -146,12 +146,10 @@ def whole_request(data):
     if m is None:
         return None
     method, target, minor, block = m.groups()
-    headers = {}
-    for name, value in _FIELD.findall(block):
-        key = name.lower()
-        if key in headers:
-            return None
-        headers[key] = value
+    fields = _FIELD.findall(block)
+    headers = {name.lower(): value for name, value in fields}
+    if len(headers) < len(fields):      # a repeated header: joined or refused by the parser
+        return None
     if "content-length" in headers or "transfer-encoding" in headers:
         return None
     if minor == "1" and "host" not in headers:

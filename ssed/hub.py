@@ -310,8 +310,13 @@ class Hub:
         return () if found is None else found if isinstance(found, tuple) else (found,)
 
     def subscribe(self, paths, client_id, address, last_id, request):
-        """Add a stream; (client, the bytes it gets before any live event). Raises Refuse."""
-        channels = [self.channels[p] for p in paths]
+        """Add a stream to the services at `paths`; (client, the bytes it gets before any
+        live event). Raises Refuse."""
+        return self.attach([self.channels[p] for p in paths], client_id, address, last_id,
+                           request)
+
+    def attach(self, channels, client_id, address, last_id, request):
+        """`subscribe`, given the services' channels."""
         client = Client(client_id or self.new_client_id(), address, self.now, channels)
         for channel in channels:
             if type(channel.service).on_connect is not Service.on_connect:

@@ -192,10 +192,12 @@ class Loop:
     # -- accepting -------------------------------------------------------------------
 
     def _accept(self, listener, take=None):
-        """Accept a burst from `listener`, each handed to `take(sock, addr)` (default: a
-        new HTTP connection); on EMFILE and its kin, pause instead of spinning."""
+        """Accept a burst from `listener`, each handed to `take(sock, peer)` (default: a
+        new HTTP connection), `peer` being the address, or for IPv4 just its host; on
+        EMFILE and its kin, pause instead of spinning."""
         take = take or self._new_http
         family = int(listener.family)
+        ipv4 = family == socket.AF_INET
         for _ in range(ACCEPT_BURST):
             try:
                 # socket.accept() less its two IntEnum conversions: ~1 us of a connect.
@@ -212,13 +214,13 @@ class Loop:
             # The C socket type, not socket.socket: that Python subclass adds only makefile()
             # bookkeeping we never use, and is tracked by the cyclic GC, which then walks
             # every open connection on each full collection (-13 % instructions a connect).
-            take(_socket.socket(family, socket.SOCK_STREAM, 0, fd), addr)
+            take(_socket.socket(family, socket.SOCK_STREAM, 0, fd), addr[0] if ipv4 else addr)
 
-    def _new_http(self, sock, addr):
+    def _new_http(self, sock, peer):
         """Refuse what can be refused before reading a byte, then read. A request there
         whole is answered at once (a stream needs no HttpConn); else an HttpConn waits."""
         sock.setblocking(False)
-        address = peer_address(addr)
+        address = peer if type(peer) is str else peer_address(peer)
         hub = self.hub
         if self.stopping is not None:
             return self._refuse_now(sock, 503, "shutting down", "shutting_down", address)
@@ -270,7 +272,8 @@ class Loop:
 
     def open_stream(self, sock, stream, request, watched=False):
         """A routed request's socket becomes its stream: watched for the peer leaving and
-        sent the head and preamble (nothing can be queued for a client this new)."""
+        sent the head and preamble at once, even while fan-outs are queued: none of them
+        includes a client this new, and its replay holds any event they carry."""
         conn = StreamConn(self, sock, stream.client)
         try:
             if watched:
@@ -280,7 +283,7 @@ class Loop:
             if self.debug:
                 self.log("debug", f"stream {stream.client.id} from {stream.client.address}: "
                          f"{request.target}")
-            self.fanout(stream.data, [stream.client])
+            self._send_all(stream.data, (stream.client,))
         except Exception:
             self._bug(conn)
 

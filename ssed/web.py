@@ -54,11 +54,12 @@ def handle(hub, request, address):
             return refusal(403, "address banned", "banned")
         if request.path in STATUS_PATHS:
             return _status(hub, request, address)
-        if request.path in hub.channels:
-            return _service(hub, request, address, [request.path])
+        channel = hub.channels.get(request.path)
+        if channel is not None:
+            return _service(hub, request, address, [channel])
         if request.path == "/":
             if "service" in request.query:
-                return _service(hub, request, address, request.query["service"])
+                return _multiplexed(hub, request, address)
             if hub.config.index:
                 return _only(request, ("GET", "HEAD")) or _index(hub, request)
         return refusal(404, f"no service at {request.path}", "not_found")
@@ -100,18 +101,23 @@ def _status(hub, request, address):
 
 # -- services: streams, preflight, publishing --------------------------------------------
 
-def _service(hub, request, address, paths):
+def _multiplexed(hub, request, address):
+    """`/?service=/a&service=/b`: one stream for several services."""
     channels = []
-    for path in paths:
+    for path in request.query["service"]:
         channel = hub.channels.get(path)
         if channel is None:
             return refusal(404, f"no service at {path}", "not_found")
         if channel not in channels:
             channels.append(channel)
+    return _service(hub, request, address, channels)
+
+
+def _service(hub, request, address, channels):
     if request.method == "OPTIONS":
         return _preflight(hub, request, channels)
     try:
-        if request.method == "POST" and len(paths) == 1 and request.path != "/":
+        if request.method == "POST" and request.path != "/":
             result = _publish(hub, request, channels[0])
         elif request.method in ("GET", "HEAD"):
             result = _subscribe(hub, request, address, channels)
@@ -197,8 +203,7 @@ def _subscribe(hub, request, address, channels):
                or query and (request.first("lastEventId") or request.first("last_event_id"))
                or None)
     try:
-        client, preamble = hub.subscribe([c.path for c in channels], client_id, address,
-                                         last_id, request)
+        client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:
         return refusal(refuse.status, refuse.reason, "refused_by_service")
     return Stream(head + preamble, client)
