@@ -333,11 +333,14 @@ def test_any_two_piece_split_gives_the_same_outcome_as_whole(raw):
 WHOLE_ANSWERS = [
     b"GET /time HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: text/event-stream\r\n\r\n",
     b"GET /time HTTP/1.0\r\n\r\n",
-    b"GET /time HTTP/1.1\nHost: x\n\n",
     b"HEAD /time?client=a%20b&lastEventId=1-2 HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET /p%C3%A9 HTTP/1.1\r\nHost: x\r\nX-Blank:\r\nX-Pad: \t a  b \t\r\nX-Obs: \x80\xff\r\n\r\n",
+    b"GET /p%C3%A9 HTTP/1.1\r\nHost: x\r\nX-Blank:\r\nX-Pad: \t a  b \t\r\nX-Latin: \xe9\r\n\r\n",
 ]
-WHOLE_DECLINES = [
+WHOLE_DECLINES = [     # each one is the parser's to take or refuse
+    b"GET /time HTTP/1.1\nHost: x\n\n",                           # bare LF line ends
+    b"GET /time HTTP/1.1\r\nHost: x\r\nX-Tab: a\tb\r\n\r\n",         # a tab inside a value
+    b"GET /time HTTP/1.1\r\nHost: x\r\nX-Obs: \x80\r\n\r\n",          # a C1 control byte
+    b"GET /time HTTP/1.1\r\nHost: x\r\nX_Under: 1\r\n\r\n",           # a rarer token character
     b"GET /time HTTP/1.1\r\nHost: x\r\n",                       # not complete
     b"GET /time HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n",  # more after the head
     b"\r\nGET /time HTTP/1.1\r\nHost: x\r\n\r\n",                # a blank line first
