@@ -137,7 +137,7 @@ class HttpConn:
         self.closed = True      # this object is done; the stream owns the socket now
         self.parser = None
         self.loop.request_done(self)
-        self.loop.open_stream(self.sock, result, request, watched=self.watched)
+        self.loop.open_stream(self.sock, result, request.target, watched=self.watched)
 
     def _answer(self, data):
         """Answer and wait for the next request on the same connection (keep-alive)."""

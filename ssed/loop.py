@@ -244,7 +244,7 @@ class Loop:
         if request is not None:
             result = self.route(request, address)
             if type(result) is web.Stream and not result.head_only:
-                return self.open_stream(sock, result, request)
+                return self.open_stream(sock, result, request.target)
         conn = HttpConn(self, sock, address)
         try:
             if request is not None:
@@ -270,7 +270,7 @@ class Loop:
             self.log("error", f"bug: handling {request!r}\n" + traceback.format_exc())
             return web.Reply(error_reply(500, "internal error"), "bug")
 
-    def open_stream(self, sock, stream, request, watched=False):
+    def open_stream(self, sock, stream, target, watched=False):
         """A routed request's socket becomes its stream: watched for the peer leaving and
         sent the head and preamble at once, even while fan-outs are queued: none of them
         includes a client this new, and its replay holds any event they carry."""
@@ -282,7 +282,7 @@ class Loop:
                 self.selector.register(sock, READ, conn)
             if self.debug:
                 self.log("debug", f"stream {stream.client.id} from {stream.client.address}: "
-                         f"{request.target}")
+                         f"{target}")
             self._send_all(stream.data, (stream.client,))
         except Exception:
             self._bug(conn)

@@ -2,9 +2,9 @@
 dropping the slow, EOF, send errors, keepalives and the graceful shutdown.
 
 A Hub and a Loop are built in-process as `cli.serve` wires them, without listeners or a
-control socket. Each stream is one end of a `socket.socketpair()` attached the way
-`HttpConn._route` attaches it (`hub.subscribe`, a `StreamConn`, registered in the selector,
-the preamble fanned out); the test holds the other end. The loop is turned by hand: one
+control socket. Each stream is one end of a `socket.socketpair()` attached as a routed
+request's is (`hub.subscribe`, then `Loop.open_stream`: a `StreamConn` registered in the
+selector, the preamble sent); the test holds the other end. The loop is turned by hand: one
 `selector.select(timeout)` and the handlers, as `Loop.run` does, every wait bounded.
 """
 import selectors
@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ssed import config as configmod
-from ssed.conns import StreamConn
+from ssed import web
 from ssed.hub import Hub
 from ssed.loop import SLICE, Loop
 from ssed.systemd import Notifier
@@ -49,9 +49,7 @@ class Rig:
         server.setblocking(False)
         peer.settimeout(BOUND)
         client, preamble = self.hub.subscribe(list(paths), client_id, "127.0.0.1", last_id, None)
-        stream = StreamConn(self.loop, server, client)
-        self.loop.selector.register(server, READ, stream)
-        self.loop.fanout(preamble, [client])
+        self.loop.open_stream(server, web.Stream(preamble, client), "/".join(paths))
         return client, peer
 
     def turn(self, timeout=0.0):
@@ -462,8 +460,9 @@ def test_broadcasts_queued_behind_a_busy_fan_out_join_it_unless_membership_chang
     w3 = r.hub.publish("/chat", "three")[0].wire
     assert len(r.loop.fanq) == 2                                # "three" joined "two"
     late, late_peer = r.attach()                                # membership changes
+    assert late.sent > 0 and len(r.loop.fanq) == 2              # its preamble went out at once
     w4 = r.hub.publish("/chat", "four")[0].wire
-    assert len(r.loop.fanq) == 4                                # the preamble, then "four"
+    assert len(r.loop.fanq) == 3                                # "four" starts a fan-out
     r.turn_until(lambda: not r.loop.fanq)
     assert writes == [w1, w2 + w3, w4]
     assert not any(c.pending for c, _ in pairs)                 # all in the kernel's hands
@@ -472,6 +471,25 @@ def test_broadcasts_queued_behind_a_busy_fan_out_join_it_unless_membership_chang
         want = w1 + w2 + w3 + w4
         assert peer.recv(len(want), socket.MSG_WAITALL) == want
     assert r.read(late_peer, late.sent).endswith(b"\n\n" + w4)   # after its preamble
+
+
+@pytest.mark.parametrize("broken", ["register", "_send_all"])
+def test_a_bug_while_opening_a_stream_closes_that_stream_only(rig, monkeypatch, broken):
+    r = rig()
+    other, other_peer = r.attach()
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+    owner = r.loop.selector if broken == "register" else r.loop
+    monkeypatch.setattr(owner, broken, bug)
+    client, peer = r.attach()
+    monkeypatch.undo()
+    assert client.conn.closed and r.hub.client_count == 1       # detached, socket closed
+    assert r.read_to_eof(peer) == b""
+    assert any(level == "error" and "a bug" in text for level, text in r.logged)
+    wire = r.hub.publish("/chat", "still here")[0].wire
+    r.turn()
+    assert r.read(other_peer, other.sent).endswith(wire)
 
 
 def test_a_targeted_event_never_joins_a_broadcast(rig):
