@@ -1,7 +1,9 @@
 """HTTP/1.0 and 1.1 requests parsed by hand, and the bytes of our responses.
 
 Sans-IO: `RequestParser.feed(bytes)` returns a `Request`, None ("need more"), or raises
-`HttpError` carrying the status to answer with. Nothing here touches a socket or a clock.
+`HttpError` carrying the status to answer with. `whole_request(bytes)` is the fast path the
+loop tries first on a connection's first read: the same Request for a whole head of the
+common form, None for anything else. Nothing here touches a socket or a clock.
 """
 import re
 from urllib.parse import parse_qs, unquote
