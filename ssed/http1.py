@@ -128,7 +128,6 @@ class RequestParser:
         return True
 
 
-VERSIONS = {(b"1", b"1"): (1, 1), (b"1", b"0"): (1, 0)}
 VERSION_NAMES = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
 
 
@@ -187,7 +186,7 @@ def parse_head(head):
     return Request(method, target, path, query, version, headers)
 
 
-
+VERSIONS = {(b"1", b"1"): (1, 1), (b"1", b"0"): (1, 0)}
 
 
 def _request_line(line):
