@@ -346,8 +346,7 @@ class Hub:
 
     def _preamble(self, client, channels, last_id):
         parts = [sse.retry(self.config.retry)] if self.config.retry else []
-        if channels[0].config.session_event or len(channels) > 1 and any(
-                ch.config.session_event for ch in channels):
+        if any(ch.config.session_event for ch in channels):
             parts.append(sse.frame(client.id, "session"))
         # No Last-Event-ID: a new subscriber, live events only. One not of our form:
         # everything held (SPEC 4), since we cannot tell what it has seen.

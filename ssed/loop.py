@@ -224,7 +224,7 @@ class Loop:
         hub = self.hub
         if self.stopping is not None:
             return self._refuse_now(sock, 503, "shutting down", "shutting_down", address)
-        if hub.bans and hub.banned(address):
+        if hub.banned(address):
             return self._refuse_now(sock, 403, "address banned", "banned", address)
         if self.pending_per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
             return self._refuse_now(sock, 429, "too many connections from your address",

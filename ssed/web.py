@@ -50,7 +50,7 @@ def refusal(status, text, reason, headers=()):
 def handle(hub, request, address):
     """Route one request from `address`: a Reply or a Stream."""
     try:
-        if hub.bans and hub.banned(address):
+        if hub.banned(address):
             return refusal(403, "address banned", "banned")
         if request.path in STATUS_PATHS:
             return _status(hub, request, address)
@@ -185,8 +185,7 @@ def _subscribe(hub, request, address, channels):
             if not any(_token_ok(token, p) for p in presented):
                 return refusal(401, f"{channel.path} needs a token", "unauthorized",
                                [("WWW-Authenticate", 'Bearer realm="ssed"')])
-    query = request.query
-    client_id = request.first("client") if query else None
+    client_id = request.first("client")
     if client_id is not None and not CLIENT_ID.match(client_id):
         raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
     if hub.client_count >= hub.config.max_clients:
@@ -194,14 +193,13 @@ def _subscribe(hub, request, address, channels):
     if hub.per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
         return refusal(429, "too many streams from your address", "max_clients_per_ip",
                        [("Retry-After", retry_after())])
-    cors = _cors(hub, request, channels) if "origin" in request.headers else None
+    cors = _cors(hub, request, channels)
     head = response_head(200, STREAM_HEADERS + tuple(cors)) if cors else STREAM_HEAD
     if request.method == "HEAD":
         return Stream(head, None, head_only=True)
     # Empty means no id, as with EventSource (which sends no header then): not "replay all".
-    last_id = (request.headers.get("last-event-id")
-               or query and (request.first("lastEventId") or request.first("last_event_id"))
-               or None)
+    last_id = (request.header("last-event-id") or request.first("lastEventId")
+               or request.first("last_event_id") or None)
     try:
         client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:
