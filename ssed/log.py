@@ -60,3 +60,73 @@ class Logger:
     def _stamp(self):
         now = self.clock() if self.clock else 0
         return datetime.datetime.fromtimestamp(now).astimezone().isoformat(timespec="milliseconds")
+
+
+class Throttle:
+    """Lines that can repeat without end (a plugin hook that raises on every connect, a
+    command's stderr): the first of each key is logged, then at most one per `every`
+    seconds, saying how many were held back. `now` comes from the caller (house rule 6)."""
+
+    MAX_KEYS = 4096     # keys are services and hooks; past this, forget the quiet ones
+
+    def __init__(self, log, every=60.0):
+        self.log = log
+        self.every = every
+        self.keys = {}      # key -> [next time a line may go out, lines held back]
+
+    def __call__(self, key, now, level, message):
+        """Log `message` unless `key` logged within `every` seconds; whether it went out."""
+        entry = self.keys.get(key)
+        if entry is not None and now < entry[0]:
+            entry[1] += 1
+            return False
+        held = entry[1] if entry is not None else 0
+        if entry is None and len(self.keys) >= self.MAX_KEYS:
+            self.keys = {k: e for k, e in self.keys.items() if now < e[0]}
+        self.keys[key] = [now + self.every, 0]
+        if held:
+            message = (f"{message} [{held} more like this in the last "
+                       f"{self.every:g} s were not logged]")
+        self.log(level, message)
+        return True
+
+
+class Episode:
+    """A condition that fails and later recovers (a command, a journal's disk): one line
+    when it starts failing, a reminder with the count every `remind` seconds while it lasts,
+    one line when it recovers. `what` names it in every line."""
+
+    def __init__(self, log, what, remind=300.0):
+        self.log = log
+        self.what = what
+        self.remind = remind
+        self.since = None       # when the episode began; None while all is well
+        self.count = 0
+        self.next_reminder = None
+
+    @property
+    def failing(self):
+        return self.since is not None
+
+    def failed(self, now, why, level="error"):
+        """One more failure; logs the first of an episode, then a reminder now and then."""
+        self.count += 1
+        if self.since is None:
+            self.since, self.next_reminder = now, now + self.remind
+            self.log(level, f"{self.what} failing: {why} (logged once until it recovers)")
+        elif now >= self.next_reminder:
+            self.next_reminder = now + self.remind
+            self.log(level, f"{self.what} still failing since {_when(self.since)}, "
+                     f"{self.count} times: {why}")
+
+    def recovered(self, now):
+        """All is well again; logs the end of an episode, if one was going on."""
+        if self.since is None:
+            return
+        self.log("info", f"{self.what} recovered after {self.count} failures since "
+                 f"{_when(self.since)} ({now - self.since:.0f} s)")
+        self.since, self.count, self.next_reminder = None, 0, None
+
+
+def _when(timestamp):
+    return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
