@@ -36,9 +36,9 @@ bench-full:
 install:
 	install -d $(DESTDIR)$(LIBDIR)/ssed $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ssed $(DESTDIR)$(UNITDIR)
 	install -m 644 ssed/*.py ssed/*.ini ssed/*.html $(DESTDIR)$(LIBDIR)/ssed/
-	printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed "$$@"\n' \
+	printf '#!/bin/sh\nPYTHONPATH=%s$${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed "$$@"\n' \
 	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssed
-	printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed.ctl "$$@"\n' \
+	printf '#!/bin/sh\nPYTHONPATH=%s$${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed.ctl "$$@"\n' \
 	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssectl
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/ssed $(DESTDIR)$(PREFIX)/bin/ssectl
 	sed 's#@BINDIR@#$(PREFIX)/bin#g' systemd/ssed.service > $(DESTDIR)$(UNITDIR)/ssed.service

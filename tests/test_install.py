@@ -94,6 +94,29 @@ def test_installed_ssectl_runs_with_a_clean_env(runnable):
     assert done.returncode == 3 and len(done.stderr.splitlines()) == 1, done
 
 
+def test_installed_scripts_keep_the_users_pythonpath(runnable, tmp_path):
+    """A plugin found only through the caller's PYTHONPATH (not beside the config) loads:
+    the wrapper puts its own package first and keeps what the user had after it."""
+    prefix, _ = runnable
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "plugmod.py").write_text("from ssed import Service\n\nclass X(Service):\n"
+                                        "    pass\n")
+    ini = tmp_path / "conf" / "ssed.ini"
+    ini.parent.mkdir()
+    ini.write_text("[ssed]\nlisten = 127.0.0.1:0\n\n[/p]\nclass = plugmod:X\n")
+    done = subprocess.run([str(prefix / "bin" / "ssed"), "--check", "-c", str(ini)],
+                          env={**CLEAN_ENV, "PYTHONPATH": str(plugins)}, cwd="/",
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", ""), done
+    # Without it the plugin is not found: the check above did depend on PYTHONPATH.
+    assert run(prefix / "bin" / "ssed", "--check", "-c", str(ini)).returncode == 1
+    for script in ("ssed", "ssectl"):
+        text = (prefix / "bin" / script).read_text()
+        assert f"PYTHONPATH={prefix / 'lib' / 'ssed'}${{PYTHONPATH:+:$PYTHONPATH}} exec " in text
+
+
 class Installed(Daemon):
     """The installed `ssed` script, started with a clean environment."""
 
