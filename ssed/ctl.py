@@ -179,14 +179,22 @@ def socket_path(args, env):
 
 
 def _config_socket(path):
-    from . import config        # only -c needs the config reader
+    """The control socket that the config at `path` names. Only [ssed]'s `control` is read,
+    tolerantly: judging the rest of the file is the daemon's job (a broken config is what
+    `ssectl -c FILE reload` is for), so nothing else in it stops ssectl from asking. A
+    relative path and the default resolve against the file's directory, as the daemon's do."""
+    from . import config        # the daemon's line reader, so comments read the same
     try:
-        control = config.load(path).control
-    except config.ConfigError as e:
-        raise Exit(USAGE, str(e)) from None
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace").removeprefix("\ufeff")
+    except OSError as e:
+        raise Exit(USAGE, f"{path}: cannot read: {e.strerror or e}") from None
+    ssed = next((s for s in config._read(text, lambda line, why: None) if s.name == "ssed"), None)
+    given = [value for key, value, _ in (ssed.entries if ssed else ()) if key == "control"]
+    control = given[0] if given else next(k.default for k in config.KEYS if k.name == "control")
     if not control:
-        raise Exit(USAGE, f"{path}: no control socket configured")
-    return control
+        raise Exit(USAGE, f"{path}: no control socket configured (control is empty)")
+    return os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(path)), control))
 
 
 def ask(path, request, timeout=TIMEOUT):
@@ -300,7 +308,9 @@ LISTEN_HELP = """\
 print a stream's events as they arrive, one line each:
   id=ID event=TYPE data=DATA     (newlines in DATA shown as \\n; no id: id=-)
 or with --json one object per line: {"id": ..., "event": ..., "data": ...}.
-Reconnects after the server's retry (default 3 s) with Last-Event-ID, as a browser does."""
+Reconnects after the server's retry (default 3 s) with Last-Event-ID, as a browser does.
+--count N ends after N events; the `session` event a stream opens with (its client id, sent
+again on every reconnect) is printed but not counted."""
 
 
 def parser():
@@ -321,7 +331,7 @@ def parser():
                         description=LISTEN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     lp.add_argument("url", metavar="URL", help="http://host:port/service")
     lp.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
-    lp.add_argument("--count", type=_positive, metavar="N", help="exit after N events")
+    lp.add_argument("--count", type=_positive, metavar="N", help="exit after N events (session events not counted)")
     lp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                     help="one JSON object per event")
     return p

@@ -172,6 +172,13 @@ def _keepalive(sock):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
+def greeting(event, last_id):
+    """Whether `event` is ssed's per-stream `session` greeting (its client id; it comes with
+    every new stream, reconnects included, and has no id of its own): shown, but not one of
+    the `count` events, or a reconnect would use up the count before the replay came."""
+    return event.type == "session" and event.id == last_id
+
+
 class Listener:
     """What `listen` keeps across connections: the last event id, the server's retry, the count."""
 
@@ -194,19 +201,24 @@ class Listener:
             parser = EventParser(self.last_id)
             try:
                 for data in body(sock, headers, rest):
-                    if self._events(parser, parser.feed(data)):
+                    before = parser.last_event_id
+                    if self._events(parser, before, parser.feed(data)):
                         return True
             except OSError:
                 pass                # a broken stream ends as a closed one does
             return False
 
-    def _events(self, parser, events):
+    def _events(self, parser, last_id, events):
+        """Pass on `events` (the last event id was `last_id` before them); True once `count`
+        events that count have gone by."""
         self.last_id = parser.last_event_id
         if parser.retry is not None:
             self.retry_ms = parser.retry
         for event in events:
             self.on_event(event)
-            self.seen += 1
+            if not greeting(event, last_id):
+                self.seen += 1
+            last_id = event.id
             if self.count is not None and self.seen >= self.count:
                 return True
         return False
@@ -217,7 +229,7 @@ class Listener:
 
 def listen(url, on_event, last_id="", count=None, on_retry=lambda why, delay: None):
     """Pass each event of the stream at `url` to `on_event` until `count` events (forever if
-    None), reconnecting when the stream ends; see the module docstring for what it raises."""
+    None; `session` greetings are passed on but not counted), reconnecting when the stream ends; see the module docstring for what it raises."""
     listener = Listener(parse_url(url), last_id, count, on_event)
     if count is not None and count <= 0:
         return

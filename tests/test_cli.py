@@ -278,3 +278,42 @@ def test_ssectl_listen_resumes_after_a_kick_with_last_event_id_without_loss(daem
     assert out.splitlines() == [f"id={i} event=message data=e{n}"
                                 for n, i in enumerate(sent, 1)]
     assert "reconnecting" in err
+
+
+def test_ssectl_listen_count_leaves_out_session_events_so_a_replay_is_not_cut_off(daemon):
+    """--count N counts the events a user publishes: the `session` greeting each new stream
+    gets is printed but not counted, so the event replayed after a reconnect still comes."""
+    d = daemon(CHAT + "session_event = true\n", top="retry = 300",
+               args=["--log-level", "debug"])
+    listen = subprocess.Popen(
+        [sys.executable, "-m", "ssed.ctl", "listen",
+         f"http://127.0.0.1:{d.port}/chat?client=L", "--count", "3"],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        d.wait_log(r"stream L from")
+        sent = [d.publish("/chat", "e1")["id"]]
+        assert d.ctl({"cmd": "kick", "service": "/chat", "client": "L"})["closed"] == 1
+        sent.append(d.publish("/chat", "e2")["id"])     # reaches L only by replay
+        d.wait_log(r"stream L from")
+        sent.append(d.publish("/chat", "e3")["id"])
+        out, err = listen.communicate(timeout=TIMEOUT)
+    finally:
+        reap(listen)
+    assert listen.returncode == 0, err
+    session = "id={} event=session data=L"
+    assert out.splitlines() == [session.format("-"), f"id={sent[0]} event=message data=e1",
+                                session.format(sent[0]), f"id={sent[1]} event=message data=e2",
+                                f"id={sent[2]} event=message data=e3"]
+
+
+def test_ssectl_dash_c_reaches_the_daemon_when_its_config_is_broken(daemon):
+    """The daemon judges the config: `ssectl -c` with a broken file still asks it, and a
+    refused reload shows the daemon's FILE:LINE errors."""
+    d = daemon(CHAT)
+    d.ini.write_text(d.ini.read_text() + "bogus = 1\n[/x]\nsource = nope\n")
+    done = ssectl("-c", str(d.ini), "reload")
+    assert done.returncode == 1, done
+    assert done.stderr.startswith("ssectl: config not valid, nothing changed: ")
+    assert f"{d.ini}:" in done.stderr and "bogus" in done.stderr and "nope" in done.stderr
+    done = ssectl("-c", str(d.ini), "list")
+    assert done.returncode == 0 and "/chat" in done.stdout, done

@@ -280,7 +280,6 @@ def test_socket_path_order(tmp_path, monkeypatch):
 
 
 def test_dash_c_uses_the_configs_control_socket(control, short_dir):
-    pytest.importorskip("ssed.config")
     (short_dir / "ssed.ini").write_text("[ssed]\ncontrol = x.sock\n\n[/a]\n")
     server = control({"ok": True, "uptime": 1}, name="x.sock")
     result = run_ctl("-c", str(short_dir / "ssed.ini"), "stats",
@@ -289,12 +288,58 @@ def test_dash_c_uses_the_configs_control_socket(control, short_dir):
     assert sent(server) == {"cmd": "stats"}
 
 
-def test_dash_c_with_a_bad_config_exits_2_with_its_errors(short_dir):
-    pytest.importorskip("ssed.config")
-    (short_dir / "bad.ini").write_text("[ssed]\nbogus = 1\n")
-    result = run_ctl("-c", str(short_dir / "bad.ini"), "list")
-    assert result.returncode == 2
-    assert result.stderr.decode().startswith(f"ssectl: {short_dir / 'bad.ini'}:2: ")
+BROKEN = (b"; the daemon would refuse every other line of this file\n"
+          b"[/early]\nsource = bogus\n"
+          b"[ssed]\nbogus = 1\nretry = soon\n%s\n"
+          b"control_mode = 0660 ; comment\n\xff\xfe not UTF-8\n"
+          b"[/chat]\ncontrol = /elsewhere/wrong.sock\n[/chat]\n[unknown\nno equals sign\n")
+
+
+@pytest.mark.parametrize("command, request_, answer, shown", [
+    ("reload", {"cmd": "reload"},
+     {"ok": False, "error": "config not valid, nothing changed: x:3: bad",
+      "errors": ["x:3: bad", "x:5: worse"]},
+     None),
+    ("list", {"cmd": "list"}, {"ok": True, "services": []}, "PATH  SOURCE  CLIENTS  LAST_ID\n"),
+])
+def test_dash_c_with_a_broken_config_still_asks_the_daemon(control, short_dir, command,
+                                                          request_, answer, shown):
+    """Only [ssed]'s `control` is read; judging the rest is the daemon's job (a refused
+    reload comes back with its errors, exit 1)."""
+    (short_dir / "sub").mkdir()
+    (short_dir / "sub" / "broken.ini").write_bytes(BROKEN % b"control = ../x.sock ; here")
+    server = control(answer, name="x.sock")
+    result = run_ctl("-c", str(short_dir / "sub" / "broken.ini"), command)
+    assert sent(server) == request_
+    if shown is None:
+        assert (result.returncode, result.stdout) == (1, b"")
+        assert result.stderr.decode() == ("ssectl: config not valid, nothing changed: x:3: bad"
+                                          "\n  x:3: bad\n  x:5: worse\n")
+    else:
+        assert (result.returncode, result.stdout, result.stderr) == (0, shown.encode(), b"")
+
+
+def test_dash_c_without_control_uses_ssed_sock_beside_the_file(control, short_dir):
+    (short_dir / "sub").mkdir()
+    (short_dir / "sub" / "c.ini").write_bytes(BROKEN % b"")
+    server = control({"ok": True, "uptime": 1}, name="sub/ssed.sock")
+    result = run_ctl("-c", str(short_dir / "sub" / "c.ini"), "stats")
+    assert (result.returncode, result.stdout) == (0, b"uptime 1\n")
+    assert sent(server) == {"cmd": "stats"}
+
+
+@pytest.mark.parametrize("body, error", [
+    (b"[ssed]\ncontrol =\n", "{ini}: no control socket configured (control is empty)"),
+    (b"[ssed]\ncontrol = ; none\n[/a]\n", "{ini}: no control socket configured (control is empty)"),
+    (None, "{ini}: cannot read: No such file or directory"),
+])
+def test_dash_c_without_a_control_socket_is_a_usage_error(short_dir, body, error):
+    ini = short_dir / "c.ini"
+    if body is not None:
+        ini.write_bytes(body)
+    result = run_ctl("-c", str(ini), "list")
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.decode() == f"ssectl: {error.format(ini=ini)}\n"
 
 
 # ---- listen ---------------------------------------------------------------------------------
@@ -358,6 +403,17 @@ def test_listen_json_priming_id_and_chunked_stream(http):
     assert [json.loads(l) for l in result.stdout.splitlines()] == [
         {"id": "9-0", "event": "message", "data": "\u00e9\u20ac"}]
     assert len(server.requests) == 2
+
+
+def test_listen_count_passes_over_session_greetings_but_not_published_session_events(http):
+    """The greeting (no id of its own) is shown, not counted; an event named `session` that
+    carries an id is a published one, and counts."""
+    server, url = http(HEAD + b"event: session\ndata: L\n\nid: 1-0\nevent: session\n"
+                              b"data: published\n\nid: 2-0\ndata: later\n\n")
+    result = run_ctl("listen", url + "/chat", "--count", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == ("id=- event=session data=L\n"
+                                      "id=1-0 event=session data=published\n")
 
 
 def test_listen_http_error_exits_1(http):
