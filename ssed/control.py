@@ -117,7 +117,7 @@ def _admin(hub, daemon, req):
 
 def _help(hub, daemon, req):
     return {"commands": [f"{name} {' '.join(spec.text_args)}".strip()
-                         for name, spec in COMMANDS.items()]}
+                         for name, spec in COMMANDS.items()], "quoting": QUOTING}
 
 
 def _channel(hub, path):
@@ -174,16 +174,17 @@ def parse_json(line):
 
 
 def parse_text(line):
-    """A line a person typed to the request dict its JSON form would be."""
-    head, _, rest = line.strip().partition(" ")
+    """A line a person typed to the request dict its JSON form would be. Words are read as a
+    POSIX shell reads them (QUOTING says how); publish's DATA is the exception."""
+    _, head, rest = _first_word(line.strip(), "command")
     if head.startswith("/"):
-        return {"cmd": "admin", "service": head, "args": rest.split()}
+        return {"cmd": "admin", "service": head, "args": _words(rest, head)}
     if head == "publish":
         return _parse_text_publish(rest)
     spec = COMMANDS.get(head)
     if spec is None:
         return {"cmd": head}
-    words = rest.split()
+    words = _words(rest, head)
     names = list(spec.fields)
     if head == "admin":
         return {"cmd": "admin", "service": words[0] if words else None, "args": words[1:]}
@@ -195,19 +196,67 @@ def parse_text(line):
     return req
 
 
-def _parse_text_publish(rest):
-    req = {"cmd": "publish"}
-    service, _, rest = rest.lstrip().partition(" ")
-    req["service"] = service or None
+QUOTING = ("words are split at spaces; quote a word with '...' (taken as is) or \"...\" "
+           "(where \\\" and \\\\ are \" and \\), or escape one character with \\, as in "
+           "a shell. publish's DATA is the rest of the line as typed, quotes and spaces "
+           "included, unless it starts with a quote: then it is one quoted word")
+
+# One piece of a shell word: a plain character, a backslash escape, or a quoted string.
+_PIECE = r"[^ \t'\"\\]|\\.|'[^']*'|" + r'"(?:[^"\\]|\\.)*"'
+_WORD = re.compile(f"(?:{_PIECE})+")
+_FLAG = re.compile(r"[ \t]*(-e|--event|--client)(?=[ \t]|\Z)")
+
+
+def _first_word(text, command):
+    """The first word of `text` as typed and unquoted (both '' at the end of the line), and
+    the text after it."""
+    text = text.lstrip(" \t")
+    match = _WORD.match(text)
+    end = match.end() if match else 0
+    if end < len(text) and text[end] not in " \t":     # a quote or a backslash that is open
+        raise CommandError(f"{command}: " + ("nothing after the final \\ to escape"
+                                             if text[end] == "\\" else f"no closing {text[end]}"))
+    raw = text[:end]
+    return raw, re.sub(_PIECE, _unquote, raw), text[end:]
+
+
+def _unquote(piece):
+    text = piece.group()
+    if text[0] == "'":
+        return text[1:-1]
+    if text[0] == '"':
+        return re.sub(r'\\([\\"])', r"\1", text[1:-1])
+    return text[-1]     # a plain character, or the one a backslash escapes
+
+
+def _words(text, command):
+    words = []
     while True:
-        flag, _, after = rest.lstrip().partition(" ")
-        if flag not in ("-e", "--event", "--client"):
-            break
-        value, _, rest = after.lstrip().partition(" ")
-        if not value:
-            raise CommandError(f"publish: {flag} needs a value")
-        req["client" if flag == "--client" else "event"] = value
-    req["data"] = rest.lstrip(" ")
+        raw, word, text = _first_word(text, command)
+        if not raw:
+            return words
+        words.append(word)
+
+
+def _parse_text_publish(rest):
+    """publish SERVICE [-e EVENT] [--client ID] DATA: the options end at the first word that
+    is not one; DATA is the rest as typed (`it's`, JSON with its quotes, runs of spaces) unless
+    it starts with a quote, which makes it one quoted word (to keep leading spaces, or to
+    send data that looks like an option)."""
+    raw, service, rest = _first_word(rest, "publish")
+    req = {"cmd": "publish", "service": service if raw else None}
+    while flag := _FLAG.match(rest):
+        raw, value, rest = _first_word(rest[flag.end():], "publish")
+        if not raw:
+            raise CommandError(f"publish: {flag[1]} needs a value")
+        req["client" if flag[1] == "--client" else "event"] = value
+    data = rest.lstrip(" \t")
+    if data[:1] in ("'", '"'):
+        _, data, after = _first_word(data, "publish")
+        if after.strip(" \t"):
+            raise CommandError("publish: text after the quoted DATA (quote all of it, or "
+                               "start it with another character to send it as typed)")
+    req["data"] = data
     return req
 
 

@@ -48,6 +48,30 @@ MS = int(T0 * 1000)
     ("/chat say hi  there", {"cmd": "admin", "service": "/chat", "args": ["say", "hi", "there"]}),
     ("/chat", {"cmd": "admin", "service": "/chat", "args": []}),
     ("frobnicate now", {"cmd": "frobnicate"}),
+    # Words are read as a shell reads them ...
+    ("publish /chat -e 'a b' x", {"cmd": "publish", "service": "/chat", "event": "a b", "data": "x"}),
+    ("""publish '/chat' --client "c 1" -e "" x""",
+     {"cmd": "publish", "service": "/chat", "client": "c 1", "event": "", "data": "x"}),
+    ("publish /chat -e a\\ b x", {"cmd": "publish", "service": "/chat", "event": "a b", "data": "x"}),
+    ("""kick /chat "bo"'b'\\ 1""", {"cmd": "kick", "service": "/chat", "client": "bob 1"}),
+    ("/chat say 'hi there' x\\ y \t z", {"cmd": "admin", "service": "/chat",
+                                          "args": ["say", "hi there", "x y", "z"]}),
+    ("admin /chat '' \"a\\\"b\\\\c\\n\"", {"cmd": "admin", "service": "/chat",
+                                           "args": ["", 'a"b\\c\\n']}),
+    ("ban 1.2.3.4 '60'", {"cmd": "ban", "ip": "1.2.3.4", "seconds": 60}),
+    ("'list'", {"cmd": "list"}),
+    # ... except publish's DATA: the rest of the line as typed ...
+    ("publish /chat it's 5 o'clock", {"cmd": "publish", "service": "/chat", "data": "it's 5 o'clock"}),
+    ("""publish /chat {"text": "a  'b'"}""",
+     {"cmd": "publish", "service": "/chat", "data": """{"text": "a  'b'"}"""}),
+    ("publish /chat x 'y z' \\", {"cmd": "publish", "service": "/chat", "data": "x 'y z' \\"}),
+    # ... unless it starts with a quote: then it is one quoted word.
+    ("publish /chat '  two spaces'", {"cmd": "publish", "service": "/chat", "data": "  two spaces"}),
+    ("""publish /chat "it's" """, {"cmd": "publish", "service": "/chat", "data": "it's"}),
+    ("publish /chat '-e'", {"cmd": "publish", "service": "/chat", "data": "-e"}),
+    ("publish /chat ''", {"cmd": "publish", "service": "/chat", "data": ""}),
+    ("""publish /chat '"a JSON string"'""",
+     {"cmd": "publish", "service": "/chat", "data": '"a JSON string"'}),
 ])
 def test_parse_text_gives_the_request_its_json_form_would_be(line, request_):
     assert parse_text(line) == request_
@@ -59,6 +83,15 @@ def test_parse_text_gives_the_request_its_json_form_would_be(line, request_):
     ("list everything", "list: too many arguments"),
     ("kick /chat bob alice", "kick: too many arguments (usage: kick SERVICE CLIENT)"),
     ("ban 1.2.3.4 60 70", "ban: too many arguments"),
+    ("kick /chat 'bob", "kick: no closing '"),
+    ('publish /chat -e "a b', 'publish: no closing "'),
+    ("publish '/chat x", "publish: no closing '"),
+    ("publish /chat -e", "publish: -e needs a value"),
+    ("publish /chat --client ", "publish: --client needs a value"),
+    ("publish /chat 'a b' c", "publish: text after the quoted DATA"),
+    ("publish /chat 'unbalanced", "publish: no closing '"),
+    ("/chat say x\\", "/chat: nothing after the final \\ to escape"),
+    ("'list", "command: no closing '"),
 ])
 def test_parse_text_refuses_malformed_lines(line, message):
     with pytest.raises(CommandError) as info:
@@ -326,8 +359,22 @@ def test_admin_returns_the_hook_result(rig):
         '{"ok":true,"result":"<opaque>"}')
 
 
-def test_help_lists_every_command(rig):
-    commands = json.loads(rig('{"cmd":"help"}'))["commands"]
+def test_text_form_quoting_end_to_end(rig):
+    """A quoted event type and a quoted DATA reach the stream unquoted; a bad quote is a
+    one-line error answer and publishes nothing."""
+    client = subscribe(rig.hub, "/chat", "bob")
+    assert rig("publish /chat -e 'a-b' 'two  words'") == "ok id=%d-1 delivered=1" % MS
+    assert rig.io.sent[client][-1] == b"id: %d-1\nevent: a-b\ndata: two  words\n\n" % MS
+    assert rig("publish /chat -e 'a b") == "error: publish: no closing '"
+    assert rig("publish /chat it's mine") == "ok id=%d-2 delivered=1" % MS
+    assert rig.io.sent[client][-1] == b"id: %d-2\ndata: it's mine\n\n" % MS
+
+
+def test_help_lists_every_command_and_says_how_to_quote(rig):
+    answer = json.loads(rig('{"cmd":"help"}'))
+    assert "'...'" in answer["quoting"] and "DATA" in answer["quoting"]
+    assert rig("help").startswith("ok commands=[")
+    commands = answer["commands"]
     assert [c.split()[0] for c in commands] == ["publish", "list", "clients", "kick", "ban",
                                                 "unban", "bans", "stats", "reload", "admin",
                                                 "help"]
