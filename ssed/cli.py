@@ -7,6 +7,7 @@ import stat
 import sys
 import time
 
+from . import __version__
 from . import config as configmod
 from . import plugins
 from .control import CommandError
@@ -27,6 +28,7 @@ def parse_args(argv):
     ap.add_argument("--check", action="store_true", help="validate the config and exit")
     ap.add_argument("--console", action="store_true", help="also read control commands on stdin")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return ap.parse_args(argv)
 
 

@@ -13,10 +13,11 @@ import json
 import os
 import socket
 import sys
+import textwrap
 from datetime import datetime
 from typing import Callable, NamedTuple
 
-from . import sseclient
+from . import __version__, sseclient
 
 OK, REFUSED, USAGE, NO_CONNECTION = 0, 1, 2, 3
 SYSTEM_SOCKET = "/run/ssed/control.sock"
@@ -91,6 +92,15 @@ def _show_admin(a):
     return "" if result is None else _cell(result)
 
 
+def _show_help(a):
+    """The daemon's text-form commands, one a line, then its quoting rules, wrapped."""
+    commands = "".join(f"\n  {_cell(c)}" for c in a.get("commands") or [])
+    quoting = a.get("quoting")
+    rules = "\n" + textwrap.fill(f"Quoting: {quoting}", 88) if quoting else ""
+    return ("Control commands, as the socket and ssed --console take them (ssectl's own: "
+            "ssectl --help):" + commands + rules)
+
+
 # ---- requests -----------------------------------------------------------------------------
 
 def _read_stdin():
@@ -155,6 +165,8 @@ COMMANDS = {
                    lambda a: {"cmd": "ban", "ip": a.addr, "seconds": a.seconds}, _show_closed),
     "unban": Command("lift a ban", (ADDR,), lambda a: {"cmd": "unban", "ip": a.addr},
                      _show_closed),
+    "help": Command("list the daemon's control commands (text form) and how to quote",
+                    (), lambda a: {"cmd": "help"}, _show_help),
     "admin": Command("pass arguments to a service's admin hook",
                      (SERVICE, (("args",), {"nargs": argparse.REMAINDER, "metavar": "ARGS"})),
                      lambda a: {"cmd": "admin", "service": a.service, "args": a.args},
@@ -315,6 +327,7 @@ again on every reconnect) is printed but not counted."""
 
 def parser():
     p = argparse.ArgumentParser(prog="ssectl", description="Control a running ssed daemon.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     where = p.add_mutually_exclusive_group()
     where.add_argument("-s", "--socket", help="the control socket")
     where.add_argument("-c", "--config", help="use the control socket of this config file")

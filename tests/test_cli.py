@@ -317,3 +317,35 @@ def test_ssectl_dash_c_reaches_the_daemon_when_its_config_is_broken(daemon):
     assert f"{d.ini}:" in done.stderr and "bogus" in done.stderr and "nope" in done.stderr
     done = ssectl("-c", str(d.ini), "list")
     assert done.returncode == 0 and "/chat" in done.stdout, done
+
+
+def test_ssed_and_ssectl_print_the_one_version(tmp_path):
+    """--version of both tools is ssed.__version__, and pyproject takes its version from
+    there too (one place to bump)."""
+    import tomllib
+    import ssed
+    project = tomllib.load(open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"),
+                                "rb"))
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ssed.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", ssed.__version__)
+    for module, name in (("ssed", "ssed"), ("ssed.ctl", "ssectl")):
+        done = subprocess.run([sys.executable, "-m", module, "--version"], env=env(),
+                              capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
+        assert (done.returncode, done.stdout, done.stderr) == (
+            0, f"{name} {ssed.__version__}\n", ""), done
+
+
+def test_ssectl_help_lists_the_daemons_commands_and_quoting(daemon):
+    d = daemon(CHAT)
+    done = ssectl("-s", d.control, "help")
+    assert done.returncode == 0, done
+    lines = done.stdout.splitlines()
+    assert "ssectl --help" in lines[0]
+    listed = [line.split()[0] for line in lines[1:] if line.startswith("  ")]
+    assert listed[:3] == ["publish", "list", "clients"] and "help" in listed
+    assert "  publish SERVICE [-e EVENT] [--client ID] DATA..." in lines
+    assert any(line.startswith("Quoting: ") for line in lines)
+    assert max(map(len, lines)) <= 100
+    done = ssectl("-s", d.control, "help", "--json")
+    assert json.loads(done.stdout)["commands"][0].startswith("publish ")
