@@ -6,6 +6,7 @@ DESTDIR ?=
 CONFIG  ?= conf/ssed.ini
 LIBDIR   = $(PREFIX)/lib/ssed
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR  ?= $(PREFIX)/share/doc/ssed
 
 .PHONY: run test check bench bench-full install clean docs
 
@@ -34,14 +35,15 @@ bench-full:
 	$(PYTHON) bench/load.py --full
 
 install:
-	install -d $(DESTDIR)$(LIBDIR)/ssed $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ssed $(DESTDIR)$(UNITDIR)
+	install -d $(DESTDIR)$(LIBDIR)/ssed $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/ssed $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -m 644 ssed/*.py ssed/*.ini ssed/*.html $(DESTDIR)$(LIBDIR)/ssed/
+	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	printf '#!/bin/sh\nPYTHONPATH=%s$${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed "$$@"\n' \
 	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssed
 	printf '#!/bin/sh\nPYTHONPATH=%s$${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed.ctl "$$@"\n' \
 	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssectl
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/ssed $(DESTDIR)$(PREFIX)/bin/ssectl
-	sed 's#@BINDIR@#$(PREFIX)/bin#g' systemd/ssed.service > $(DESTDIR)$(UNITDIR)/ssed.service
+	sed -e 's#@BINDIR@#$(PREFIX)/bin#g' -e 's#@DOCDIR@#$(DOCDIR)#g' systemd/ssed.service > $(DESTDIR)$(UNITDIR)/ssed.service
 	install -m 644 systemd/ssed.socket $(DESTDIR)$(UNITDIR)/ssed.socket
 	test -e $(DESTDIR)/etc/ssed/ssed.ini || install -m 644 conf/ssed-system.ini $(DESTDIR)/etc/ssed/ssed.ini
 

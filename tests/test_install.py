@@ -43,7 +43,10 @@ def test_install_lays_out_package_scripts_units_and_config(tmp_path):
     units = dest / "usr" / "lib" / "systemd" / "system"
     service = (units / "ssed.service").read_text()
     assert "ExecStart=/usr/bin/ssed -c /etc/ssed/ssed.ini\n" in service
-    assert "@BINDIR@" not in service
+    assert "@BINDIR@" not in service and "@DOCDIR@" not in service
+    assert "Documentation=file:///usr/share/doc/ssed/README.md\n" in service
+    assert (dest / "usr" / "share" / "doc" / "ssed" / "README.md").read_bytes() == open(
+        os.path.join(ROOT, "README.md"), "rb").read()
     assert (units / "ssed.socket").read_text() == open(
         os.path.join(ROOT, "systemd", "ssed.socket")).read()
     assert (dest / "etc" / "ssed" / "ssed.ini").read_text() == open(

@@ -83,6 +83,10 @@ def test_installed_units_pass_systemd_analyze_verify(installed):
     exec_start = read_unit(service)["Service"]["ExecStart"][0]
     assert exec_start == f"{installed}/bin/ssed -c /etc/ssed/ssed.ini"
     assert os.access(exec_start.split()[0], os.X_OK)
+    # Documentation= names the README that make install put beside the program.
+    [doc] = read_unit(service)["Unit"]["Documentation"]
+    assert doc == f"file://{installed}/share/doc/ssed/README.md"
+    assert open(doc.removeprefix("file://")).read() == open(os.path.join(ROOT, "README.md")).read()
     done = subprocess.run([analyze, "verify", str(service), str(sock)], capture_output=True,
                           text=True, timeout=60)
     # Unknown keys or bad values are only warnings to verify: demand silence, not just rc 0.
@@ -110,6 +114,8 @@ def test_service_unit_has_notify_reload_watchdog_directories_and_hardening():
 def test_socket_unit_listens_on_the_default_address():
     unit = read_unit(os.path.join(ROOT, "systemd", "ssed.socket"))
     assert unit["Socket"]["ListenStream"] == ["127.0.0.1:8080"]
+    # As the daemon's own listeners: Nagle stays on (no TCP_NODELAY; README, Performance).
+    assert unit["Socket"].get("NoDelay", ["false"])[-1] in ("false", "no")
     assert unit["Install"]["WantedBy"] == ["sockets.target"]
 
 
