@@ -165,12 +165,12 @@ COMMANDS = {
                    lambda a: {"cmd": "ban", "ip": a.addr, "seconds": a.seconds}, _show_closed),
     "unban": Command("lift a ban", (ADDR,), lambda a: {"cmd": "unban", "ip": a.addr},
                      _show_closed),
-    "help": Command("list the daemon's control commands (text form) and how to quote",
-                    (), lambda a: {"cmd": "help"}, _show_help),
     "admin": Command("pass arguments to a service's admin hook",
                      (SERVICE, (("args",), {"nargs": argparse.REMAINDER, "metavar": "ARGS"})),
                      lambda a: {"cmd": "admin", "service": a.service, "args": a.args},
                      _show_admin),
+    "help": Command("the daemon's text-form commands and quoting",
+                    (), lambda a: {"cmd": "help"}, _show_help),
 }
 
 
@@ -344,7 +344,8 @@ def parser():
                         description=LISTEN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     lp.add_argument("url", metavar="URL", help="http://host:port/service")
     lp.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
-    lp.add_argument("--count", type=_positive, metavar="N", help="exit after N events (session events not counted)")
+    lp.add_argument("--count", type=_positive, metavar="N",
+                    help="exit after N events (session events not counted)")
     lp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                     help="one JSON object per event")
     return p

@@ -229,7 +229,8 @@ class Listener:
 
 def listen(url, on_event, last_id="", count=None, on_retry=lambda why, delay: None):
     """Pass each event of the stream at `url` to `on_event` until `count` events (forever if
-    None; `session` greetings are passed on but not counted), reconnecting when the stream ends; see the module docstring for what it raises."""
+    None; `session` greetings are passed on but not counted), reconnecting when the stream
+    ends; see the module docstring for what it raises."""
     listener = Listener(parse_url(url), last_id, count, on_event)
     if count is not None and count <= 0:
         return
