@@ -45,6 +45,9 @@ event = note
 
 [/count]
 publish_token = ptok
+
+[/direct]
+publish_token = ptok
 """
 TOP = """
 cors_origins = http://a.example http://b.example
@@ -462,6 +465,62 @@ def test_post_malformed_body_or_bad_event_type_is_400(d, body, ctype):
     r = post(d, "/pub", body, ctype=ctype)
     assert r.status == 400, r
     assert r.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("body,ctype", [
+    (json.dumps({"data": "to c1", "client": "c1"}), "application/json"),
+    ("data=to+c1&client=c1", "application/x-www-form-urlencoded"),
+], ids=["json", "form"])
+def test_post_with_client_sends_to_that_client_id_only(d, body, ctype):
+    c1, c1_again, c2 = (subscribed(d, f"/direct?client={c}") for c in ("c1", "c1", "c2"))
+    r = post(d, "/direct", body, ctype=ctype)
+    assert r.status == 200, r
+    assert r.json()["delivered"] == 2       # both streams of c1, as `publish --client` does
+    marker = post(d, "/direct", "marker").json()
+    assert marker["delivered"] == 3
+    for s in (c1, c1_again):
+        assert [(e.id, e.data) for e in s.wait_events(2)] == [
+            (r.json()["id"], "to c1"), (marker["id"], "marker")]
+    assert [e.data for e in c2.wait_events(1)] == ["marker"]
+    assert len(c2.events) == 1
+    for s in (c1, c1_again, c2):
+        s.close()
+
+
+@pytest.mark.parametrize("body,ctype,named", [
+    (b'{"data": "x", "cliend": "c1"}', "application/json", "'cliend'"),
+    (b'{"data": "x", "to": "c1", "retry": 5}', "application/json", "'retry', 'to'"),
+    (b'{"data": "x", "extra": null}', "application/json", "'extra'"),
+    (b'{"data": "x", "client": 7}', "application/json", "client must be a string"),
+    (b'{"data": "x", "client": "a b"}', "application/json", "client must be 1-64"),
+    (b'{"data": "x", "client": ""}', "application/json", "client must be 1-64"),
+    (b'{"data": "x", "client": "' + b"c" * 65 + b'"}', "application/json", "client must be 1-64"),
+    (b"data=x&cliend=c1", "application/x-www-form-urlencoded", "'cliend'"),
+    (b"data=x&client=", "application/x-www-form-urlencoded", "client must be 1-64"),
+    (b"data=x&client=a%0Ab", "application/x-www-form-urlencoded", "client must be 1-64"),
+    (b"data=x&client=c1&client=c2", "application/x-www-form-urlencoded", "more than once"),
+    (b"data=x&id=1-1", "application/x-www-form-urlencoded", "ids are made by the daemon"),
+    (b'{"data": "x", "id": "1-1", "foo": 1}', "application/json", "ids are made by the daemon"),
+], ids=["json-misspelt-client", "json-two-unknown", "json-unknown-null", "json-client-number",
+        "json-client-space", "json-client-empty", "json-client-too-long", "form-misspelt-client",
+        "form-client-empty", "form-client-lf", "form-client-twice", "form-id", "json-id-first"])
+def test_post_with_an_unknown_key_or_a_bad_client_is_400_and_publishes_nothing(d, body, ctype,
+                                                                             named):
+    s = subscribed(d, "/direct?client=c1")
+    r = post(d, "/direct", body, ctype=ctype)
+    assert r.status == 400, r
+    assert named in r.body.decode(), r
+    post(d, "/direct", "marker")
+    assert [e.data for e in s.wait_events(1)] == ["marker"]
+    s.close()
+
+
+def test_post_text_plain_body_is_all_data_even_when_it_looks_like_keys(d):
+    s = subscribed(d, "/direct?client=c2")
+    r = post(d, "/direct", 'client=c1&foo=1')
+    assert r.status == 200, r
+    assert s.wait_events(1)[0].data == "client=c1&foo=1"
+    s.close()
 
 
 def test_post_to_a_json_only_service_needs_json_data(d):
