@@ -48,6 +48,17 @@ class Client:
                 "bytes_sent": self.sent, "bytes_queued": self.queued}
 
 
+class Joining:
+    """A stream whose on_connect hooks are running: its priming id, if taken, and the
+    events published to it meanwhile, as (channel, event), to follow its preamble."""
+    __slots__ = ("client", "prime", "sent")
+
+    def __init__(self, client, prime):
+        self.client = client
+        self.prime = prime
+        self.sent = []
+
+
 class Channel:
     """What a service path holds across reloads: its clients, history and counters."""
 
@@ -87,6 +98,7 @@ class Hub:
         self.stats = Counter()      # events_published, events_delivered, bytes_sent
         self.dropped = Counter()    # reason -> clients closed for it
         self.refused = Counter()    # reason -> connections refused for it
+        self.joining = None         # the Joining whose on_connect hooks are running
 
     # -- services --------------------------------------------------------------------
 
@@ -189,7 +201,8 @@ class Hub:
     # -- events ----------------------------------------------------------------------
 
     def publish(self, path, data, event=None, client_id=None):
-        """Frame one event and hand it to its subscribers: (Event, delivered)."""
+        """Frame one event and hand it to its subscribers, or to one client (`client_id`:
+        an id, or a Client from a service): (Event, delivered)."""
         channel = self.channels.get(path)
         if channel is None:
             raise PublishError(f"no service {path}")
@@ -218,7 +231,7 @@ class Hub:
                 self._compact(channel)
             channel.last_sent = self.now
         else:
-            targets = [c for c in self.streams_of(client_id) if channel in c.channels]
+            targets = self._one_client(channel, client_id, ev)
             for c in targets:
                 c.idle_since = self.now
         channel.published += 1
@@ -229,6 +242,18 @@ class Hub:
             membership = (channel, channel.members) if client_id is None else None
             self.io.fanout(ev.wire, targets, membership)
         return ev, len(targets)
+
+    def _one_client(self, channel, to, ev):
+        """The open streams of this service an event for one client reaches: a Client, that
+        stream; a client id, every stream of it. A stream still in its on_connect takes the
+        event after its preamble (Joining)."""
+        joining = self.joining
+        if joining is not None and (to is joining.client or to == joining.client.id) \
+                and channel in joining.client.channels:
+            joining.sent.append((channel, ev))
+        if type(to) is Client:
+            return [to] if to in channel.clients else []
+        return [c for c in self.streams_of(to) if channel in c.channels]
 
     def _journal(self, channel, ev):
         """Append before anyone hears of the event; a publish that cannot be kept fails."""
@@ -318,11 +343,11 @@ class Hub:
     def attach(self, channels, client_id, address, last_id, request):
         """`subscribe`, given the services' channels."""
         client = Client(client_id or self.new_client_id(), address, self.now, channels)
+        joining = None
         for channel in channels:
             if type(channel.service).on_connect is not Service.on_connect:
-                refused = self._on_connect(channel, client, request)
-                if refused is not None:
-                    raise refused
+                joining = self._run_on_connect(client, channels, last_id, request)
+                break
         for channel in channels:
             channel.clients.add(client)
             channel.members += 1
@@ -330,7 +355,30 @@ class Hub:
         self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
         self.per_ip[address] = self.per_ip.get(address, 0) + 1     # no Counter.__missing__ call
         self.client_count += 1
+        if joining is not None:
+            return client, self._joined_preamble(joining, last_id)
         return client, self._preamble(client, channels, last_id)
+
+    def _run_on_connect(self, client, channels, last_id, request):
+        """Every on_connect hook of the new stream, or Refuse; what they sent it (a Joining).
+
+        The stream is not in the hot set yet, so what a hook publishes to it waits in the
+        Joining and follows its preamble. A refused stream takes nothing with it: the events
+        stay unsent and uncounted."""
+        # Without Last-Event-ID the stream's priming id is taken now, so that everything a
+        # hook publishes is greater than it and can follow it, in id order.
+        prime = None if last_id is not None else self.clock.prime(int(self.now * 1000))
+        joining = Joining(client, prime)
+        outer, self.joining = self.joining, joining
+        try:
+            for channel in channels:
+                if type(channel.service).on_connect is not Service.on_connect:
+                    refused = self._on_connect(channel, client, request)
+                    if refused is not None:
+                        raise refused
+        finally:
+            self.joining = outer
+        return joining
 
     def _on_connect(self, channel, client, request):
         try:
@@ -345,6 +393,7 @@ class Hub:
         return None
 
     def _preamble(self, client, channels, last_id):
+        # The head inline rather than a call to _head: this is the connect path.
         parts = [sse.retry(self.config.retry)] if self.config.retry else []
         if any(ch.config.session_event for ch in channels):
             parts.append(sse.frame(client.id, "session"))
@@ -355,6 +404,35 @@ class Hub:
         if replay:
             parts.extend(e.wire for e in replay)
         else:
+            parts.append(sse.prime(self.clock.prime(int(self.now * 1000))))
+        return b"".join(parts)
+
+    def _head(self, client, channels):
+        """retry: and the session event (as _preamble writes them)."""
+        parts = [sse.retry(self.config.retry)] if self.config.retry else []
+        if any(ch.config.session_event for ch in channels):
+            parts.append(sse.frame(client.id, "session"))
+        return parts
+
+    def _joined_preamble(self, joining, last_id):
+        """The preamble of a stream whose on_connect hooks ran: its replay, or its priming
+        id and what the hooks broadcast since, merged in id order with what they sent it."""
+        client = joining.client
+        parts = self._head(client, client.channels)
+        if joining.prime is not None:
+            parts.append(sse.prime(joining.prime))
+            since = parse_id(joining.prime)
+        else:
+            since = parse_id(last_id)
+        events = merge([ch.history for ch in client.channels], since)
+        if joining.sent:
+            for channel, ev in joining.sent:
+                channel.delivered += 1
+            self.stats["events_delivered"] += len(joining.sent)
+            events = sorted(events + [ev for _, ev in joining.sent], key=lambda e: e.key)
+        if events:
+            parts.extend(e.wire for e in events)
+        elif joining.prime is None:
             parts.append(sse.prime(self.clock.prime(int(self.now * 1000))))
         return b"".join(parts)
 

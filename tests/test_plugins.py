@@ -59,6 +59,16 @@ PLUGIN = textwrap.dedent('''
             return "fine"
 
 
+    class Greeter(ssed.Service):
+        """Greets each new stream from on_connect: by its Client, and by its id."""
+
+        def on_connect(self, client, request):
+            self.publish(f"hello {client.id}", event="greet", client=client)
+            self.publish(f"to every {client.id}", event="greet", client=client.id)
+            if request.first("refuse"):
+                raise ssed.Refuse(403, "greeted, then refused")
+
+
     class NotService:
         pass
 ''')
@@ -130,6 +140,32 @@ def test_on_admin_result_comes_back_in_json_and_in_text(daemon, tmp_path):
     s.wait_type("said", 1)
     [ev] = [ev for ev in s.events if ev.type == "said"]
     assert (ev.id, ev.data) == (event_id, "hi all")
+
+
+def test_on_connect_sends_reach_the_new_stream_after_its_preamble_and_before_live(
+        daemon, tmp_path):
+    d = start_in(daemon, plugin_dir(tmp_path), "[/hi]\nclass = myplug:Greeter\n",
+                 top="retry = 1500")
+    old = d.stream("/hi?client=ann")
+    old.wait_events(2)
+    s = d.stream("/hi?client=ann")
+    live = d.publish("/hi", "live")
+    events = s.wait_events(3)
+    assert [(e.type, e.data) for e in events] == [
+        ("greet", "hello ann"), ("greet", "to every ann"), ("message", "live")]
+    raw = bytes(s.body)
+    assert raw.startswith(b"retry: 1500\n\nid: ")       # the priming id, then the greetings
+    ids = [e.id for e in events]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and ids[2] == live["id"]
+    # The older stream of that id got the one sent by id, not the one sent to the object.
+    assert [e.data for e in old.wait_events(4)][2:] == ["to every ann", "live"]
+    refused = d.request(b"GET /hi?client=ann&refuse=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 403 ") and b"hello" not in refused
+    stats = d.ctl({"cmd": "stats"})
+    assert stats["clients"] == 2
+    # The first stream's two greetings; the second's, one of them to both; "live" to both;
+    # the refused one's "to every ann" to the two open streams and nothing to itself.
+    assert stats["events_delivered"] == 2 + 3 + 2 + 2
 
 
 BOOM = """
