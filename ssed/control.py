@@ -106,7 +106,7 @@ def _admin(hub, daemon, req):
     except NotImplementedError as exc:
         raise CommandError(str(exc) or f"{channel.path} takes no admin commands") from None
     except Exception as exc:
-        hub.log("error", f"service {channel.path}: on_admin failed: {exc!r}")
+        hub.hook_failed(channel.path, "on_admin", exc)
         raise CommandError(f"{channel.path}: admin failed: {exc}") from None
     try:
         json.dumps(result)

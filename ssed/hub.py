@@ -14,12 +14,14 @@ from collections import Counter
 
 from . import sse
 from .history import Event, History, IdClock, merge, parse_id
+from .log import Throttle
 from .plugins import service_class
 from .service import Refuse, Service
 
 
 # Reasons a stream ends that are the client's doing or a clean stop, not a drop.
 CLIENT_LEFT = ("eof", "reset", "shutdown")
+HOOK_LOG_EVERY = 60.0   # seconds between two tracebacks of one service's hook
 
 
 class PublishError(Exception):
@@ -99,6 +101,7 @@ class Hub:
         self.dropped = Counter()    # reason -> clients closed for it
         self.refused = Counter()    # reason -> connections refused for it
         self.joining = None         # the Joining whose on_connect hooks are running
+        self.throttle = Throttle(log, every=HOOK_LOG_EVERY)
 
     # -- services --------------------------------------------------------------------
 
@@ -172,9 +175,15 @@ class Hub:
         try:
             return getattr(channel.service, hook)(*args)
         except Exception as exc:
-            self.log("error", f"service {channel.path}: {hook} failed: {exc!r}\n"
-                     + traceback.format_exc())
+            self.hook_failed(channel.path, hook, exc)
             return None
+
+    def hook_failed(self, path, hook, exc):
+        """Log a service hook's exception with its traceback: the first of each (service,
+        hook), then at most one a minute with the count, since a hook that raises on every
+        connect or tick would otherwise flood the log (issue 12: 44 MB in 15 s)."""
+        self.throttle((path, hook), self.now, "error",
+                      f"service {path}: {hook} failed: {exc!r}\n" + traceback.format_exc())
 
     def reload(self, config):
         """Take a new, valid config: start, stop and restart services; keep open streams."""
@@ -386,8 +395,7 @@ class Hub:
         except Refuse as refuse:
             return refuse
         except Exception as exc:
-            self.log("error", f"service {channel.path}: on_connect failed: {exc!r}\n"
-                     + traceback.format_exc())
+            self.hook_failed(channel.path, "on_connect", exc)
             # A hook that may refuse but crashed cannot vouch for the client: fail closed.
             return Refuse(500, "internal error")
         return None
@@ -501,8 +509,7 @@ class Hub:
                 try:
                     callback(output, error)
                 except Exception as exc:
-                    self.log("error", f"service {channel.path}: command callback failed: "
-                             f"{exc!r}\n" + traceback.format_exc())
+                    self.hook_failed(channel.path, "command callback", exc)
 
         # Commands run beside the config file, as its relative paths are.
         cwd = None if self.config.file == "<default>" else os.path.dirname(

@@ -62,6 +62,11 @@ class Boom(Service):
         raise RuntimeError("boom on stop")
 
 
+class BadConnect(Service):
+    def on_connect(self, client, request):
+        raise KeyError("no such user")
+
+
 class Picky(Service):
     def on_connect(self, client, request):
         if client.id == "mallory":
@@ -493,6 +498,34 @@ def test_hook_exceptions_are_logged_with_the_service_and_isolated():
     rig.hub.stop()
     assert any("service /boom: on_stop failed" in e for e in rig.errors())
     assert rig.hub.channels["/r"].service.calls[-1] == ("stop", T0 + 1)
+
+
+def test_a_hook_that_keeps_raising_logs_one_traceback_a_minute_per_service_and_hook():
+    rig = Rig("[/bad]\nclass = hubplugins:BadConnect\n[/worse]\nclass = hubplugins:BadConnect\n"
+              "[/boom]\nclass = hubplugins:Boom\ninterval = 1\n")
+    rig.logged.clear()
+    for i in range(500):
+        rig.hub.now = T0 + i * 0.1
+        for path in ("/bad", "/worse"):
+            with pytest.raises(Refuse) as info:      # still fails closed, every time
+                rig.hub.subscribe([path], None, "10.0.0.1", None, None)
+            assert info.value.status == 500
+        rig.hub.tick(T0 + i * 0.1)
+    assert rig.hub.channels["/boom"].service.ticked == 50
+    errors = rig.errors()
+    assert [e.split(" failed")[0] for e in errors] == [
+        "service /bad: on_connect", "service /worse: on_connect", "service /boom: on_tick"]
+    assert all("Traceback" in e for e in errors)
+    rig.logged.clear()
+    rig.hub.now = T0 + 60.5
+    for path in ("/bad", "/worse"):
+        with pytest.raises(Refuse):
+            rig.hub.subscribe([path], None, "10.0.0.1", None, None)
+    assert len(rig.errors()) == 2
+    assert all("KeyError('no such user')" in e and "Traceback" in e for e in rig.errors())
+    assert all("[499 more like this in the last 60 s were not logged]" in e
+               for e in rig.errors())
+    assert rig.hub.client_count == 0 and rig.hub.per_ip == {}
 
 
 def test_refuse_in_on_connect_adds_the_client_nowhere():

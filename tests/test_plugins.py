@@ -46,6 +46,7 @@ PLUGIN = textwrap.dedent('''
                 raise RuntimeError(f"boom in {hook}")
 
         def on_tick(self):
+            self.publish("tick", event="tick")      # so a test can see it goes on ticking
             self.fails("on_tick")
 
         def on_connect(self, client, request):
@@ -191,10 +192,12 @@ def assert_other_service_delivers(d):
 
 def test_exception_in_on_tick_is_logged_with_the_service_and_isolated(daemon, tmp_path):
     d = start_in(daemon, plugin_dir(tmp_path), BOOM.format(fail="on_tick"))
-    for _ in range(2):      # logged each tick: the service's timer goes on too
-        line = d.wait_log(r"on_tick")
-        assert "/boom" in line and "boom in on_tick" in line and "error" in line
+    line = d.wait_log(r"on_tick")
+    assert "/boom" in line and "boom in on_tick" in line and "error" in line
+    s = d.stream("/boom")
+    s.wait_type("tick", 5)      # the service's timer goes on, its failures logged once a minute
     assert_other_service_delivers(d)
+    assert sum("on_tick failed" in line for line in d.log) == 1
 
 
 def test_exception_in_on_connect_is_logged_and_the_subscriber_gets_500(daemon, tmp_path):
@@ -207,6 +210,21 @@ def test_exception_in_on_connect_is_logged_and_the_subscriber_gets_500(daemon, t
     assert "/boom" in line and "boom in on_connect" in line
     assert d.ctl({"cmd": "list"})["services"][0]["clients"] == 0
     assert_other_service_delivers(d)
+
+
+def test_on_connect_that_raises_for_every_client_logs_one_traceback_not_one_each(
+        daemon, tmp_path):
+    d = start_in(daemon, plugin_dir(tmp_path), BOOM.format(fail="on_connect"))
+    for _ in range(50):
+        answer = d.request(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 500 ")
+    assert_other_service_delivers(d)
+    assert d.ctl({"cmd": "stats"})["refused"]["refused_by_service"] == 50
+    d.stop()
+    d.wait_log(r"info stopped$")        # every line it wrote is in d.log now
+    failed = [line for line in d.log if "on_connect failed" in line]
+    assert len(failed) == 1 and "Traceback" in failed[0], failed
+    assert sum("Traceback" in line for line in d.log) == 1
 
 
 def test_exception_in_on_admin_is_logged_and_answered_as_an_error(daemon, tmp_path):
