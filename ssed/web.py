@@ -20,6 +20,11 @@ STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-c
                   ("X-Accel-Buffering", "no"), ("Connection", "close"))
 STREAM_HEAD = response_head(200, STREAM_HEADERS)
 STATUS_PATHS = ("/healthz", "/metrics")
+# What browsers ask of every server: nothing to show, and not a refusal to count. A day's
+# max-age so that a browser does not ask again on every page.
+FAVICON = response_head(204, (("Cache-Control", "max-age=86400"), ("Connection", "close")))
+# Held events of each public service the index page shows a new visitor (issue 11).
+INDEX_RECENT = 5
 
 
 class Reply:
@@ -57,6 +62,8 @@ def handle(hub, request, address):
         channel = hub.channels.get(request.path)
         if channel is not None:
             return _service(hub, request, address, [channel])
+        if request.path == "/favicon.ico":
+            return _only(request, ("GET", "HEAD")) or Reply(FAVICON)
         if request.path == "/":
             if "service" in request.query:
                 return _multiplexed(hub, request, address)
@@ -305,11 +312,26 @@ def public_services(hub):
     return out
 
 
+def recent_since(channel, count=INDEX_RECENT):
+    """The id after which a stream replays the service's last `count` held events ("0-0":
+    all of them, when it holds no more); None when it holds none."""
+    ring = channel.history.ring
+    if not ring:
+        return None
+    return ring[-count - 1].id if len(ring) > count else "0-0"
+
+
 def _index(hub, request):
     services = public_services(hub)
     if "application/json" in request.header("accept", ""):
         data = reply(200, json.dumps(services), "application/json")
     else:
+        # The page opens each stream with lastEventId = `since`, so a new visitor sees the
+        # last few events, and then every later one with no gap and no duplicate (the page
+        # and its streams are separate requests). Replayed rather than embedded: the page
+        # stays small whatever the events' size, and replay is the path reconnects take.
+        for entry in services:
+            entry["since"] = recent_since(hub.channels[entry["path"]])
         # "<" escaped so no data can close the script element it sits in.
         blob = json.dumps(services).replace("<", "\\u003c")
         data = reply(200, _index_template().replace("__SERVICES__", blob),

@@ -631,6 +631,45 @@ def test_index_page_escapes_data_that_could_close_its_script(daemon):
     assert embedded(html)[0]["types"].count("</script><script>alert(1)</script>") == 1
 
 
+def test_index_page_gives_each_service_the_id_that_replays_its_last_five_events(daemon):
+    d = daemon("[/chat]\nhistory = 100\n[/few]\n[/empty]\n[/private]\ntoken = sekrit\n")
+    ids = [d.publish("/chat", f"m{i}")["id"] for i in range(40)]
+    d.publish("/few", "only one")
+    services = {s["path"]: s for s in embedded(request(d, "GET", "/").body.decode())}
+    assert [services[p]["since"] for p in ("/chat", "/few", "/empty")] == [ids[-6], "0-0", None]
+    assert "/private" not in services
+    # What the page's stream gets from there: the last five, then live, none twice.
+    s = subscribed(d, f"/chat?lastEventId={services['/chat']['since']}")
+    live = d.publish("/chat", "live")
+    assert [(e.id, e.data) for e in s.wait_events(6)] == [
+        *[(ids[i], f"m{i}") for i in range(35, 40)], (live["id"], "live")]
+    s.close()
+    few = subscribed(d, "/few?lastEventId=0-0")
+    assert [e.data for e in few.wait_events(1)] == ["only one"]
+    few.close()
+    # The JSON the page polls is unchanged.
+    assert [sorted(x) for x in request(d, "GET", "/", ["Accept: application/json"]).json()] == [
+        ["clients", "path", "source", "types"]] * 3
+
+
+def test_favicon_is_204_and_not_counted_as_a_refusal(daemon):
+    d = daemon("[/chat]\n", top="index = false")
+    for method in ("GET", "HEAD"):
+        r = request(d, method, "/favicon.ico")
+        assert (r.status, r.body) == (204, b""), r
+        assert r.headers["cache-control"] == "max-age=86400"
+        assert "content-length" not in r.headers
+    assert request(d, "GET", "/nothing-here").status == 404
+    assert d.ctl({"cmd": "stats"})["refused"] == {"not_found": 1}
+
+
+def test_a_service_at_favicon_ico_is_served_instead(daemon):
+    d = daemon("[/favicon.ico]\n")
+    s = subscribed(d, "/favicon.ico")
+    assert s.headers["content-type"] == "text/event-stream"
+    s.close()
+
+
 def test_index_false_means_404_at_the_root(daemon):
     d = daemon("[/chat]\n", top="index = false")
     assert request(d, "GET", "/").status == 404
