@@ -51,8 +51,8 @@ class Client:
 
 
 class Joining:
-    """A stream whose on_connect hooks are running: its priming id, if taken, and the
-    events published to it meanwhile, as (channel, event), to follow its preamble."""
+    """A stream whose on_connect hooks are running: the priming id taken before them, and
+    the events published to it meanwhile, as (channel, event), to follow its preamble."""
     __slots__ = ("client", "prime", "sent")
 
     def __init__(self, client, prime):
@@ -374,10 +374,9 @@ class Hub:
         The stream is not in the hot set yet, so what a hook publishes to it waits in the
         Joining and follows its preamble. A refused stream takes nothing with it: the events
         stay unsent and uncounted."""
-        # Without Last-Event-ID the stream's priming id is taken now, so that everything a
-        # hook publishes is greater than it and can follow it, in id order.
-        prime = None if last_id is not None else self.clock.prime(int(self.now * 1000))
-        joining = Joining(client, prime)
+        # The priming id is taken before the hooks run, so that everything they publish is
+        # greater than it and can follow it, in id order.
+        joining = Joining(client, self.clock.prime(int(self.now * 1000)))
         outer, self.joining = self.joining, joining
         try:
             for channel in channels:
@@ -423,25 +422,22 @@ class Hub:
         return parts
 
     def _joined_preamble(self, joining, last_id):
-        """The preamble of a stream whose on_connect hooks ran: its replay, or its priming
-        id and what the hooks broadcast since, merged in id order with what they sent it."""
+        """The preamble of a stream whose on_connect hooks ran: its replay or else its
+        priming id, then what the hooks broadcast and sent it, all in id order."""
         client = joining.client
         parts = self._head(client, client.channels)
-        if joining.prime is not None:
-            parts.append(sse.prime(joining.prime))
-            since = parse_id(joining.prime)
-        else:
-            since = parse_id(last_id)
-        events = merge([ch.history for ch in client.channels], since)
+        prime = parse_id(joining.prime)
+        # The hooks' broadcasts are in the histories, after the priming id.
+        events = merge([ch.history for ch in client.channels],
+                       prime if last_id is None else parse_id(last_id))
+        if not events or events[0].key > prime:
+            parts.append(sse.prime(joining.prime))      # nothing to replay (SPEC 4)
         if joining.sent:
             for channel, ev in joining.sent:
                 channel.delivered += 1
             self.stats["events_delivered"] += len(joining.sent)
             events = sorted(events + [ev for _, ev in joining.sent], key=lambda e: e.key)
-        if events:
-            parts.extend(e.wire for e in events)
-        elif joining.prime is None:
-            parts.append(sse.prime(self.clock.prime(int(self.now * 1000))))
+        parts.extend(e.wire for e in events)
         return b"".join(parts)
 
     def detach(self, client, reason):

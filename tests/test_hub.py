@@ -599,10 +599,20 @@ def test_on_connect_events_come_after_the_replay_in_id_order_with_its_broadcasts
     ids = [parse_id(line[4:].decode()) for line in wire.split(b"\n") if line.startswith(b"id: ")]
     assert ids == sorted(ids) and len(ids) == 4
     assert [f[-1] for f in frames(wire)][1:] == [
-        b"id: %d-3" % ms(T0 + 2), b"data: f joined", b"data: hello f", b"data: f joined"]
+        b"id: %d-4" % ms(T0 + 2), b"data: f joined", b"data: hello f", b"data: f joined"]
     # The watcher got the four broadcasts live, none of the greetings.
     assert rig.io.take(watcher).count(b" joined\n\n") == 4
     assert b"hello" not in rig.io.got(watcher)
+
+
+def test_on_connect_events_to_a_stream_with_nothing_to_replay_follow_its_priming_id():
+    rig = greeter("object")
+    newest, _ = rig.hub.publish("/g", "newest")
+    rig.hub.now = T0 + 1
+    client = rig.sub("/g", "c", last_id=newest.id)
+    assert frames(rig.io.got(client)) == [
+        [b"retry: 3000"], [b"id: %d-0" % ms(T0 + 1)],
+        [b"id: %d-1" % ms(T0 + 1), b"event: greet", b"data: hello c"]]
 
 
 def test_on_connect_that_refuses_after_sending_leaks_nothing_and_counts_nothing():
