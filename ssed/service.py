@@ -45,8 +45,9 @@ class Service:
         `on_connect` is given, or one of `self.clients`) means exactly that stream; a client
         id (str) means every open stream with that id, as `ssectl publish --client` does.
         From `on_connect`, either reaches the stream being connected too: it gets the event
-        after its retry, session event and replay, before any live event, in id order (and
-        nothing at all if a hook then refuses it). Anything else is a TypeError.
+        after its retry, session event and replay (or priming id), before any live event,
+        in id order (and nothing at all if a hook then refuses it). Anything else is a
+        TypeError.
         """
         if client is not None and not isinstance(client, str):
             from .hub import Client     # here, since the hub imports this module
