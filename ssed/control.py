@@ -34,7 +34,7 @@ def _publish(hub, daemon, req):
     if client is not None and not CLIENT_ID.match(client):
         raise CommandError("client must be 1-64 of A-Za-z0-9._:-")
     event, delivered = hub.publish(req["service"], req["data"], req.get("event"), client)
-    return {"id": event.id, "delivered": delivered}
+    return _absent({"id": event.id, "delivered": delivered}, client is not None and not delivered)
 
 
 def _list(hub, daemon, req):
@@ -48,7 +48,16 @@ def _clients(hub, daemon, req):
 
 
 def _kick(hub, daemon, req):
-    return {"closed": hub.kick(req["service"], req["client"])}
+    closed = hub.kick(req["service"], req["client"])
+    return _absent({"closed": closed}, not closed)
+
+
+def _absent(answer, absent):
+    """A publish to, or kick of, a client id with no stream on the service succeeds (the
+    client may be reconnecting) but says so: `no_such_client`, only when true."""
+    if absent:
+        answer["no_such_client"] = True
+    return answer
 
 
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")
@@ -106,7 +115,7 @@ def _admin(hub, daemon, req):
     except NotImplementedError as exc:
         raise CommandError(str(exc) or f"{channel.path} takes no admin commands") from None
     except Exception as exc:
-        hub.log("error", f"service {channel.path}: on_admin failed: {exc!r}")
+        hub.hook_failed(channel.path, "on_admin", exc)
         raise CommandError(f"{channel.path}: admin failed: {exc}") from None
     try:
         json.dumps(result)
@@ -329,14 +338,19 @@ def render_text(answer):
         return "error: " + _one_line(answer.get("error", "failed"))
     parts = ["ok"]
     for key, value in answer.items():
-        if key == "ok":
+        if key == "ok" or key in NOTES:
             continue
         if isinstance(value, (list, dict)):
             value = json.dumps(value, separators=(",", ":"))
         elif value is None:
             value = "-"
         parts.append(f"{key}={value}")
+    parts.extend(f"({note})" for key, note in NOTES.items() if answer.get(key) is True)
     return _one_line(" ".join(parts))
+
+
+# Flags of an answer that the text form shows as a note rather than as key=value.
+NOTES = {"no_such_client": "no such client now"}
 
 
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")

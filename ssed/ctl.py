@@ -55,7 +55,7 @@ def _table(headers, rows):
 
 
 def _show_publish(a):
-    return f"id={a.get('id')} delivered={a.get('delivered')}"
+    return f"id={a.get('id')} delivered={a.get('delivered')}" + _no_such_client(a)
 
 
 def _show_list(a):
@@ -71,7 +71,12 @@ def _show_clients(a):
 
 
 def _show_closed(a):
-    return " ".join(f"{k}={a[k]}" for k in ("closed", "removed") if k in a)
+    return " ".join(f"{k}={a[k]}" for k in ("closed", "removed") if k in a) + _no_such_client(a)
+
+
+def _no_such_client(a):
+    """The daemon's note that the client id had no stream there (it may be reconnecting)."""
+    return " (no such client now)" if a.get("no_such_client") is True else ""
 
 
 def _show_bans(a):

@@ -14,12 +14,14 @@ from collections import Counter
 
 from . import sse
 from .history import Event, History, IdClock, merge, parse_id
+from .log import Throttle
 from .plugins import service_class
 from .service import Refuse, Service
 
 
 # Reasons a stream ends that are the client's doing or a clean stop, not a drop.
 CLIENT_LEFT = ("eof", "reset", "shutdown")
+HOOK_LOG_EVERY = 60.0   # seconds between two tracebacks of one service's hook
 
 
 class PublishError(Exception):
@@ -46,6 +48,17 @@ class Client:
     def info(self):
         return {"id": self.id, "address": self.address, "since": self.since,
                 "bytes_sent": self.sent, "bytes_queued": self.queued}
+
+
+class Joining:
+    """A stream whose on_connect hooks are running: the priming id taken before them, and
+    the events published to it meanwhile, as (channel, event), to follow its preamble."""
+    __slots__ = ("client", "prime", "sent")
+
+    def __init__(self, client, prime):
+        self.client = client
+        self.prime = prime
+        self.sent = []
 
 
 class Channel:
@@ -87,6 +100,8 @@ class Hub:
         self.stats = Counter()      # events_published, events_delivered, bytes_sent
         self.dropped = Counter()    # reason -> clients closed for it
         self.refused = Counter()    # reason -> connections refused for it
+        self.joining = None         # the Joining whose on_connect hooks are running
+        self.throttle = Throttle(log, every=HOOK_LOG_EVERY)
 
     # -- services --------------------------------------------------------------------
 
@@ -160,9 +175,15 @@ class Hub:
         try:
             return getattr(channel.service, hook)(*args)
         except Exception as exc:
-            self.log("error", f"service {channel.path}: {hook} failed: {exc!r}\n"
-                     + traceback.format_exc())
+            self.hook_failed(channel.path, hook, exc)
             return None
+
+    def hook_failed(self, path, hook, exc):
+        """Log a service hook's exception with its traceback: the first of each (service,
+        hook), then at most one a minute with the count, since a hook that raises on every
+        connect or tick would otherwise flood the log (issue 12: 44 MB in 15 s)."""
+        self.throttle((path, hook), self.now, "error",
+                      f"service {path}: {hook} failed: {exc!r}\n" + traceback.format_exc())
 
     def reload(self, config):
         """Take a new, valid config: start, stop and restart services; keep open streams."""
@@ -189,7 +210,8 @@ class Hub:
     # -- events ----------------------------------------------------------------------
 
     def publish(self, path, data, event=None, client_id=None):
-        """Frame one event and hand it to its subscribers: (Event, delivered)."""
+        """Frame one event and hand it to its subscribers, or to one client (`client_id`:
+        an id, or a Client from a service): (Event, delivered)."""
         channel = self.channels.get(path)
         if channel is None:
             raise PublishError(f"no service {path}")
@@ -218,7 +240,7 @@ class Hub:
                 self._compact(channel)
             channel.last_sent = self.now
         else:
-            targets = [c for c in self.streams_of(client_id) if channel in c.channels]
+            targets = self._one_client(channel, client_id, ev)
             for c in targets:
                 c.idle_since = self.now
         channel.published += 1
@@ -229,6 +251,18 @@ class Hub:
             membership = (channel, channel.members) if client_id is None else None
             self.io.fanout(ev.wire, targets, membership)
         return ev, len(targets)
+
+    def _one_client(self, channel, to, ev):
+        """The open streams of this service an event for one client reaches: a Client, that
+        stream; a client id, every stream of it. A stream still in its on_connect takes the
+        event after its preamble (Joining)."""
+        joining = self.joining
+        if joining is not None and (to is joining.client or to == joining.client.id) \
+                and channel in joining.client.channels:
+            joining.sent.append((channel, ev))
+        if type(to) is Client:
+            return [to] if to in channel.clients else []
+        return [c for c in self.streams_of(to) if channel in c.channels]
 
     def _journal(self, channel, ev):
         """Append before anyone hears of the event; a publish that cannot be kept fails."""
@@ -318,11 +352,11 @@ class Hub:
     def attach(self, channels, client_id, address, last_id, request):
         """`subscribe`, given the services' channels."""
         client = Client(client_id or self.new_client_id(), address, self.now, channels)
+        joining = None
         for channel in channels:
             if type(channel.service).on_connect is not Service.on_connect:
-                refused = self._on_connect(channel, client, request)
-                if refused is not None:
-                    raise refused
+                joining = self._run_on_connect(client, channels, last_id, request)
+                break
         for channel in channels:
             channel.clients.add(client)
             channel.members += 1
@@ -330,7 +364,29 @@ class Hub:
         self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
         self.per_ip[address] = self.per_ip.get(address, 0) + 1     # no Counter.__missing__ call
         self.client_count += 1
+        if joining is not None:
+            return client, self._joined_preamble(joining, last_id)
         return client, self._preamble(client, channels, last_id)
+
+    def _run_on_connect(self, client, channels, last_id, request):
+        """Every on_connect hook of the new stream, or Refuse; what they sent it (a Joining).
+
+        The stream is not in the hot set yet, so what a hook publishes to it waits in the
+        Joining and follows its preamble. A refused stream takes nothing with it: the events
+        stay unsent and uncounted."""
+        # The priming id is taken before the hooks run, so that everything they publish is
+        # greater than it and can follow it, in id order.
+        joining = Joining(client, self.clock.prime(int(self.now * 1000)))
+        outer, self.joining = self.joining, joining
+        try:
+            for channel in channels:
+                if type(channel.service).on_connect is not Service.on_connect:
+                    refused = self._on_connect(channel, client, request)
+                    if refused is not None:
+                        raise refused
+        finally:
+            self.joining = outer
+        return joining
 
     def _on_connect(self, channel, client, request):
         try:
@@ -338,13 +394,13 @@ class Hub:
         except Refuse as refuse:
             return refuse
         except Exception as exc:
-            self.log("error", f"service {channel.path}: on_connect failed: {exc!r}\n"
-                     + traceback.format_exc())
+            self.hook_failed(channel.path, "on_connect", exc)
             # A hook that may refuse but crashed cannot vouch for the client: fail closed.
             return Refuse(500, "internal error")
         return None
 
     def _preamble(self, client, channels, last_id):
+        # The head inline rather than a call to _head: this is the connect path.
         parts = [sse.retry(self.config.retry)] if self.config.retry else []
         if any(ch.config.session_event for ch in channels):
             parts.append(sse.frame(client.id, "session"))
@@ -356,6 +412,32 @@ class Hub:
             parts.extend(e.wire for e in replay)
         else:
             parts.append(sse.prime(self.clock.prime(int(self.now * 1000))))
+        return b"".join(parts)
+
+    def _head(self, client, channels):
+        """retry: and the session event (as _preamble writes them)."""
+        parts = [sse.retry(self.config.retry)] if self.config.retry else []
+        if any(ch.config.session_event for ch in channels):
+            parts.append(sse.frame(client.id, "session"))
+        return parts
+
+    def _joined_preamble(self, joining, last_id):
+        """The preamble of a stream whose on_connect hooks ran: its replay or else its
+        priming id, then what the hooks broadcast and sent it, all in id order."""
+        client = joining.client
+        parts = self._head(client, client.channels)
+        prime = parse_id(joining.prime)
+        # The hooks' broadcasts are in the histories, after the priming id.
+        events = merge([ch.history for ch in client.channels],
+                       prime if last_id is None else parse_id(last_id))
+        if not events or events[0].key > prime:
+            parts.append(sse.prime(joining.prime))      # nothing to replay (SPEC 4)
+        if joining.sent:
+            for channel, ev in joining.sent:
+                channel.delivered += 1
+            self.stats["events_delivered"] += len(joining.sent)
+            events = sorted(events + [ev for _, ev in joining.sent], key=lambda e: e.key)
+        parts.extend(e.wire for e in events)
         return b"".join(parts)
 
     def detach(self, client, reason):
@@ -423,8 +505,7 @@ class Hub:
                 try:
                     callback(output, error)
                 except Exception as exc:
-                    self.log("error", f"service {channel.path}: command callback failed: "
-                             f"{exc!r}\n" + traceback.format_exc())
+                    self.hook_failed(channel.path, "command callback", exc)
 
         # Commands run beside the config file, as its relative paths are.
         cwd = None if self.config.file == "<default>" else os.path.dirname(

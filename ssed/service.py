@@ -39,7 +39,21 @@ class Service:
         return self._hub.now
 
     def publish(self, data, event=None, client=None):
-        """Send an event to every client (or to the streams of one client id); its id."""
+        """Send an event to every client of this service; its id.
+
+        `client` sends it to one client only, and it is never replayed: a Client (the one
+        `on_connect` is given, or one of `self.clients`) means exactly that stream; a client
+        id (str) means every open stream with that id, as `ssectl publish --client` does.
+        From `on_connect`, either reaches the stream being connected too: it gets the event
+        after its retry, session event and replay (or priming id), before any live event,
+        in id order (and nothing at all if a hook then refuses it). Anything else is a
+        TypeError.
+        """
+        if client is not None and not isinstance(client, str):
+            from .hub import Client     # here, since the hub imports this module
+            if type(client) is not Client:
+                raise TypeError(f"{self.path}: publish(client=...) takes a Client or a client "
+                                f"id (str), not {type(client).__name__}")
         event = self.config.event if event is None else event
         return self._hub.publish(self.path, data, event, client)[0].id
 
@@ -63,7 +77,8 @@ class Service:
         """Called when the service is removed, replaced by a reload, or the daemon stops."""
 
     def on_connect(self, client, request):
-        """A subscriber arrives; raise Refuse(status, reason) to turn it away."""
+        """A subscriber arrives; raise Refuse(status, reason) to turn it away. What this
+        publishes with `client=client` reaches the new stream first (see `publish`)."""
 
     def on_disconnect(self, client, reason):
         """A subscriber left; `reason` says why (eof, kicked, slow, banned, ...)."""

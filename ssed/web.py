@@ -20,6 +20,11 @@ STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-c
                   ("X-Accel-Buffering", "no"), ("Connection", "close"))
 STREAM_HEAD = response_head(200, STREAM_HEADERS)
 STATUS_PATHS = ("/healthz", "/metrics")
+# What browsers ask of every server: nothing to show, and not a refusal to count. A day's
+# max-age so that a browser does not ask again on every page.
+FAVICON = response_head(204, (("Cache-Control", "max-age=86400"), ("Connection", "close")))
+# Held events of each public service the index page shows a new visitor (issue 11).
+INDEX_RECENT = 5
 
 
 class Reply:
@@ -57,6 +62,8 @@ def handle(hub, request, address):
         channel = hub.channels.get(request.path)
         if channel is not None:
             return _service(hub, request, address, [channel])
+        if request.path == "/favicon.ico":
+            return _only(request, ("GET", "HEAD")) or Reply(FAVICON)
         if request.path == "/":
             if "service" in request.query:
                 return _multiplexed(hub, request, address)
@@ -220,9 +227,9 @@ def _publish(hub, request, channel):
     if not _token_ok(token, _bearer(request)):
         return refusal(401, "publishing needs the publish token", "unauthorized",
                        [("WWW-Authenticate", 'Bearer realm="ssed publish"')])
-    data, event = _post_body(request)
+    data, event, client = _post_body(request)
     try:
-        ev, delivered = hub.publish(channel.path, data, event)
+        ev, delivered = hub.publish(channel.path, data, event, client)
     except PublishError as exc:
         raise HttpError(400, str(exc)) from None
     body = json.dumps({"id": ev.id, "delivered": delivered})
@@ -231,35 +238,57 @@ def _publish(hub, request, channel):
     return Reply(reply(200, body, "application/json", headers, keep=keep), keep=keep is not None)
 
 
+POST_KEYS = ("data", "event", "client")     # SPEC 4: any other key is a 400, never dropped
+
+
 def _post_body(request):
+    """(data, event, client) from a POST body: text/plain (the data), JSON or a form."""
     ctype = request.header("content-type", "text/plain").split(";")[0].strip().lower()
     try:
         text = request.body.decode("utf-8")
     except UnicodeDecodeError:
         raise HttpError(400, "body is not valid UTF-8") from None
     if ctype == "text/plain":
-        return text, None
+        return text, None, None
     if ctype == "application/json":
-        try:
-            obj = json.loads(text)
-        except ValueError as exc:
-            raise HttpError(400, f"malformed JSON: {exc}") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("data"), str):
-            raise HttpError(400, 'JSON body must be {"data": "...", "event": "..."}')
-        event = obj.get("event")
-        if event is not None and not isinstance(event, str):
-            raise HttpError(400, "event must be a string")
-        if obj.get("id") is not None:
-            raise HttpError(400, NO_PUBLISHER_IDS)
-        return obj["data"], event
-    if ctype == "application/x-www-form-urlencoded":
-        form = parse_qs(text, keep_blank_values=True)
-        if "data" not in form:
-            raise HttpError(400, "form body needs a data field")
-        if "id" in form:
-            raise HttpError(400, NO_PUBLISHER_IDS)
-        return form["data"][0], form.get("event", [None])[0]
-    raise HttpError(415, f"Content-Type {ctype} is not text/plain, JSON or a form")
+        fields = _json_fields(text)
+    elif ctype == "application/x-www-form-urlencoded":
+        fields = _form_fields(text)
+    else:
+        raise HttpError(415, f"Content-Type {ctype} is not text/plain, JSON or a form")
+    if fields.get("id") is not None:
+        raise HttpError(400, NO_PUBLISHER_IDS)
+    unknown = sorted(k for k in fields if k not in POST_KEYS and k != "id")
+    if unknown:
+        raise HttpError(400, f"unknown key{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(map(repr, unknown))} (a publish takes data, event, client)")
+    client = fields.get("client")
+    if client is not None and not CLIENT_ID.match(client):
+        raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
+    return fields["data"], fields.get("event"), client
+
+
+def _json_fields(text):
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise HttpError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), str):
+        raise HttpError(400, 'JSON body must be {"data": "...", "event": "...", "client": "..."}')
+    for key in ("event", "client"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise HttpError(400, f"{key} must be a string")
+    return obj
+
+
+def _form_fields(text):
+    form = parse_qs(text, keep_blank_values=True)
+    if "data" not in form:
+        raise HttpError(400, "form body needs a data field")
+    repeated = sorted(k for k, values in form.items() if len(values) > 1)
+    if repeated:
+        raise HttpError(400, f"form field {repeated[0]!r} given more than once")
+    return {k: values[0] for k, values in form.items()}
 
 
 # -- the index page ------------------------------------------------------------------------
@@ -283,11 +312,26 @@ def public_services(hub):
     return out
 
 
+def recent_since(channel, count=INDEX_RECENT):
+    """The id after which a stream replays the service's last `count` held events ("0-0":
+    all of them, when it holds no more); None when it holds none."""
+    ring = channel.history.ring
+    if not ring:
+        return None
+    return ring[-count - 1].id if len(ring) > count else "0-0"
+
+
 def _index(hub, request):
     services = public_services(hub)
     if "application/json" in request.header("accept", ""):
         data = reply(200, json.dumps(services), "application/json")
     else:
+        # The page opens each stream with lastEventId = `since`, so a new visitor sees the
+        # last few events, and then every later one with no gap and no duplicate (the page
+        # and its streams are separate requests). Replayed rather than embedded: the page
+        # stays small whatever the events' size, and replay is the path reconnects take.
+        for entry in services:
+            entry["since"] = recent_since(hub.channels[entry["path"]])
         # "<" escaped so no data can close the script element it sits in.
         blob = json.dumps(services).replace("<", "\\u003c")
         data = reply(200, _index_template().replace("__SERVICES__", blob),

@@ -285,3 +285,21 @@ def test_index_page_keeps_only_five_streams_live_so_the_browser_is_not_starved(d
     ev = d.publish("/s7", "seen")
     assert ev["delivered"] == 1
     tab.wait(f"{card('/s7')}.dataset.count === '1'")
+
+
+def test_index_page_shows_a_new_visitor_the_last_five_events_then_live_ones(daemon, tab):
+    d = daemon("[/chat]\n[/quiet]\n", top=f"retry = {RETRY}")
+    ids = [d.publish("/chat", f"m{i}", event="said" if i % 2 else None)["id"] for i in range(40)]
+    tab.goto(f"http://127.0.0.1:{d.port}/")
+    tab.wait(f"{card('/chat')}.dataset.count === '5'", what="the last five events of /chat")
+    assert shown(tab, "/chat") == [[ids[i], "said" if i % 2 else "message", f"m{i}"]
+                                   for i in range(35, 40)]
+    tab.wait(f"{card('/quiet')}.dataset.state === 'open'")
+    assert tab.evaluate(f"{card('/quiet')}.querySelector('.empty').textContent") == \
+        "waiting for events…"
+    live = d.publish("/chat", "live")
+    tab.wait(f"{card('/chat')}.dataset.count === '6'", what="the live event after them")
+    assert shown(tab, "/chat")[-1] == [live["id"], "message", "live"]
+    assert len({row[0] for row in shown(tab, "/chat")}) == 6        # none twice
+    # The browser asked for no /favicon.ico, and nothing was refused.
+    assert d.ctl({"cmd": "stats"})["refused"] == {}

@@ -206,6 +206,19 @@ def test_ssectl_publish_reaches_a_stream(daemon):
     assert (second.type, second.data) == ("note", "two\nlines")
 
 
+def test_ssectl_publish_to_and_kick_of_a_client_with_no_stream_say_so(daemon):
+    d = daemon(CHAT)
+    s = d.stream("/chat?client=here")
+    done = ssectl("-s", d.control, "publish", "/chat", "boo", "--client", "ghost")
+    assert done.returncode == 0, done
+    assert re.fullmatch(r"id=\d+-\d+ delivered=0 \(no such client now\)\n", done.stdout)
+    done = ssectl("-s", d.control, "kick", "/chat", "ghost")
+    assert (done.returncode, done.stdout) == (0, "closed=0 (no such client now)\n")
+    done = ssectl("-s", d.control, "publish", "/chat", "hi", "--client", "here")
+    assert re.fullmatch(r"id=\d+-\d+ delivered=1\n", done.stdout), done
+    assert [e.data for e in s.wait_events(1)] == ["hi"]
+
+
 def test_ssectl_list_and_stats_print_tables_for_people(daemon):
     d = daemon(CHAT + textwrap.dedent("""
         [/idle]

@@ -78,7 +78,11 @@ def test_publish_to_a_client_reaches_only_that_clients_streams_and_is_not_replay
     late = d.stream("/chat", [f"Last-Event-ID: {first['id']}"])
     assert [e.data for e in late.wait_events(1)] == ["to all again"]
     nobody = d.ctl({"cmd": "publish", "service": "/chat", "data": "x", "client": "carol"})
-    assert nobody["ok"] and nobody["delivered"] == 0
+    assert nobody["ok"] and nobody["delivered"] == 0 and nobody["no_such_client"] is True
+    with d.control_conn() as c:
+        said = c.request("publish /chat --client carol x")
+        assert re.fullmatch(r"ok id=\d+-\d+ delivered=0 \(no such client now\)", said), said
+        assert c.request("publish /chat --client bob x").endswith(" delivered=1")
 
 
 def test_publish_text_form_with_event_and_client_answers_one_ok_line(daemon):
@@ -168,7 +172,7 @@ def test_kick_closes_the_clients_streams_and_counts_them(daemon):
     k2.wait_closed()
     with d.control_conn() as c:
         assert c.request("kick /chat stay") == "ok closed=1"
-        assert c.request("kick /chat nobody") == "ok closed=0"
+        assert c.request("kick /chat nobody") == "ok closed=0 (no such client now)"
     stay.wait_closed()
     assert d.ctl({"cmd": "stats"})["clients"] == 0
 

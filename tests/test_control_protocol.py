@@ -235,6 +235,22 @@ def test_publish_to_one_client(rig):
     assert len(rig.io.sent[alice]) == 1 and bob not in rig.io.sent
 
 
+def test_publish_to_or_kick_of_a_client_with_no_stream_succeeds_and_says_so(rig):
+    subscribe(rig.hub, "/chat", "alice")
+    subscribe(rig.hub, "/svc", "ghost")         # on another service: not there for /chat
+    assert rig("publish /chat --client ghost boo") == (
+        "ok id=%d-2 delivered=0 (no such client now)" % MS)
+    assert json.loads(rig('{"cmd":"publish","service":"/chat","data":"x","client":"ghost"}')) == {
+        "ok": True, "id": "%d-3" % MS, "delivered": 0, "no_such_client": True}
+    assert rig("kick /chat ghost") == "ok closed=0 (no such client now)"
+    assert json.loads(rig('{"cmd":"kick","service":"/chat","client":"ghost"}')) == {
+        "ok": True, "closed": 0, "no_such_client": True}
+    # No note where the client is there, nor for a broadcast that reached no one.
+    assert rig("publish /chat --client alice hi") == "ok id=%d-4 delivered=1" % MS
+    assert rig("publish /json {}") == "ok id=%d-5 delivered=0" % MS
+    assert rig("kick /chat alice") == "ok closed=1"
+
+
 def test_publish_with_a_bad_client_id_is_refused(rig):
     assert rig('{"cmd":"publish","service":"/chat","data":"x","client":"a b"}') == (
         '{"ok":false,"error":"client must be 1-64 of A-Za-z0-9._:-"}')
@@ -294,7 +310,7 @@ def test_malformed_json_is_an_error_answered_in_json(rig, line, error):
 def test_handle_line_returns_the_request_it_ran(rig):
     answer, request = handle_line("kick /chat bob", rig.hub, rig.daemon)
     assert request == {"cmd": "kick", "service": "/chat", "client": "bob"}
-    assert answer == b"ok closed=0\n"
+    assert answer == b"ok closed=0 (no such client now)\n"
 
 
 def test_list_and_clients(rig):
@@ -392,6 +408,9 @@ def test_help_lists_every_command_and_says_how_to_quote(rig):
     ({"ok": True, "result": "two words"}, "ok result=two words"),
     ({"ok": False, "error": "no service /x"}, "error: no service /x"),
     ({"ok": False}, "error: failed"),
+    ({"ok": True, "closed": 0, "no_such_client": True}, "ok closed=0 (no such client now)"),
+    ({"ok": True, "id": "1-0", "delivered": 0, "no_such_client": True},
+     "ok id=1-0 delivered=0 (no such client now)"),
 ])
 def test_render_text_is_one_line_for_a_person(answer, text):
     assert render_text(answer) == text

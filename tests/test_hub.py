@@ -62,10 +62,33 @@ class Boom(Service):
         raise RuntimeError("boom on stop")
 
 
+class BadConnect(Service):
+    def on_connect(self, client, request):
+        raise KeyError("no such user")
+
+
 class Picky(Service):
     def on_connect(self, client, request):
         if client.id == "mallory":
             raise Refuse(403, "not you")
+
+
+class Greeter(Service):
+    """on_connect does what its `send` option lists, in order: broadcast, send to the
+    client object or to its id, refuse, or publish to something that is not a client."""
+
+    def on_connect(self, client, request):
+        for what in self.options.get("send", "object").split():
+            if what == "broadcast":
+                self.publish(f"{client.id} joined", event="joined")
+            elif what == "object":
+                self.publish(f"hello {client.id}", event="greet", client=client)
+            elif what == "id":
+                self.publish(f"hello id {client.id}", event="greet", client=client.id)
+            elif what == "refuse":
+                raise Refuse(403, "changed my mind")
+            elif what == "number":
+                self.publish("to 42", client=42)
 
 
 class Runner(Service):
@@ -477,6 +500,34 @@ def test_hook_exceptions_are_logged_with_the_service_and_isolated():
     assert rig.hub.channels["/r"].service.calls[-1] == ("stop", T0 + 1)
 
 
+def test_a_hook_that_keeps_raising_logs_one_traceback_a_minute_per_service_and_hook():
+    rig = Rig("[/bad]\nclass = hubplugins:BadConnect\n[/worse]\nclass = hubplugins:BadConnect\n"
+              "[/boom]\nclass = hubplugins:Boom\ninterval = 1\n")
+    rig.logged.clear()
+    for i in range(500):
+        rig.hub.now = T0 + i * 0.1
+        for path in ("/bad", "/worse"):
+            with pytest.raises(Refuse) as info:      # still fails closed, every time
+                rig.hub.subscribe([path], None, "10.0.0.1", None, None)
+            assert info.value.status == 500
+        rig.hub.tick(T0 + i * 0.1)
+    assert rig.hub.channels["/boom"].service.ticked == 50
+    errors = rig.errors()
+    assert [e.split(" failed")[0] for e in errors] == [
+        "service /bad: on_connect", "service /worse: on_connect", "service /boom: on_tick"]
+    assert all("Traceback" in e for e in errors)
+    rig.logged.clear()
+    rig.hub.now = T0 + 60.5
+    for path in ("/bad", "/worse"):
+        with pytest.raises(Refuse):
+            rig.hub.subscribe([path], None, "10.0.0.1", None, None)
+    assert len(rig.errors()) == 2
+    assert all("KeyError('no such user')" in e and "Traceback" in e for e in rig.errors())
+    assert all("[499 more like this in the last 60 s were not logged]" in e
+               for e in rig.errors())
+    assert rig.hub.client_count == 0 and rig.hub.per_ip == {}
+
+
 def test_refuse_in_on_connect_adds_the_client_nowhere():
     rig = Rig("[/a]\n[/picky]\nclass = hubplugins:Picky\n")
     with pytest.raises(Refuse) as info:
@@ -486,6 +537,141 @@ def test_refuse_in_on_connect_adds_the_client_nowhere():
     assert rig.hub.client_count == 0 and rig.hub.by_id == {}
     rig.sub(["/a", "/picky"], "alice")
     assert rig.hub.client_count == 1
+
+
+# -- on_connect sends to the new stream ---------------------------------------------------
+
+def greeter(send, extra=""):
+    return Rig(f"[/g]\nclass = hubplugins:Greeter\nsend = {send}\n{extra}")
+
+
+def frames(wire):
+    """The blocks of a stream's bytes, each as its lines."""
+    return [block.split(b"\n") for block in wire.split(b"\n\n") if block]
+
+
+def test_on_connect_send_to_the_client_object_follows_the_preamble():
+    rig = greeter("object")
+    other = rig.sub("/g", "old")
+    rig.io.take(other)
+    client = rig.sub("/g", "new")
+    assert frames(rig.io.got(client)) == [
+        [b"retry: 3000"], [b"id: %d-2" % ms(T0)],
+        [b"id: %d-3" % ms(T0), b"event: greet", b"data: hello new"]]
+    assert rig.io.take(other) == b""        # sent to that stream only
+    live, _ = rig.hub.publish("/g", "live")
+    assert rig.io.got(client).endswith(live.wire)
+    assert (rig.hub.stats["events_delivered"], rig.hub.channels["/g"].delivered) == (4, 4)
+
+
+def test_on_connect_send_to_the_client_id_reaches_the_new_stream_and_the_older_ones():
+    rig = greeter("id")
+    old = rig.sub("/g", "alice")
+    bob = rig.sub("/g", "bob")
+    rig.io.take(old), rig.io.take(bob)
+    new = rig.sub("/g", "alice")
+    greeting = b"event: greet\ndata: hello id alice\n\n"
+    assert rig.io.take(old).endswith(greeting)
+    assert rig.io.got(new).endswith(greeting) and rig.io.got(new).startswith(b"retry: 3000\n\n")
+    assert rig.io.take(bob) == b""
+    assert len(frames(rig.io.got(new))) == 3      # retry, priming id, greeting
+
+
+def test_on_connect_events_come_after_the_replay_in_id_order_with_its_broadcasts():
+    rig = greeter("broadcast object broadcast")
+    watcher = rig.sub("/g", "watcher")
+    rig.io.take(watcher)
+    rig.hub.now = T0 + 1
+    before, _ = rig.hub.publish("/g", "before")
+    first = rig.hub.publish("/g", "first")[0]
+    rig.hub.now = T0 + 2
+    replayed = rig.sub("/g", "r", last_id=before.id)
+    wire = rig.io.take(replayed)
+    datas = [[line for line in f if line.startswith(b"data")] for f in frames(wire)]
+    assert datas == [[], [b"data: first"], [b"data: r joined"], [b"data: hello r"],
+                     [b"data: r joined"]]
+    ids = [parse_id(line[4:].decode()) for line in wire.split(b"\n") if line.startswith(b"id: ")]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    assert first.id in wire.decode()
+    fresh = rig.sub("/g", "f")
+    # Without Last-Event-ID: the priming id, then what its hooks broadcast and sent, in order.
+    wire = rig.io.got(fresh)
+    ids = [parse_id(line[4:].decode()) for line in wire.split(b"\n") if line.startswith(b"id: ")]
+    assert ids == sorted(ids) and len(ids) == 4
+    assert [f[-1] for f in frames(wire)][1:] == [
+        b"id: %d-4" % ms(T0 + 2), b"data: f joined", b"data: hello f", b"data: f joined"]
+    # The watcher got the four broadcasts live, none of the greetings.
+    assert rig.io.take(watcher).count(b" joined\n\n") == 4
+    assert b"hello" not in rig.io.got(watcher)
+
+
+def test_on_connect_events_to_a_stream_with_nothing_to_replay_follow_its_priming_id():
+    rig = greeter("object")
+    newest, _ = rig.hub.publish("/g", "newest")
+    rig.hub.now = T0 + 1
+    client = rig.sub("/g", "c", last_id=newest.id)
+    assert frames(rig.io.got(client)) == [
+        [b"retry: 3000"], [b"id: %d-0" % ms(T0 + 1)],
+        [b"id: %d-1" % ms(T0 + 1), b"event: greet", b"data: hello c"]]
+
+
+def test_on_connect_that_refuses_after_sending_leaks_nothing_and_counts_nothing():
+    rig = greeter("id refuse", extra="[/plain]\n")
+    old = rig.sub("/plain", "alice")        # an older alice stream, on another service
+    delivered = rig.hub.stats["events_delivered"]
+    with pytest.raises(Refuse):
+        rig.hub.subscribe(["/g"], "alice", "10.0.0.9", None, None)
+    assert rig.hub.client_count == 1 and rig.hub.streams_of("alice") == (old,)
+    assert rig.hub.per_ip == {"127.0.0.1": 1}
+    assert rig.hub.channels["/g"].clients == set()
+    assert rig.hub.stats["events_delivered"] == delivered
+    assert rig.hub.channels["/g"].delivered == 0
+    assert [c for c in rig.io.sent if c is not old] == []
+    assert rig.hub.joining is None
+    # The next stream of the same id is not sent what the refused one was.
+    rig2 = greeter("object refuse")
+    with pytest.raises(Refuse):
+        rig2.hub.subscribe(["/g"], "bob", "10.0.0.9", None, None)
+    assert rig2.io.sent == {} and rig2.hub.stats["events_delivered"] == 0
+
+
+def test_on_connect_send_reaches_a_multiplexed_stream_once():
+    rig = greeter("object", extra="[/plain]\n")
+    client = rig.sub(["/plain", "/g"], "m")
+    assert rig.io.got(client).count(b"data: hello m") == 1
+
+
+def test_publish_to_a_client_object_reaches_that_stream_only_and_a_closed_one_nowhere():
+    rig = greeter("broadcast")
+    a1, a2 = rig.sub("/g", "alice"), rig.sub("/g", "alice")
+    rig.io.take(a1), rig.io.take(a2)
+    service = rig.hub.channels["/g"].service
+    service.publish("just a1", client=a1)
+    assert b"just a1" in rig.io.take(a1) and rig.io.take(a2) == b""
+    rig.io.close(a1, "eof")
+    published = rig.hub.stats["events_published"]
+    service.publish("gone", client=a1)
+    assert rig.io.take(a2) == b"" and rig.io.take(a1) == b""
+    assert rig.hub.stats["events_published"] == published + 1
+
+
+@pytest.mark.parametrize("bad", [42, b"alice", ["alice"], object()])
+def test_publish_to_something_that_is_not_a_client_is_a_type_error_and_changes_nothing(bad):
+    rig = greeter("broadcast")
+    rig.sub("/g", "alice")
+    service = rig.hub.channels["/g"].service
+    last, published = rig.hub.clock.last, rig.hub.stats["events_published"]
+    with pytest.raises(TypeError, match=r"/g: publish\(client=...\) takes a Client or a client id"):
+        service.publish("x", client=bad)
+    assert (rig.hub.clock.last, rig.hub.stats["events_published"]) == (last, published)
+
+
+def test_on_connect_publishing_to_a_non_client_fails_closed_and_is_logged():
+    rig = greeter("number")
+    with pytest.raises(Refuse) as info:
+        rig.hub.subscribe(["/g"], "x", "10.0.0.1", None, None)
+    assert info.value.status == 500
+    assert any("on_connect failed" in e and "TypeError" in e for e in rig.errors())
 
 
 # -- detach, kick, counts -----------------------------------------------------------------

@@ -46,6 +46,7 @@ PLUGIN = textwrap.dedent('''
                 raise RuntimeError(f"boom in {hook}")
 
         def on_tick(self):
+            self.publish("tick", event="tick")      # so a test can see it goes on ticking
             self.fails("on_tick")
 
         def on_connect(self, client, request):
@@ -57,6 +58,16 @@ PLUGIN = textwrap.dedent('''
         def on_admin(self, args):
             self.fails("on_admin")
             return "fine"
+
+
+    class Greeter(ssed.Service):
+        """Greets each new stream from on_connect: by its Client, and by its id."""
+
+        def on_connect(self, client, request):
+            self.publish(f"hello {client.id}", event="greet", client=client)
+            self.publish(f"to every {client.id}", event="greet", client=client.id)
+            if request.first("refuse"):
+                raise ssed.Refuse(403, "greeted, then refused")
 
 
     class NotService:
@@ -132,6 +143,32 @@ def test_on_admin_result_comes_back_in_json_and_in_text(daemon, tmp_path):
     assert (ev.id, ev.data) == (event_id, "hi all")
 
 
+def test_on_connect_sends_reach_the_new_stream_after_its_preamble_and_before_live(
+        daemon, tmp_path):
+    d = start_in(daemon, plugin_dir(tmp_path), "[/hi]\nclass = myplug:Greeter\n",
+                 top="retry = 1500")
+    old = d.stream("/hi?client=ann")
+    old.wait_events(2)
+    s = d.stream("/hi?client=ann")
+    live = d.publish("/hi", "live")
+    events = s.wait_events(3)
+    assert [(e.type, e.data) for e in events] == [
+        ("greet", "hello ann"), ("greet", "to every ann"), ("message", "live")]
+    raw = bytes(s.body)
+    assert raw.startswith(b"retry: 1500\n\nid: ")       # the priming id, then the greetings
+    ids = [e.id for e in events]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and ids[2] == live["id"]
+    # The older stream of that id got the one sent by id, not the one sent to the object.
+    assert [e.data for e in old.wait_events(4)][2:] == ["to every ann", "live"]
+    refused = d.request(b"GET /hi?client=ann&refuse=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 403 ") and b"hello" not in refused
+    stats = d.ctl({"cmd": "stats"})
+    assert stats["clients"] == 2
+    # The first stream's two greetings; the second's, one of them to both; "live" to both;
+    # the refused one's "to every ann" to the two open streams and nothing to itself.
+    assert stats["events_delivered"] == 2 + 3 + 2 + 2
+
+
 BOOM = """
     [/boom]
     class = myplug:Boom
@@ -155,10 +192,12 @@ def assert_other_service_delivers(d):
 
 def test_exception_in_on_tick_is_logged_with_the_service_and_isolated(daemon, tmp_path):
     d = start_in(daemon, plugin_dir(tmp_path), BOOM.format(fail="on_tick"))
-    for _ in range(2):      # logged each tick: the service's timer goes on too
-        line = d.wait_log(r"on_tick")
-        assert "/boom" in line and "boom in on_tick" in line and "error" in line
+    line = d.wait_log(r"on_tick")
+    assert "/boom" in line and "boom in on_tick" in line and "error" in line
+    s = d.stream("/boom")
+    s.wait_type("tick", 5)      # the service's timer goes on, its failures logged once a minute
     assert_other_service_delivers(d)
+    assert sum("on_tick failed" in line for line in d.log) == 1
 
 
 def test_exception_in_on_connect_is_logged_and_the_subscriber_gets_500(daemon, tmp_path):
@@ -171,6 +210,21 @@ def test_exception_in_on_connect_is_logged_and_the_subscriber_gets_500(daemon, t
     assert "/boom" in line and "boom in on_connect" in line
     assert d.ctl({"cmd": "list"})["services"][0]["clients"] == 0
     assert_other_service_delivers(d)
+
+
+def test_on_connect_that_raises_for_every_client_logs_one_traceback_not_one_each(
+        daemon, tmp_path):
+    d = start_in(daemon, plugin_dir(tmp_path), BOOM.format(fail="on_connect"))
+    for _ in range(50):
+        answer = d.request(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 500 ")
+    assert_other_service_delivers(d)
+    assert d.ctl({"cmd": "stats"})["refused"]["refused_by_service"] == 50
+    d.stop()
+    d.wait_log(r"info stopped$")        # every line it wrote is in d.log now
+    failed = [line for line in d.log if "on_connect failed" in line]
+    assert len(failed) == 1 and "Traceback" in failed[0], failed
+    assert sum("Traceback" in line for line in d.log) == 1
 
 
 def test_exception_in_on_admin_is_logged_and_answered_as_an_error(daemon, tmp_path):

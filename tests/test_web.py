@@ -45,6 +45,9 @@ event = note
 
 [/count]
 publish_token = ptok
+
+[/direct]
+publish_token = ptok
 """
 TOP = """
 cors_origins = http://a.example http://b.example
@@ -464,6 +467,62 @@ def test_post_malformed_body_or_bad_event_type_is_400(d, body, ctype):
     assert r.headers["content-type"].startswith("text/plain")
 
 
+@pytest.mark.parametrize("body,ctype", [
+    (json.dumps({"data": "to c1", "client": "c1"}), "application/json"),
+    ("data=to+c1&client=c1", "application/x-www-form-urlencoded"),
+], ids=["json", "form"])
+def test_post_with_client_sends_to_that_client_id_only(d, body, ctype):
+    c1, c1_again, c2 = (subscribed(d, f"/direct?client={c}") for c in ("c1", "c1", "c2"))
+    r = post(d, "/direct", body, ctype=ctype)
+    assert r.status == 200, r
+    assert r.json()["delivered"] == 2       # both streams of c1, as `publish --client` does
+    marker = post(d, "/direct", "marker").json()
+    assert marker["delivered"] == 3
+    for s in (c1, c1_again):
+        assert [(e.id, e.data) for e in s.wait_events(2)] == [
+            (r.json()["id"], "to c1"), (marker["id"], "marker")]
+    assert [e.data for e in c2.wait_events(1)] == ["marker"]
+    assert len(c2.events) == 1
+    for s in (c1, c1_again, c2):
+        s.close()
+
+
+@pytest.mark.parametrize("body,ctype,named", [
+    (b'{"data": "x", "cliend": "c1"}', "application/json", "'cliend'"),
+    (b'{"data": "x", "to": "c1", "retry": 5}', "application/json", "'retry', 'to'"),
+    (b'{"data": "x", "extra": null}', "application/json", "'extra'"),
+    (b'{"data": "x", "client": 7}', "application/json", "client must be a string"),
+    (b'{"data": "x", "client": "a b"}', "application/json", "client must be 1-64"),
+    (b'{"data": "x", "client": ""}', "application/json", "client must be 1-64"),
+    (b'{"data": "x", "client": "' + b"c" * 65 + b'"}', "application/json", "client must be 1-64"),
+    (b"data=x&cliend=c1", "application/x-www-form-urlencoded", "'cliend'"),
+    (b"data=x&client=", "application/x-www-form-urlencoded", "client must be 1-64"),
+    (b"data=x&client=a%0Ab", "application/x-www-form-urlencoded", "client must be 1-64"),
+    (b"data=x&client=c1&client=c2", "application/x-www-form-urlencoded", "more than once"),
+    (b"data=x&id=1-1", "application/x-www-form-urlencoded", "ids are made by the daemon"),
+    (b'{"data": "x", "id": "1-1", "foo": 1}', "application/json", "ids are made by the daemon"),
+], ids=["json-misspelt-client", "json-two-unknown", "json-unknown-null", "json-client-number",
+        "json-client-space", "json-client-empty", "json-client-too-long", "form-misspelt-client",
+        "form-client-empty", "form-client-lf", "form-client-twice", "form-id", "json-id-first"])
+def test_post_with_an_unknown_key_or_a_bad_client_is_400_and_publishes_nothing(d, body, ctype,
+                                                                             named):
+    s = subscribed(d, "/direct?client=c1")
+    r = post(d, "/direct", body, ctype=ctype)
+    assert r.status == 400, r
+    assert named in r.body.decode(), r
+    post(d, "/direct", "marker")
+    assert [e.data for e in s.wait_events(1)] == ["marker"]
+    s.close()
+
+
+def test_post_text_plain_body_is_all_data_even_when_it_looks_like_keys(d):
+    s = subscribed(d, "/direct?client=c2")
+    r = post(d, "/direct", 'client=c1&foo=1')
+    assert r.status == 200, r
+    assert s.wait_events(1)[0].data == "client=c1&foo=1"
+    s.close()
+
+
 def test_post_to_a_json_only_service_needs_json_data(d):
     assert post(d, "/jsononly", "not json").status == 400
     assert post(d, "/jsononly", '{"price": 1}').status == 200
@@ -570,6 +629,45 @@ def test_index_page_escapes_data_that_could_close_its_script(daemon):
     assert "alert(1)</script>" not in html
     assert "</script><script>alert" in json.dumps(embedded(html))  # still there, as data
     assert embedded(html)[0]["types"].count("</script><script>alert(1)</script>") == 1
+
+
+def test_index_page_gives_each_service_the_id_that_replays_its_last_five_events(daemon):
+    d = daemon("[/chat]\nhistory = 100\n[/few]\n[/empty]\n[/private]\ntoken = sekrit\n")
+    ids = [d.publish("/chat", f"m{i}")["id"] for i in range(40)]
+    d.publish("/few", "only one")
+    services = {s["path"]: s for s in embedded(request(d, "GET", "/").body.decode())}
+    assert [services[p]["since"] for p in ("/chat", "/few", "/empty")] == [ids[-6], "0-0", None]
+    assert "/private" not in services
+    # What the page's stream gets from there: the last five, then live, none twice.
+    s = subscribed(d, f"/chat?lastEventId={services['/chat']['since']}")
+    live = d.publish("/chat", "live")
+    assert [(e.id, e.data) for e in s.wait_events(6)] == [
+        *[(ids[i], f"m{i}") for i in range(35, 40)], (live["id"], "live")]
+    s.close()
+    few = subscribed(d, "/few?lastEventId=0-0")
+    assert [e.data for e in few.wait_events(1)] == ["only one"]
+    few.close()
+    # The JSON the page polls is unchanged.
+    assert [sorted(x) for x in request(d, "GET", "/", ["Accept: application/json"]).json()] == [
+        ["clients", "path", "source", "types"]] * 3
+
+
+def test_favicon_is_204_and_not_counted_as_a_refusal(daemon):
+    d = daemon("[/chat]\n", top="index = false")
+    for method in ("GET", "HEAD"):
+        r = request(d, method, "/favicon.ico")
+        assert (r.status, r.body) == (204, b""), r
+        assert r.headers["cache-control"] == "max-age=86400"
+        assert "content-length" not in r.headers
+    assert request(d, "GET", "/nothing-here").status == 404
+    assert d.ctl({"cmd": "stats"})["refused"] == {"not_found": 1}
+
+
+def test_a_service_at_favicon_ico_is_served_instead(daemon):
+    d = daemon("[/favicon.ico]\n")
+    s = subscribed(d, "/favicon.ico")
+    assert s.headers["content-type"] == "text/event-stream"
+    s.close()
 
 
 def test_index_false_means_404_at_the_root(daemon):
