@@ -56,6 +56,7 @@ class Loop:
         self.accept_failed = False      # logged once per episode of EMFILE
         self.pending = set()            # HTTP connections still sending their request
         self.pending_per_ip = {}
+        self.backlog = set()            # control connections (and the console) with lines waiting
         self.lingering = 0              # answered connections draining before they close
         self.writing = {}               # client -> when its queue last made progress
         self.next_sweep = 0.0
@@ -69,7 +70,7 @@ class Loop:
         self._resume_accepting()
         if console is not None:
             try:
-                self.selector.register(console, READ, Console(self, console))
+                Console(self, console)
             except (PermissionError, ValueError):     # a regular file or /dev/null
                 log("warning", "console: standard input cannot be watched; ignored")
         self._signals()
@@ -84,13 +85,16 @@ class Loop:
             if self.fanq:
                 self._drain_fanouts()
                 self._close_doomed()
-            timeout = 0.0 if self.fanq else max(0.0, min(due, self._next_deadline()) - time.time())
+            timeout = 0.0 if self.fanq or self.backlog else max(
+                0.0, min(due, self._next_deadline()) - time.time())
             events = self.selector.select(timeout)
             self.hub.now = now = time.time()
             for key, mask in events:
                 self._dispatch(key.data, mask)
                 if self.doomed:
                     self._close_doomed()
+            if self.backlog:
+                self._answer_backlog()
             self._expire(now)
             due = self.hub.tick(now) if self.stopping is None else now + 0.05
             self._close_doomed()
@@ -108,6 +112,17 @@ class Loop:
                 handler.ready(mask)
         except Exception:
             self._bug(handler)
+
+    def _answer_backlog(self):
+        """A batch of each waiting control connection's lines (conns.CONTROL_LINES)."""
+        for conn in list(self.backlog):
+            try:
+                conn.work()
+            except Exception:
+                self.backlog.discard(conn)
+                self._bug(conn)
+            if self.doomed:
+                self._close_doomed()
 
     def _bug(self, handler):
         """Log the exception being handled, and close the connection it happened on."""
@@ -356,7 +371,7 @@ class Loop:
 
     def _new_control(self, sock, _addr):
         sock.setblocking(False)
-        self.selector.register(sock, READ, ControlConn(self, sock))
+        ControlConn(self, sock)     # it watches itself
 
     # -- what the hub asks of us -----------------------------------------------------
 
