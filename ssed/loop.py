@@ -30,6 +30,10 @@ HEAP_FLOOR = 1024
 MAX_LINGERING = 1024    # refused-at-accept connections drained at once, at most
 SLICE = 256         # clients a fan-out reaches per loop turn (~1-3 ms of sends)
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# accept(2) errors that belong to the one connection being taken (Linux passes a pending
+# network error on; a firewall can refuse it): skip it and go on.
+PEER_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+             errno.ENONET, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.EPERM)
 
 
 class Loop:
@@ -222,6 +226,10 @@ class Loop:
             except OSError as exc:
                 if exc.errno in OUT_OF_RESOURCES:
                     self._pause_accepting(exc)
+                elif exc.errno in PEER_GONE:
+                    continue        # that connection failed before we took it; the next
+                else:
+                    self._drop_listener(listener, exc)
                 return
             if self.accept_failed:
                 self.accept_failed = False
@@ -340,6 +348,25 @@ class Loop:
         for sock, _ in self._acceptors():
             self.selector.unregister(sock)
         self.paused_until = time.time() + EMFILE_PAUSE
+
+    def _drop_listener(self, listener, exc):
+        """An accept error that is neither "try later" nor one peer's: retrying would spin
+        (a datagram socket stays readable), so stop watching the listener, say so once."""
+        try:
+            self.selector.unregister(listener)
+        except KeyError:
+            pass        # paused by EMFILE earlier in this turn
+        try:
+            what = f"fd {listener.fileno()} ({listener.getsockname()})"
+        except OSError:
+            what = f"fd {listener.fileno()}"
+        if listener is self.control_sock:
+            self.control_sock = None
+            what = "the control socket " + what
+        else:
+            self.listeners = [s for s in self.listeners if s is not listener]
+        self.log("error", f"accept on {what} failed ({exc.strerror or exc}): no longer "
+                 f"accepting on it; {len(self.listeners)} listeners left")
 
     def set_listeners(self, listeners, gone):
         """A reload changed `listen`: serve on `listeners` from now on, close `gone`."""

@@ -504,3 +504,33 @@ def test_a_targeted_event_never_joins_a_broadcast(rig):
     r.turn()
     assert r.read(peer_a, len(w1 + w2 + w3)) == w1 + w2 + w3
     assert r.read(peer_b, len(w1 + w3)) == w1 + w3
+
+
+# -- accepting ----------------------------------------------------------------------------------
+
+def test_an_unexpected_accept_error_is_logged_once_and_the_listener_dropped_not_spun_on(rig):
+    """A datagram socket as a listener (systemd can pass one; listen_fds now refuses it):
+    accept() fails with EOPNOTSUPP while the datagram keeps it readable. Retrying each turn
+    was 100 % CPU with nothing logged."""
+    r = rig()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    r.loop.set_listeners([udp, tcp], [])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"x", udp.getsockname())
+    r.turn(BOUND)
+    for _ in range(3):
+        r.turn(0.0)
+    errors = [text for level, text in r.logged if level == "error"]
+    assert len(errors) == 1 and "no longer accepting" in errors[0], r.logged
+    assert "Operation not supported" in errors[0] and str(udp.getsockname()) in errors[0]
+    assert udp not in r.loop.listeners and r.loop.listeners == [tcp]
+    assert udp.fileno() not in {k.fd for k in r.loop.selector.get_map().values()}
+    assert r.loop.selector.select(0) == []      # nothing left ready: no spinning
+    udp.close()
+    with socket.create_connection(tcp.getsockname(), timeout=BOUND):
+        r.turn(BOUND)       # the other listener still accepts
+    assert len(r.loop.pending) == 1
