@@ -29,6 +29,7 @@ STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
 MAX_LINGERING = 1024    # refused-at-accept connections drained at once, at most
 SLICE = 256         # clients a fan-out reaches per loop turn (~1-3 ms of sends)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # accept(2) errors that belong to the one connection being taken (Linux passes a pending
 # network error on; a firewall can refuse it): skip it and go on.
@@ -78,6 +79,11 @@ class Loop:
             except (PermissionError, ValueError):     # a regular file or /dev/null
                 log("warning", "console: standard input cannot be watched; ignored")
         self._signals()
+        # Kept open from the start: `stats` must tell the memory even with no fd left.
+        try:
+            self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self.statm = None
 
     # -- the turn --------------------------------------------------------------------
 
@@ -106,6 +112,9 @@ class Loop:
             if self.stopping is not None:
                 self._shutdown_step(now)
         self.selector.close()
+        if self.statm is not None:
+            os.close(self.statm)
+            self.statm = None
 
     def _dispatch(self, handler, mask):
         """One ready descriptor. A bug in its handler costs that connection, not the daemon."""
@@ -504,10 +513,10 @@ class Loop:
         return self.reload_config()
 
     def rss(self):
+        """Resident bytes now, from /proc/self/statm (None where there is none)."""
         try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
+            return int(os.pread(self.statm, 256, 0).split()[1]) * PAGE_SIZE
+        except (OSError, TypeError, ValueError, IndexError):
             return None
 
     def control_line(self, line):

@@ -7,6 +7,7 @@ request's is (`hub.subscribe`, then `Loop.open_stream`: a `StreamConn` registere
 selector, the preamble sent); the test holds the other end. The loop is turned by hand: one
 `selector.select(timeout)` and the handlers, as `Loop.run` does, every wait bounded.
 """
+import os
 import selectors
 import signal
 import socket
@@ -105,6 +106,7 @@ class Rig:
             if isinstance(key.fileobj, socket.socket):
                 key.fileobj.close()
         self.loop.selector.close()
+        os.close(self.loop.statm)
         self.loop.wakeup_r.close()
         self.loop.wakeup_w.close()
 
