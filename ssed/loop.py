@@ -167,8 +167,8 @@ class Loop:
         if self.held_for >= took / 2:
             where = " ".join(str(part) for part in self.held_by)
         elif dispatching >= took / 2:
-            where = "handling " + ", ".join(sorted({_kind(key.data) for key, _ in events})
-                                            or ["control lines"])
+            where = " or ".join(sorted({_kind(key.data) for key, _ in events})
+                                or ["control lines"])
         else:
             where = "timers (ticks, keepalives, journal syncs)"
         self.stall_log(where, self.hub.now, "warning", f"loop stalled {took:.1f} s in {where}: "
