@@ -22,7 +22,7 @@ from . import control, sse, web
 from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn, failed
 from .http1 import error_reply, whole_request
 from .journal import Journal
-from .log import Throttle
+from .stalls import STALL_AFTER, Stalls
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
@@ -31,7 +31,6 @@ STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
 MAX_LINGERING = 1024    # refused-at-accept connections drained at once, at most
 SLICE = 256         # clients a fan-out reaches per loop turn (~1-3 ms of sends)
-STALL_AFTER = 1.0   # seconds of one turn's work past which the loop is reported stalled
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # accept(2) errors that belong to the one connection being taken (Linux passes a pending
@@ -65,9 +64,8 @@ class Loop:
         self.pending = set()            # HTTP connections still sending their request
         self.pending_per_ip = {}
         self.backlog = set()            # control connections (and the console) with lines waiting
-        self.held_for, self.held_by = 0.0, None     # this turn's longest timed hook or command
-        self.stall_log = Throttle(log, every=60)
-        hub.timed = self.timed
+        self.stalls = Stalls(hub, log)
+        hub.timed = self.stalls.timed
         self.lingering = 0              # answered connections draining before they close
         self.writing = {}               # client -> when its queue last made progress
         self.next_sweep = 0.0
@@ -105,7 +103,7 @@ class Loop:
                 0.0, min(due, self._next_deadline()) - time.time())
             events = self.selector.select(timeout)
             started = monotonic()
-            self.held_for = 0.0
+            self.stalls.held_for = 0.0
             self.hub.now = now = time.time()
             for key, mask in events:
                 self._dispatch(key.data, mask)
@@ -122,7 +120,7 @@ class Loop:
                 self._shutdown_step(now)
             took = monotonic() - started
             if took >= STALL_AFTER:
-                self._stalled(took, dispatched - started, events)
+                self.stalls.report(took, dispatched - started, events)
         self.selector.close()
         if self.statm is not None:
             os.close(self.statm)
@@ -148,31 +146,6 @@ class Loop:
                 self._bug(conn)
             if self.doomed:
                 self._close_doomed()
-
-    def timed(self, path, hook, method, args):
-        """Run a service's hook for the hub, timed, so that a stalled turn can name it."""
-        started = monotonic()
-        try:
-            return method(*args)
-        finally:
-            took = monotonic() - started
-            if took > self.held_for:
-                self.held_for, self.held_by = took, (path, hook)
-
-    def _stalled(self, took, dispatching, events):
-        """A turn that kept everything waiting: count it, say where (rate-limited)."""
-        stats = self.hub.stats
-        stats["loop_stalls"] += 1
-        stats["longest_stall"] = max(stats["longest_stall"], round(took, 3))
-        if self.held_for >= took / 2:
-            where = " ".join(str(part) for part in self.held_by)
-        elif dispatching >= took / 2:
-            where = " or ".join(sorted({_kind(key.data) for key, _ in events})
-                                or ["control lines"])
-        else:
-            where = "timers (ticks, keepalives, journal syncs)"
-        self.stall_log(where, self.hub.now, "warning", f"loop stalled {took:.1f} s in {where}: "
-                       "every client waited meanwhile")
 
     def _bug(self, handler):
         """Log the exception being handled, and close the connection it happened on."""
@@ -557,15 +530,10 @@ class Loop:
             return None
 
     def control_line(self, line):
-        started, inner = monotonic(), self.held_by
-        answer, request = control.handle_line(line, self.hub, self)
-        took = monotonic() - started
-        # A hook it ran (reload: on_start) names the stall if it took most of the time.
-        if took > self.held_for and (self.held_by is inner or self.held_for < took / 2):
-            command = [request.get(k) for k in ("cmd", "service")] if request else ["?"]
-            self.held_for = took
-            self.held_by = ("control command", *(str(c) for c in command if c is not None))
-        return answer, request
+        return self.stalls.command(self._handle_line, line)
+
+    def _handle_line(self, line):
+        return control.handle_line(line, self.hub, self)
 
     # -- signals and shutdown --------------------------------------------------------
 
@@ -622,20 +590,6 @@ class Loop:
         for client in clients:
             client.conn.close("shutdown")
         self.running = False
-
-
-def _kind(handler):
-    """What a ready descriptor's handler is, for a stall's log line."""
-    if isinstance(handler, functools.partial):
-        return "accepting connections"
-    kind = getattr(handler, "__name__", None) or type(handler).__name__    # method or class
-    name = getattr(handler, "name", None)       # a service's command
-    return _KINDS.get(kind, kind) + (f" of {name}" if isinstance(name, str) else "")
-
-
-_KINDS = {"HttpConn": "an HTTP request", "StreamConn": "a stream", "ControlConn":
-          "a control connection", "Console": "the console", "ChildProc": "a command's output",
-          "_accept_control": "accepting control connections", "_on_signal": "a signal"}
 
 
 def tune_listener(sock, send_timeout):
