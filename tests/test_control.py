@@ -403,6 +403,19 @@ def test_pipelined_commands_in_one_write_are_all_answered_in_order(daemon):
     assert [(e.id, e.data) for e in s.wait_events(40)] == list(zip(ids, published))
 
 
+def test_a_long_pipelined_batch_is_answered_at_once_though_no_timer_is_due(daemon):
+    """Past the 64 lines a turn answers, the loop must come round again at once (select
+    timeout 0 while lines wait), not at its next timer: here none for 60 s."""
+    d = daemon("[/quiet]\nsource = none\n", top="keepalive = 60\n")
+    with d.control_conn() as c:
+        start = time.monotonic()
+        c.sock.sendall(b"stats\n" * 1000)
+        answers = [c.read_line() for _ in range(1000)]
+        took = time.monotonic() - start
+    assert all(a.startswith("ok uptime=") for a in answers)
+    assert took < 5.0, f"1000 pipelined stats took {took:.1f} s"
+
+
 # -- reload -------------------------------------------------------------------------------------
 
 RELOAD_BEFORE = textwrap.dedent("""
