@@ -550,3 +550,22 @@ def test_console_answers_commands_from_stdin_on_stdout(daemon):
     d.proc.stdin.close()
     d.wait_log(r"console")
     assert d.ctl({"cmd": "stats"})["ok"] and d.proc.poll() is None
+
+
+def test_console_answers_a_pasted_batch_longer_than_one_turn_in_order(daemon):
+    d = daemon(CHAT, args=["--console"], stdin=subprocess.PIPE)
+    s = d.stream("/chat")
+    d.proc.stdin.write(b"".join(b"publish /chat line%d\n" % i for i in range(200)))
+    d.proc.stdin.flush()
+    ids = [text_fields(read_stdout_line(d))["id"] for _ in range(200)]
+    assert [(e.id, e.data) for e in s.wait_events(200)] == [
+        (id_, f"line{i}") for i, id_ in enumerate(ids)]
+    assert text_fields(say_stats(d))["clients"] == "1"     # and it reads stdin again after
+    d.proc.stdin.close()
+    d.wait_log(r"console: end of input")
+
+
+def say_stats(d):
+    d.proc.stdin.write(b"stats\n")
+    d.proc.stdin.flush()
+    return read_stdout_line(d)
