@@ -14,7 +14,7 @@ from .control import CommandError
 from .hub import Hub
 from .log import Logger, escape, under_journald
 from .loop import Loop
-from .systemd import Notifier, listen_fds
+from .systemd import ActivationError, Notifier, listen_fds
 
 
 class StartupError(Exception):
@@ -213,7 +213,10 @@ def main(argv=None):
 def sockets(cfg, log):
     """Listeners by listen entry, the control socket, whether systemd handed the listeners
     over, and whether it handed over the control socket too."""
-    passed = listen_fds(os.environ, os.getpid())
+    try:
+        passed = listen_fds(os.environ, os.getpid())
+    except ActivationError as exc:
+        raise StartupError(str(exc)) from None
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)      # not for our children
     if not passed:

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import traceback
+from collections import deque
 
 from . import web
 from .control import LineSplitter
@@ -20,7 +21,9 @@ from .http1 import HttpError, RequestParser, error_reply, whole_request
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 LINGER = 2.0                # seconds to drain a peer after our reply before closing
-MAX_CONTROL_OUT = 64 << 20  # answers queued for a control client that does not read
+CONTROL_READ = 65536        # bytes read from a control client (or stdin) at once
+CONTROL_LINES = 64          # its request lines answered per loop turn (~1 ms of `stats`)
+CONTROL_AHEAD = 1 << 20     # answers waiting unsent past which a client is not read or answered
 MAX_CHILD_OUTPUT = 1 << 20
 MAX_UNREAD = 1 << 20        # answers a kept-alive HTTP client may leave unread
 
@@ -276,51 +279,64 @@ def peer_credentials(sock):
 
 
 class ControlConn:
-    """A control socket connection: request lines in, one answer line each out."""
+    """A control socket connection: request lines in, one answer line each out.
+
+    A client may pipeline. Its lines wait here and at most CONTROL_LINES of them are
+    answered per loop turn (the loop does not sleep while any wait), so a flood on one
+    connection costs the others one batch, not the flood. It is read only when no line
+    waits, and while over CONTROL_AHEAD bytes of answers wait unsent it is neither read nor
+    answered (backpressure): a client that never reads holds a bounded buffer and no CPU.
+    """
 
     def __init__(self, loop, sock):
         self.loop = loop
         self.sock = sock
         self.splitter = LineSplitter()
+        self.lines = deque()    # request lines read, not yet answered
         self.out = []
         self.queued = 0
+        self.events = 0         # what the selector watches it for (0: not registered)
         self.eof = False
         self.closed = False
+        self.held_back = False  # logged that its answers wait unread (once per connection)
         self.deadline = None
-        self.published = False
         cred = peer_credentials(sock)
         self.peer = f"pid={cred[0]} uid={cred[1]} gid={cred[2]}" if cred else "peer unknown"
+        self._watch(READ)
 
     def ready(self, mask):
         if mask & WRITE:
             self._flush()
-        if mask & READ and not self.closed and not self.eof:
-            data = _recv(self, 262144)
+        if mask & READ and not self.closed:
+            data = _recv(self, CONTROL_READ)
             if data is None:
                 return
-            if not data:
+            if data:
+                self.lines.extend(self.splitter.feed(data))
+            else:
                 self.eof = True
-            for line in self.splitter.feed(data):
-                self._answer(line)
-            self._flush()
+            self._next()
+
+    def work(self):
+        """Answer a batch of the waiting lines (the loop's turn calls this)."""
+        lines = self.lines
+        for _ in range(min(CONTROL_LINES, len(lines))):
+            if self.queued > CONTROL_AHEAD or self.closed:
+                break
+            self._answer(lines.popleft())
+        self._flush()
 
     def _answer(self, line):
         answer, request = self.loop.control_line(line)
-        if request is not None and request.get("cmd") in CHANGES_STATE:
-            # Publishes can come thousands a second: the first one of a connection is
-            # logged with who sent it, the rest only at debug. Other changes always are.
-            routine = request.get("cmd") == "publish" and self.published
-            self.published |= request.get("cmd") == "publish"
-            if not routine or self.loop.debug:
-                self.loop.log("debug" if routine else "info",
-                              f"control ({self.peer}): {_describe(request)}"
-                              + (" (its later publishes: at the most verbose log level only)"
-                                 if request.get("cmd") == "publish" and not routine else ""))
+        cmd = request.get("cmd") if request is not None else None
+        if cmd in CHANGES_STATE:
+            # Publishes can come thousands a second: at debug only. Other changes always.
+            if cmd != "publish":
+                self.loop.log("info", f"control ({self.peer}): {_describe(request)}")
+            elif self.loop.debug:
+                self.loop.log("debug", f"control ({self.peer}): {_describe(request)}")
         self.out.append(answer)
         self.queued += len(answer)
-        if self.queued > MAX_CONTROL_OUT:
-            self.loop.log("warning", f"control ({self.peer}): not reading its answers; closed")
-            self.close("slow")
 
     def _flush(self):
         if self.closed:
@@ -331,12 +347,36 @@ class ControlConn:
             except OSError:
                 return self.close("error")
             self.queued = sum(map(len, self.out))
-        if self.out:
-            self.loop.selector.modify(self.sock, READ | WRITE, self)
-        elif self.eof:
-            self.close("eof")
+        self._next()
+
+    def _next(self):
+        """Say what comes next: answering (the loop's backlog), reading, writing, closing."""
+        ahead = self.queued > CONTROL_AHEAD
+        if self.lines and not ahead:
+            self.loop.backlog.add(self)
         else:
-            self.loop.selector.modify(self.sock, READ, self)
+            self.loop.backlog.discard(self)
+            if self.eof and not self.lines and not self.out:
+                return self.close("eof")
+        if ahead and not self.held_back:
+            self.held_back = True
+            self.loop.log("info", f"control ({self.peer}): {self.queued} bytes of answers "
+                          "wait unread; its next requests are read as it reads them (logged "
+                          "once per connection)")
+        reading = not (self.eof or self.lines or ahead)
+        self._watch((READ if reading else 0) | (WRITE if self.out else 0))
+
+    def _watch(self, events):
+        if events == self.events:
+            return
+        selector = self.loop.selector
+        if not events:
+            selector.unregister(self.sock)
+        elif not self.events:
+            selector.register(self.sock, events, self)
+        else:
+            selector.modify(self.sock, events, self)
+        self.events = events
 
     def expired(self):
         pass
@@ -345,7 +385,10 @@ class ControlConn:
         if self.closed:
             return
         self.closed = True
-        self.loop.selector.unregister(self.sock)
+        self.loop.backlog.discard(self)
+        self.lines.clear()
+        if self.events:
+            self.loop.selector.unregister(self.sock)
         self.sock.close()
 
 
@@ -361,38 +404,57 @@ CHANGES_STATE = ("publish", "kick", "ban", "unban", "reload", "admin")
 
 
 class Console:
-    """`--console`: control commands typed on stdin, answers on stdout."""
+    """`--console`: control commands typed on stdin, answers on stdout; like a control
+    connection, CONTROL_LINES a turn, stdin read only when no line waits."""
 
     def __init__(self, loop, stream):
         self.loop = loop
         self.fd = stream.fileno()
         self.splitter = LineSplitter()
+        self.lines = deque()
         self.closed = False
         self.deadline = None
+        loop.selector.register(self.fd, READ, self)    # before going non-blocking: may fail
         os.set_blocking(self.fd, False)
 
     def ready(self, mask):
         try:
-            data = os.read(self.fd, 65536)
+            data = os.read(self.fd, CONTROL_READ)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
-            self.loop.selector.unregister(self.fd)
-            self.closed = True
+            self.close("eof")
             self.loop.log("info", "console: end of input")
             return
-        for line in self.splitter.feed(data):
-            answer, _ = self.loop.control_line(line)
+        self.lines.extend(self.splitter.feed(data))
+        if self.lines:
+            self.loop.selector.unregister(self.fd)
+            self.loop.backlog.add(self)
+
+    def work(self):
+        for _ in range(min(CONTROL_LINES, len(self.lines))):
+            answer, _ = self.loop.control_line(self.lines.popleft())
             try:
                 sys.stdout.write(answer.decode())
                 sys.stdout.flush()
             except (OSError, ValueError):
                 pass
+        if not self.lines and not self.closed:
+            self.loop.backlog.discard(self)
+            self.loop.selector.register(self.fd, READ, self)
 
     def expired(self):
         pass
+
+    def close(self, reason):
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.backlog.discard(self)
+        if self.fd in self.loop.selector.get_map():
+            self.loop.selector.unregister(self.fd)
 
 
 class ChildProc:

@@ -102,6 +102,7 @@ class Hub:
         self.refused = Counter()    # reason -> connections refused for it
         self.joining = None         # the Joining whose on_connect hooks are running
         self.throttle = Throttle(log, every=HOOK_LOG_EVERY)
+        self.timed = _untimed       # runs hooks; the loop's times them (a stall names one)
 
     # -- services --------------------------------------------------------------------
 
@@ -173,7 +174,7 @@ class Hub:
     def call(self, channel, hook, *args):
         """Run a service hook; an exception is logged with the service's name, not raised."""
         try:
-            return getattr(channel.service, hook)(*args)
+            return self.timed(channel.path, hook, getattr(channel.service, hook), args)
         except Exception as exc:
             self.hook_failed(channel.path, hook, exc)
             return None
@@ -512,6 +513,10 @@ class Hub:
             os.path.abspath(self.config.file))
         channel.child = self.io.spawn(command, timeout, done, channel.path, cwd)
         return channel.child is not None
+
+
+def _untimed(path, hook, method, args):
+    return method(*args)
 
 
 def _address_in(address, network):

@@ -16,11 +16,13 @@ import _socket
 import time
 import traceback
 from collections import deque
+from time import monotonic
 
 from . import control, sse, web
 from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn, failed
 from .http1 import error_reply, whole_request
 from .journal import Journal
+from .stalls import STALL_AFTER, Stalls
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
@@ -29,7 +31,12 @@ STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
 MAX_LINGERING = 1024    # refused-at-accept connections drained at once, at most
 SLICE = 256         # clients a fan-out reaches per loop turn (~1-3 ms of sends)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# accept(2) errors that belong to the one connection being taken (Linux passes a pending
+# network error on; a firewall can refuse it): skip it and go on.
+PEER_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+             errno.ENONET, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH, errno.EPERM)
 
 
 class Loop:
@@ -56,6 +63,9 @@ class Loop:
         self.accept_failed = False      # logged once per episode of EMFILE
         self.pending = set()            # HTTP connections still sending their request
         self.pending_per_ip = {}
+        self.backlog = set()            # control connections (and the console) with lines waiting
+        self.stalls = Stalls(hub, log)
+        hub.timed = self.stalls.timed
         self.lingering = 0              # answered connections draining before they close
         self.writing = {}               # client -> when its queue last made progress
         self.next_sweep = 0.0
@@ -69,10 +79,15 @@ class Loop:
         self._resume_accepting()
         if console is not None:
             try:
-                self.selector.register(console, READ, Console(self, console))
+                Console(self, console)
             except (PermissionError, ValueError):     # a regular file or /dev/null
                 log("warning", "console: standard input cannot be watched; ignored")
         self._signals()
+        # Kept open from the start: `stats` must tell the memory even with no fd left.
+        try:
+            self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self.statm = None
 
     # -- the turn --------------------------------------------------------------------
 
@@ -84,20 +99,32 @@ class Loop:
             if self.fanq:
                 self._drain_fanouts()
                 self._close_doomed()
-            timeout = 0.0 if self.fanq else max(0.0, min(due, self._next_deadline()) - time.time())
+            timeout = 0.0 if self.fanq or self.backlog else max(
+                0.0, min(due, self._next_deadline()) - time.time())
             events = self.selector.select(timeout)
+            started = monotonic()
+            self.stalls.held_for = 0.0
             self.hub.now = now = time.time()
             for key, mask in events:
                 self._dispatch(key.data, mask)
                 if self.doomed:
                     self._close_doomed()
+            if self.backlog:
+                self._answer_backlog()
+            dispatched = monotonic()
             self._expire(now)
             due = self.hub.tick(now) if self.stopping is None else now + 0.05
             self._close_doomed()
             due = min(due, self._watchdog(now), self._sweep_stalled(now), self._sync(now))
             if self.stopping is not None:
                 self._shutdown_step(now)
+            took = monotonic() - started
+            if took >= STALL_AFTER:
+                self.stalls.report(took, dispatched - started, events)
         self.selector.close()
+        if self.statm is not None:
+            os.close(self.statm)
+            self.statm = None
 
     def _dispatch(self, handler, mask):
         """One ready descriptor. A bug in its handler costs that connection, not the daemon."""
@@ -108,6 +135,17 @@ class Loop:
                 handler.ready(mask)
         except Exception:
             self._bug(handler)
+
+    def _answer_backlog(self):
+        """A batch of each waiting control connection's lines (conns.CONTROL_LINES)."""
+        for conn in list(self.backlog):
+            try:
+                conn.work()
+            except Exception:
+                self.backlog.discard(conn)
+                self._bug(conn)
+            if self.doomed:
+                self._close_doomed()
 
     def _bug(self, handler):
         """Log the exception being handled, and close the connection it happened on."""
@@ -207,6 +245,10 @@ class Loop:
             except OSError as exc:
                 if exc.errno in OUT_OF_RESOURCES:
                     self._pause_accepting(exc)
+                elif exc.errno in PEER_GONE:
+                    continue        # that connection failed before we took it; the next
+                else:
+                    self._drop_listener(listener, exc)
                 return
             if self.accept_failed:
                 self.accept_failed = False
@@ -326,6 +368,25 @@ class Loop:
             self.selector.unregister(sock)
         self.paused_until = time.time() + EMFILE_PAUSE
 
+    def _drop_listener(self, listener, exc):
+        """An accept error that is neither "try later" nor one peer's: retrying would spin
+        (a datagram socket stays readable), so stop watching the listener, say so once."""
+        try:
+            self.selector.unregister(listener)
+        except KeyError:
+            pass        # paused by EMFILE earlier in this turn
+        try:
+            what = f"fd {listener.fileno()} ({listener.getsockname()})"
+        except OSError:
+            what = f"fd {listener.fileno()}"
+        if listener is self.control_sock:
+            self.control_sock = None
+            what = "the control socket " + what
+        else:
+            self.listeners = [s for s in self.listeners if s is not listener]
+        self.log("error", f"accept on {what} failed ({exc.strerror or exc}): no longer "
+                 f"accepting on it; {len(self.listeners)} listeners left")
+
     def set_listeners(self, listeners, gone):
         """A reload changed `listen`: serve on `listeners` from now on, close `gone`."""
         if self.paused_until is None:
@@ -356,7 +417,7 @@ class Loop:
 
     def _new_control(self, sock, _addr):
         sock.setblocking(False)
-        self.selector.register(sock, READ, ControlConn(self, sock))
+        ControlConn(self, sock)     # it watches itself
 
     # -- what the hub asks of us -----------------------------------------------------
 
@@ -462,13 +523,16 @@ class Loop:
         return self.reload_config()
 
     def rss(self):
+        """Resident bytes now, from /proc/self/statm (None where there is none)."""
         try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
+            return int(os.pread(self.statm, 256, 0).split()[1]) * PAGE_SIZE
+        except (OSError, TypeError, ValueError, IndexError):
             return None
 
     def control_line(self, line):
+        return self.stalls.command(self._handle_line, line)
+
+    def _handle_line(self, line):
         return control.handle_line(line, self.hub, self)
 
     # -- signals and shutdown --------------------------------------------------------

@@ -9,6 +9,8 @@ METRICS = {
     "ssed_clients_dropped_total": ("counter", "Streams closed by the daemon, by reason."),
     "ssed_connections_refused_total": ("counter", "Connections refused, by reason."),
     "ssed_uptime_seconds": ("gauge", "Seconds since the daemon started."),
+    "ssed_loop_stalls_total": ("counter", "Loop turns that took over a second (all clients "
+                               "waited)."),
 }
 
 
@@ -42,4 +44,5 @@ def samples(hub):
         "ssed_connections_refused_total": [({"reason": r}, n)
                                            for r, n in sorted(hub.refused.items())],
         "ssed_uptime_seconds": [({}, round(hub.now - hub.started, 3))],
+        "ssed_loop_stalls_total": [({}, hub.stats["loop_stalls"])],
     }

@@ -1,4 +1,5 @@
 """systemd's notify protocol with the standard library. `env` is passed in (no globals)."""
+import errno
 import os
 import socket
 
@@ -39,9 +40,14 @@ def watchdog_interval(env):
     return int(usec) / 2e6
 
 
+class ActivationError(Exception):
+    """A passed descriptor that is not a listening stream socket: one line, exit 1."""
+
+
 def listen_fds(env, pid):
     """The sockets systemd passed (LISTEN_FDS from fd 3, for this LISTEN_PID), as
-    (name, socket) pairs; names from LISTEN_FDNAMES, else "unknown"."""
+    (name, socket) pairs; names from LISTEN_FDNAMES, else "unknown". ActivationError names
+    the first descriptor that is not a listening stream socket (closed, a file, UDP...)."""
     if env.get("LISTEN_PID") != str(pid) or not env.get("LISTEN_FDS", "").isdigit():
         return []
     count = int(env["LISTEN_FDS"])
@@ -49,6 +55,32 @@ def listen_fds(env, pid):
     passed = []
     for i in range(count):
         fd = 3 + i
-        os.set_inheritable(fd, False)
-        passed.append((names[i] if i < len(names) else "unknown", socket.socket(fileno=fd)))
+        passed.append((names[i] if i < len(names) else "unknown", _listening(fd, count)))
     return passed
+
+
+def _listening(fd, count):
+    """fd as a socket, if it is one we can accept on."""
+    where = f"socket activation: fd {fd} (of LISTEN_FDS={count})"
+    try:
+        os.set_inheritable(fd, False)
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        why = {errno.EBADF: "is not open", errno.ENOTSOCK: "is not a socket"}.get(
+            exc.errno, exc.strerror or str(exc))
+        raise ActivationError(f"{where} {why}") from None
+    try:
+        kind = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError as exc:
+        raise ActivationError(f"{where}: {exc.strerror or exc}") from None
+    if kind != socket.SOCK_STREAM:
+        raise ActivationError(f"{where} is a {_KINDS.get(kind, f'type {kind}')} socket, "
+                              "not a listening stream socket (ListenStream=)")
+    if not listening:
+        raise ActivationError(f"{where} is a stream socket that is not listening")
+    return sock
+
+
+_KINDS = {socket.SOCK_DGRAM: "datagram", socket.SOCK_SEQPACKET: "seqpacket",
+          socket.SOCK_RAW: "raw"}

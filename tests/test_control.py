@@ -410,6 +410,19 @@ def test_pipelined_commands_in_one_write_are_all_answered_in_order(daemon):
     assert [(e.id, e.data) for e in s.wait_events(40)] == list(zip(ids, published))
 
 
+def test_a_long_pipelined_batch_is_answered_at_once_though_no_timer_is_due(daemon):
+    """Past the 64 lines a turn answers, the loop must come round again at once (select
+    timeout 0 while lines wait), not at its next timer: here none for 60 s."""
+    d = daemon("[/quiet]\nsource = none\n", top="keepalive = 60\n")
+    with d.control_conn() as c:
+        start = time.monotonic()
+        c.sock.sendall(b"stats\n" * 1000)
+        answers = [c.read_line() for _ in range(1000)]
+        took = time.monotonic() - start
+    assert all(a.startswith("ok uptime=") for a in answers)
+    assert took < 5.0, f"1000 pipelined stats took {took:.1f} s"
+
+
 # -- reload -------------------------------------------------------------------------------------
 
 RELOAD_BEFORE = textwrap.dedent("""
@@ -544,3 +557,22 @@ def test_console_answers_commands_from_stdin_on_stdout(daemon):
     d.proc.stdin.close()
     d.wait_log(r"console")
     assert d.ctl({"cmd": "stats"})["ok"] and d.proc.poll() is None
+
+
+def test_console_answers_a_pasted_batch_longer_than_one_turn_in_order(daemon):
+    d = daemon(CHAT, args=["--console"], stdin=subprocess.PIPE)
+    s = d.stream("/chat")
+    d.proc.stdin.write(b"".join(b"publish /chat line%d\n" % i for i in range(200)))
+    d.proc.stdin.flush()
+    ids = [text_fields(read_stdout_line(d))["id"] for _ in range(200)]
+    assert [(e.id, e.data) for e in s.wait_events(200)] == [
+        (id_, f"line{i}") for i, id_ in enumerate(ids)]
+    assert text_fields(say_stats(d))["clients"] == "1"     # and it reads stdin again after
+    d.proc.stdin.close()
+    d.wait_log(r"console: end of input")
+
+
+def say_stats(d):
+    d.proc.stdin.write(b"stats\n")
+    d.proc.stdin.flush()
+    return read_stdout_line(d)

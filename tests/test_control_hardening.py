@@ -6,12 +6,16 @@ fields, ids that only the daemon makes, and token values that never reach the lo
 import grp
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
+from confdir import start_in
 from conftest import TIMEOUT, Daemon, env
 from hostile import get, request_from, status_of
 
@@ -73,14 +77,24 @@ def test_state_changing_commands_are_logged_with_the_peers_pid_uid_and_gid(daemo
         assert c.request({"cmd": "stats"})["ok"]
         assert c.request({"cmd": "list"})["ok"]
         assert c.request({"cmd": "publish", "service": "/s", "data": "secret words"})["ok"]
-        line = d.wait_log(r"control \(")
-        assert f"control ({who}): cmd=publish service=/s" in line
-        assert "secret words" not in line and "bytes=12" in line
         assert c.request("ban 10.9.8.7 5").startswith("ok")
         assert f"control ({who}): cmd=ban ip=10.9.8.7" in d.wait_log(r"control \(")
         assert c.request("unban 10.9.8.7").startswith("ok")
         assert f"control ({who}): cmd=unban" in d.wait_log(r"control \(")
     assert not any("cmd=stats" in line or "cmd=list" in line for line in d.log)
+    # Publishes (issue 11.17: one info line each was noise) are logged at debug only.
+    assert not any("cmd=publish" in line for line in d.log), d.log
+
+
+def test_every_publish_is_logged_at_debug_with_who_and_its_size_not_its_data(daemon):
+    d = daemon("[/s]\n", args=["--log-level", "debug"])
+    who = f"pid={os.getpid()} uid={os.getuid()} gid={os.getgid()}"
+    with d.control_conn() as c:
+        for n in range(3):
+            assert c.request({"cmd": "publish", "service": "/s", "data": "secret words"})["ok"]
+            line = d.wait_log(r"control \(")
+            assert f" debug control ({who}): cmd=publish service=/s" in line
+            assert "secret words" not in line and "bytes=12" in line
 
 
 # -- bad lines leave the connection usable ---------------------------------------------------
@@ -215,3 +229,87 @@ def test_token_values_a_client_sends_never_reach_the_log_even_at_debug(daemon):
     for secret in ("SECRETVALUE123", "OTHERSECRET456", "THIRDSECRET789", "FOURTHSECRET000",
                    "PUBSECRET321"):
         assert secret not in log, secret
+
+
+# -- clients that pipeline (issue 12.6) ---------------------------------------------------
+
+BIG = """
+import ssed
+
+
+class Big(ssed.Service):
+    def on_admin(self, args):
+        return "x" * int(args[0])
+"""
+
+
+def test_a_pipelining_client_that_reads_gets_every_answer_in_order(daemon, tmp_path):
+    """200 requests in one write whose answers come to 100 MB: more than any cap a daemon
+    could queue, so it must answer as the client reads, not all at once (it used to close
+    the connection past 64 MiB)."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "bigplug.py").write_text(BIG)
+    d = start_in(daemon, conf, "[/s]\n[/big]\nclass = bigplug:Big\n")
+    sub = d.stream("/s")
+    admin = json.dumps({"cmd": "admin", "service": "/big", "args": ["1000000"]})
+    lines = [admin if i % 2 else f"publish /s m{i}" for i in range(200)]
+    with d.control_conn() as c:
+        sender = threading.Thread(target=c.send_line, args=("\n".join(lines),), daemon=True)
+        sender.start()
+        answers = [c.read_line() for _ in lines]
+        sender.join(TIMEOUT)
+    ids = []
+    for i, answer in enumerate(answers):
+        if i % 2:
+            assert json.loads(answer) == {"ok": True, "result": "x" * 1000000}, i
+        else:
+            assert answer.startswith("ok id="), (i, answer[:200])
+            ids.append(answer.split()[1].removeprefix("id="))
+    assert [e.data for e in sub.wait_events(100)] == [f"m{i}" for i in range(0, 200, 2)]
+    assert [e.id for e in sub.events[:100]] == ids
+    held = [line for line in d.log if "control (" in line and "cmd=admin" not in line]
+    assert len(held) <= 1 and all("wait unread" in line for line in held), held
+
+
+def flood(path, data, sent):
+    """Connect and send `data` without ever reading; stops when the daemon stops reading."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.settimeout(1.0)
+    try:
+        sock.sendall(data)
+    except TimeoutError:
+        pass
+    sent.append(sock)
+
+
+def test_clients_that_pipeline_without_reading_leave_others_fast_and_log_once_each(shared):
+    """Four clients send 2 MiB of `help` each and never read (it used to log one line per
+    request left, 16,186 of them, and hold other clients' `stats` for seconds)."""
+    before = len(shared.log)
+    flooders = []
+    threads = [threading.Thread(target=flood, args=(shared.control, b"help\n" * 419430,
+                                                    flooders), daemon=True)
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    slowest = 0.0
+    with shared.control_conn() as c:
+        for _ in range(10):
+            start = time.monotonic()
+            assert c.request({"cmd": "stats"})["ok"]
+            slowest = max(slowest, time.monotonic() - start)
+        for t in threads:
+            t.join(TIMEOUT)
+        assert len(flooders) == 4
+        start = time.monotonic()
+        assert c.request({"cmd": "stats"})["ok"]      # with all four held back
+        slowest = max(slowest, time.monotonic() - start)
+    assert slowest < 1.0, f"stats took {slowest:.3f} s beside the flood"
+    for sock in flooders:
+        sock.close()
+    assert shared.ctl({"cmd": "stats"})["ok"]
+    logged = [line for line in shared.log[before:] if "control (" in line]
+    assert len(logged) <= 4, logged[:10]
+    assert all("wait unread" in line for line in logged), logged

@@ -295,3 +295,18 @@ def test_out_of_descriptors_pauses_accepting_logs_once_does_not_spin_and_recover
     assert SourcedStream(v6_port, "/s", source=None, host="::1").status == 200
     assert d.proc.poll() is None
     assert sum("accept failed" in line for line in d.log) == 1, d.log
+
+
+def test_stats_tells_the_memory_even_with_no_descriptor_left(daemon):
+    """rss_bytes was null at the fd limit: reading /proc/self/statm needed a descriptor."""
+    d = daemon("[/s]\n", preexec_fn=low_nofile)
+    with d.control_conn() as c:            # accepted while descriptors remain
+        assert isinstance(c.request({"cmd": "stats"})["rss_bytes"], int)
+        held = [connect(d.port) for _ in range(80)]
+        try:
+            d.wait_log(r"accept failed \(Too many open files\): pausing")
+            answer = c.request({"cmd": "stats"})
+        finally:
+            for sock in held:
+                sock.close()
+    assert isinstance(answer["rss_bytes"], int) and answer["rss_bytes"] > 1 << 20, answer

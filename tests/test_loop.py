@@ -7,10 +7,12 @@ request's is (`hub.subscribe`, then `Loop.open_stream`: a `StreamConn` registere
 selector, the preamble sent); the test holds the other end. The loop is turned by hand: one
 `selector.select(timeout)` and the handlers, as `Loop.run` does, every wait bounded.
 """
+import os
 import selectors
 import signal
 import socket
 import time
+from collections import Counter
 
 import pytest
 
@@ -18,6 +20,7 @@ from ssed import config as configmod
 from ssed import web
 from ssed.hub import Hub
 from ssed.loop import SLICE, Loop
+from ssed.stalls import Stalls
 from ssed.systemd import Notifier
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -105,6 +108,7 @@ class Rig:
             if isinstance(key.fileobj, socket.socket):
                 key.fileobj.close()
         self.loop.selector.close()
+        os.close(self.loop.statm)
         self.loop.wakeup_r.close()
         self.loop.wakeup_w.close()
 
@@ -504,3 +508,80 @@ def test_a_targeted_event_never_joins_a_broadcast(rig):
     r.turn()
     assert r.read(peer_a, len(w1 + w2 + w3)) == w1 + w2 + w3
     assert r.read(peer_b, len(w1 + w3)) == w1 + w3
+
+
+# -- accepting ----------------------------------------------------------------------------------
+
+def test_an_unexpected_accept_error_is_logged_once_and_the_listener_dropped_not_spun_on(rig):
+    """A datagram socket as a listener (systemd can pass one; listen_fds now refuses it):
+    accept() fails with EOPNOTSUPP while the datagram keeps it readable. Retrying each turn
+    was 100 % CPU with nothing logged."""
+    r = rig()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    r.loop.set_listeners([udp, tcp], [])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"x", udp.getsockname())
+    r.turn(BOUND)
+    for _ in range(3):
+        r.turn(0.0)
+    errors = [text for level, text in r.logged if level == "error"]
+    assert len(errors) == 1 and "no longer accepting" in errors[0], r.logged
+    assert "Operation not supported" in errors[0] and str(udp.getsockname()) in errors[0]
+    assert udp not in r.loop.listeners and r.loop.listeners == [tcp]
+    assert udp.fileno() not in {k.fd for k in r.loop.selector.get_map().values()}
+    assert r.loop.selector.select(0) == []      # nothing left ready: no spinning
+    udp.close()
+    with socket.create_connection(tcp.getsockname(), timeout=BOUND):
+        r.turn(BOUND)       # the other listener still accepts
+    assert len(r.loop.pending) == 1
+
+
+# -- naming a stall ---------------------------------------------------------------------------
+
+class StallHub:
+    def __init__(self):
+        self.stats, self.now = Counter(), T0
+
+
+def stall_report(took, dispatching, events=(), run=None):
+    """What Stalls logs for a turn of `took` s in which `run(stalls)` ran; (lines, stats)."""
+    hub, lines = StallHub(), []
+    stalls = Stalls(hub, lambda level, text: lines.append((level, text)))
+    if run:
+        run(stalls)
+    stalls.report(took, dispatching, list(events))
+    return lines, hub.stats
+
+
+def slow(seconds):
+    def method(*args):
+        time.sleep(seconds)     # the very thing under test: a hook that holds the loop
+        return ("answer", {"cmd": "reload"})
+    return method
+
+
+def test_a_stall_names_a_hook_a_command_ran_rather_than_the_command():
+    lines, stats = stall_report(0.1, 0.1, run=lambda s: s.command(
+        lambda line: s.timed("/svc", "on_start", slow(0.05), ()), "reload"))
+    assert lines == [("warning", "loop stalled 0.1 s in /svc on_start: every client waited "
+                      "meanwhile")]
+    assert stats["loop_stalls"] == 1 and stats["longest_stall"] == 0.1
+
+
+def test_a_stall_names_the_command_when_no_hook_explains_it():
+    lines, _ = stall_report(0.06, 0.06, run=lambda s: s.command(slow(0.05), "reload"))
+    assert lines[0][1].startswith("loop stalled 0.1 s in control command reload: ")
+
+
+def test_a_stall_outside_the_handlers_is_put_on_the_timers_and_repeats_are_held_back():
+    hub, lines = StallHub(), []
+    stalls = Stalls(hub, lambda level, text: lines.append(text))
+    for _ in range(3):
+        stalls.report(2.0, 0.1, [])
+    assert lines == ["loop stalled 2.0 s in timers (ticks, keepalives, journal syncs): "
+                     "every client waited meanwhile"]
+    assert hub.stats["loop_stalls"] == 3 and hub.stats["longest_stall"] == 2.0

@@ -7,9 +7,11 @@ import math
 import re
 import socket
 import textwrap
+import time
 
 import pytest
 
+from confdir import start_in
 from conftest import TIMEOUT
 
 BODY = textwrap.dedent("""
@@ -186,7 +188,7 @@ def test_metrics_is_well_formed_from_the_start(daemon):
         "ssed_clients": "gauge", "ssed_events_published_total": "counter",
         "ssed_events_delivered_total": "counter", "ssed_bytes_sent_total": "counter",
         "ssed_clients_dropped_total": "counter", "ssed_connections_refused_total": "counter",
-        "ssed_uptime_seconds": "gauge"}
+        "ssed_uptime_seconds": "gauge", "ssed_loop_stalls_total": "counter"}
     for path in ("/a", "/b", "/secret"):
         assert samples[("ssed_clients", frozenset({("service", path)}))] == 0
         assert samples[("ssed_events_published_total", frozenset({("service", path)}))] == 0
@@ -256,3 +258,69 @@ def test_metrics_count_bans_both_as_drops_and_refusals(daemon):
     samples, _ = scrape(d)
     assert value(samples, "ssed_clients_dropped_total", reason="banned") == 1
     assert value(samples, "ssed_connections_refused_total", reason="banned") == 1
+
+
+# -- a stalled loop (issue 12.8) ------------------------------------------------------------
+
+SLOW = """
+import time
+
+import ssed
+
+
+class Slow(ssed.Service):
+    def on_tick(self):
+        time.sleep(float(self.options.get("tick_sleep", "0")))
+
+    def on_admin(self, args):
+        time.sleep(float(args[0]))
+        return "slept"
+
+    def on_connect(self, client, request):
+        time.sleep(float(request.first("sleep") or "0"))
+"""
+
+
+def slow_daemon(daemon, tmp_path, body):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "slowplug.py").write_text(SLOW)
+    return start_in(daemon, conf, body)
+
+
+def test_a_hook_that_stalls_the_loop_is_named_in_the_log_once_a_minute_and_counted(daemon,
+                                                                                tmp_path):
+    d = slow_daemon(daemon, tmp_path, "[/ok]\n[/slow]\nclass = slowplug:Slow\n"
+                    "interval = 0.2\ntick_sleep = 1.1\n")
+    line = d.wait_log(r"loop stalled")
+    assert re.search(r" warning loop stalled 1\.\d s in /slow on_tick", line), line
+    with d.control_conn() as c:
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while (stats := c.request({"cmd": "stats"}))["loop_stalls"] < 3:
+            assert time.monotonic() < deadline, stats
+    assert 1.1 <= stats["longest_stall"] < 3 * TIMEOUT, stats
+    samples, _ = scrape(d)
+    assert value(samples, "ssed_loop_stalls_total") >= 3
+    assert sum("loop stalled" in line for line in d.log) == 1, d.log     # rate-limited
+
+
+def test_a_control_command_that_stalls_the_loop_is_named(daemon, tmp_path):
+    d = slow_daemon(daemon, tmp_path, "[/slow]\nclass = slowplug:Slow\n")
+    assert d.ctl({"cmd": "stats"})["loop_stalls"] == 0
+    assert d.ctl({"cmd": "admin", "service": "/slow", "args": ["0.1"]})["result"] == "slept"
+    assert d.ctl({"cmd": "admin", "service": "/slow", "args": ["1.2"]})["result"] == "slept"
+    line = d.wait_log(r"loop stalled")
+    assert re.search(r"loop stalled 1\.\d s in control command admin /slow", line), line
+    stats = d.ctl({"cmd": "stats"})
+    assert stats["loop_stalls"] == 1 and 1.2 <= stats["longest_stall"] < 2, stats
+
+
+def test_a_stall_outside_any_timed_hook_names_the_kind_of_connection(daemon, tmp_path):
+    """on_connect runs while a connection is being accepted and routed, not as a timed
+    hook: the line names what the loop was handling."""
+    d = slow_daemon(daemon, tmp_path, "[/slow]\nclass = slowplug:Slow\n")
+    assert d.stream("/slow?sleep=1.2").status == 200
+    line = d.wait_log(r"loop stalled")
+    assert re.search(r"loop stalled 1\.\d s in (accepting connections|an HTTP request)",
+                     line), line
+    assert d.ctl({"cmd": "stats"})["loop_stalls"] == 1

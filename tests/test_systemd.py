@@ -407,6 +407,86 @@ def test_a_passed_control_socket_at_the_configured_path_is_not_removed_on_exit(a
         shutil.rmtree(short, ignore_errors=True)
 
 
+# A launcher that puts `fd` (or nothing: -1) at descriptor 3 and execs the daemon in the same
+# process with LISTEN_PID/LISTEN_FDS=1, as systemd does; what it is handed is up to the test.
+LAUNCH = """if True:
+    import os, sys
+    fd = int(sys.argv[1])
+    if fd >= 0:
+        os.dup2(fd, 3)
+    else:
+        try:
+            os.close(3)
+        except OSError:
+            pass
+    os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+    os.execv(sys.executable, [sys.executable, "-m", "ssed", *sys.argv[2:]])
+"""
+
+
+def launch_with_fd3(tmp_path, fd=-1):
+    ini = tmp_path / "ssed.ini"
+    ini.write_text(f"[ssed]\nlisten = 127.0.0.1:0\ncontrol = ssed.sock\n{CHAT}")
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(fd), "-c", str(ini)],
+                            env=env(), cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            pass_fds=(fd,) if fd >= 0 else ())
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        reap(proc)
+    return proc.returncode, err
+
+
+def refused_activation(tmp_path, fd, why):
+    code, err = launch_with_fd3(tmp_path, fd)
+    assert code == 1, err
+    assert err.count("\n") == 1 and err.startswith("ssed: socket activation: fd 3 "), err
+    assert why in err and "Traceback" not in err, err
+
+
+def test_a_closed_fd_3_is_refused_with_one_line(tmp_path):
+    refused_activation(tmp_path, -1, "is not open")
+
+
+def test_a_passed_fd_that_is_not_a_socket_is_refused_with_one_line(tmp_path):
+    with open(tmp_path / "plain.txt", "w") as f:
+        refused_activation(tmp_path, f.fileno(), "is not a socket")
+
+
+def test_a_passed_udp_socket_is_refused_with_one_line(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        refused_activation(tmp_path, udp.fileno(), "is a datagram socket")
+
+
+def test_a_passed_stream_socket_that_does_not_listen_is_refused_with_one_line(tmp_path):
+    with socket.socket() as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        refused_activation(tmp_path, tcp.fileno(), "not listening")
+
+
+def test_a_passed_listening_socket_is_served(tmp_path):
+    """The launcher itself is sound: a real listener at fd 3 serves streams."""
+    with socket.socket() as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        ini = tmp_path / "ssed.ini"
+        ini.write_text(f"[ssed]\nlisten = 127.0.0.1:0\ncontrol = ssed.sock\n{CHAT}")
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(tcp.fileno()), "-c",
+                                 str(ini)], env=env(), cwd=str(tmp_path),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, pass_fds=(tcp.fileno(),))
+        try:
+            with socket.create_connection(tcp.getsockname(), timeout=TIMEOUT) as s:
+                s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert s.recv(100).startswith(b"HTTP/1.1 200 ")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(TIMEOUT) == 0
+        finally:
+            reap(proc)
+
+
 # -- logs under journald ---------------------------------------------------------------------------
 
 def run_with_stderr_file(tmp_path, notify, journal_stream, body=CHAT):
