@@ -17,11 +17,11 @@ import traceback
 from . import web
 from .control import LineSplitter
 from .http1 import HttpError, RequestParser, error_reply, whole_request
+from .limits import MAX_SOURCE_EVENT as MAX_CHILD_OUTPUT
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 LINGER = 2.0                # seconds to drain a peer after our reply before closing
 MAX_CONTROL_OUT = 64 << 20  # answers queued for a control client that does not read
-MAX_CHILD_OUTPUT = 1 << 20
 MAX_UNREAD = 1 << 20        # answers a kept-alive HTTP client may leave unread
 
 

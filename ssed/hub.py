@@ -177,7 +177,8 @@ class Hub:
             channel = self.channels.get(sc.path)
             if channel is None:
                 self._add_channel(sc)
-            elif channel.config != sc:
+            elif channel.config != sc or type(channel.service) is not service_class(sc):
+                # (new settings, or its module's code was read again)
                 self._stop_service(channel)
                 self._start_service(channel, sc)
             else:
