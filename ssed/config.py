@@ -250,13 +250,16 @@ _COMMON = {"source", "event", "history", "cors_origins", "token", "publish_token
 
 def _source(text):
     if text not in _USES:
-        raise ValueError(f"expected {' | '.join(_USES)}, got {text!r}" + _did_you_mean(text, _USES))
+        raise ValueError(f"expected {' | '.join(_USES)}, got {text!r}"
+                         + _did_you_mean(text, _USES))
     return text
 
 
 def _did_you_mean(name, names):
     close = difflib.get_close_matches(name, list(names), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 _PATHS = ("control", "file", "state_dir", "journal")  # resolved against the config file's directory
 
 KEYS = (
@@ -299,7 +302,8 @@ KEYS = (
     Key("event", "service", _event, "", "event type of the source's events and of published "
         "events that name none; empty = none (`message`)"),
     Key("file", "service", _path, "",
-        "file read by the messages, quotes and file sources, relative to the config file"),
+        "regular file read by the messages, quotes and file sources, relative to the config "
+        "file; checked with the config (a `file` source's may not exist yet)"),
     Key("messages", "service", _messages, "",
         "messages source: the messages, one per line (indent the continuation lines)"),
     Key("command", "service", _text, "",
