@@ -18,6 +18,7 @@ with the next one.
 import errno
 import json
 import os
+import stat
 import zlib
 
 from .history import parse_id
@@ -77,10 +78,15 @@ class Journal:
 
     def _read(self):
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            # Non-blocking, and regular files only: a FIFO at the journal's path would hang a
+            # plain open() (on reload, inside the loop).
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except FileNotFoundError:
             return [], None
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            data = f.read()
         records, offset = [], 0
         while offset < len(data):
             end = data.find(b"\n", offset)

@@ -6,6 +6,7 @@ exactly what it missed. Torn tails, compaction, `journal =` and `[ssed] state_di
 Both runs of a test share one config directory (`confdir.start_in`), so the journal paths in
 it are the same files. Every wait is bounded.
 """
+import os
 import re
 import resource
 import signal
@@ -316,3 +317,13 @@ def test_a_failing_journal_is_logged_once_counted_shown_and_recovers(daemon, tmp
     d.wait_log("stopped")
     assert any(re.search(r"/other: on_stop ran", line) for line in d.log), d.log
     assert not [line for line in d.log if "bug" in line or "Traceback" in line], d.log
+
+
+def test_a_journal_path_that_is_a_fifo_is_refused_without_blocking(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    os.mkfifo(conf / "chat.journal")      # a plain open() for reading waits for a writer
+    d = start_in(daemon, conf, "[/chat]\njournal = chat.journal\n")
+    logged(d, r"error service /chat: journal .*chat\.journal: not a regular file; history will "
+              r"not survive a restart")
+    assert d.publish("/chat", "still works")["ok"]
