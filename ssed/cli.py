@@ -9,7 +9,7 @@ import time
 
 from . import __version__
 from . import config as configmod
-from . import plugins
+from . import plugins, sources
 from .control import CommandError
 from .hub import Hub
 from .log import Logger, escape, under_journald
@@ -32,17 +32,18 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def read_config(path):
-    """The Config, with plugins imported and checked; ConfigError otherwise."""
-    cfg = configmod.load(path) if path else configmod.default()
-    if path:
-        plugin_dir = os.path.dirname(os.path.abspath(path))
-        if plugin_dir not in sys.path:
-            sys.path.insert(0, plugin_dir)     # `class = mymod:Cls` next to the ini
-    errors = plugins.check(cfg)
-    if errors:
-        raise configmod.ConfigError(errors)
-    return cfg
+def read_config(path, loader=None):
+    """The Config, with plugins imported and checked and the files the sources read checked,
+    every error in one pass; ConfigError otherwise. `loader`: the daemon's Plugins, which
+    keeps what changed on disk aside until `commit`."""
+    loader = loader or plugins.Plugins()
+    checks = (configmod.has_services, sources.check, loader.check)
+    if not path:
+        return configmod.default(checks)
+    plugin_dir = os.path.dirname(os.path.abspath(path))
+    if plugin_dir not in sys.path:
+        sys.path.insert(0, plugin_dir)     # `class = mymod:Cls` next to the ini
+    return configmod.load(path, checks)
 
 
 def bind_listeners(cfg):
@@ -128,8 +129,9 @@ def secrets_of(cfg):
 class Daemon:
     """The running daemon's config and how to reload it."""
 
-    def __init__(self, path, cfg, hub, log, notify):
+    def __init__(self, path, cfg, hub, log, notify, loader):
         self.path, self.cfg, self.hub, self.log, self.notify = path, cfg, hub, log, notify
+        self.plugins = loader       # the Plugins that loaded cfg's modules: it knows their files
         self.loop = None
         self.listeners = {}
         self.activated = False
@@ -167,15 +169,24 @@ class Daemon:
         return self.loop.status_line()
 
     def _reload(self):
+        """Apply the config file again, or change nothing: every refusal (whether the reload
+        came by signal or by command) is logged here with its reasons."""
         try:
-            new = read_config(self.path)
+            new = read_config(self.path, self.plugins)
+            _keeps_a_service(self.cfg, new)
+            changes = configmod.diff(self.cfg, new)
+            changes += self._rebind(new)
         except configmod.ConfigError as exc:
             self.log("error", "reload refused, config unchanged:\n" + str(exc))
             raise CommandError(f"config not valid, nothing changed: {exc.errors[0]}"
                                + (f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1
                                   else ""), errors=exc.errors) from None
-        changes = configmod.diff(self.cfg, new)
-        changes += self._rebind(new)
+        except CommandError as exc:
+            self.log("error", f"reload refused, config unchanged: {exc}")
+            raise
+        for name in self.plugins.commit():
+            users = [sc.path for sc in new.services if sc.cls and sc.cls.split(":")[0] == name]
+            changes.append(f"reloaded module {name} (restarts {', '.join(users)})")
         for key in ("control", "control_mode", "control_group"):
             if getattr(new, key) != getattr(self.cfg, key):
                 changes.append(f"[ssed] {key} changes only on restart")
@@ -186,11 +197,23 @@ class Daemon:
         return changes
 
 
+def _keeps_a_service(old, new):
+    """A reload that would remove every service is refused: it is far more likely a file
+    caught half written (or the wrong file) than a wish to drop every stream and history."""
+    kept = {sc.path for sc in new.services} & {sc.path for sc in old.services}
+    if old.services and not kept:
+        raise CommandError(
+            "it would remove every service (" + ", ".join(sc.path for sc in old.services)
+            + "); to replace them all, add the new services and reload, then remove the old "
+              "ones and reload again (or restart)")
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     path = args.config or os.environ.get("SSED_CONFIG") or None
+    loader = plugins.Plugins()
     try:
-        cfg = read_config(path)
+        cfg = read_config(path, loader)
     except configmod.ConfigError as exc:
         print(str(exc), file=sys.stderr if not args.check else sys.stdout)
         return 1
@@ -204,7 +227,7 @@ def main(argv=None):
     log = Logger(sys.stderr, args.log_level, time.time,
                  under_journald(os.environ, stderr_stat), secrets_of(cfg))
     try:
-        return serve(path, cfg, log, args.console)
+        return serve(path, cfg, log, args.console, loader)
     except StartupError as exc:
         print(f"ssed: {escape(str(exc))}", file=sys.stderr)     # one line, whatever it holds
         return 1
@@ -232,14 +255,14 @@ def sockets(cfg, log):
     return listeners, bind_control(cfg), True, False
 
 
-def serve(path, cfg, log, console):
+def serve(path, cfg, log, console, loader):
     listeners, control_sock, activated, passed_control = sockets(cfg, log)
     # A control socket systemd passed is not ours to unlink, even at our configured path: the
     # socket unit keeps listening on that inode for our next start.
     own_control = control_sock is not None and not passed_control
     hub = Hub(cfg, None, log, now=time.time())
     notify = Notifier(os.environ)
-    daemon = Daemon(path, cfg, hub, log, notify)
+    daemon = Daemon(path, cfg, hub, log, notify, loader)
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None)
     daemon.attach(loop, listeners, activated)

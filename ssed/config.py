@@ -8,6 +8,7 @@ file) and its doc; parsing, validation, defaults, `keys_markdown()` and `diff()`
 Pure: only `load` reads a file and `default` reads the package's `default.ini`.
 `python3 -m ssed.config --keys` prints the key table in markdown.
 """
+import datetime
 import difflib
 import ipaddress
 import math
@@ -143,7 +144,32 @@ _group = _match(r"([A-Za-z0-9_][A-Za-z0-9_.-]*\$?)?", "a group name or number", 
 _secret = _match(r"[\x21-\x7e]*", "visible ASCII characters without spaces", _text)
 _class = _match(r"([^\W\d]\w*(\.[^\W\d]\w*)*:[^\W\d]\w*)?",
                 "module:Class, as in mypkg.chat:Chat", _text)
-_format = _match(r"iso|unix|.*%.*", "iso, unix, or a strftime pattern with %", str)
+# The strftime directives that Python and glibc render. glibc prints any other as it is
+# written, so a typo such as %Q would be published literally every tick: refuse it here.
+# %f, %z and %Z are Python's own (no flags); the rest are glibc's, which takes a flag and a
+# width, and the E and O modifiers on the conversions that have them.
+_DIRECTIVE = re.compile(r"%(?:[fzZ%]" + (r"|:z" if sys.version_info >= (3, 12) else "")
+                        + r"|[-_0^#]?[0-9]*(?:[aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyY]"
+                          r"|E[cCxXyY]|O[deHImMSuUVwWy]))")
+
+
+def _format(text):
+    if text in ("iso", "unix"):
+        return text
+    if "%" not in text:
+        raise ValueError(f"expected iso, unix, or a strftime pattern with %, got {text!r}")
+    at = text.find("%")
+    while at >= 0:
+        found = _DIRECTIVE.match(text, at)
+        if found is None:
+            raise ValueError(f"unknown strftime directive {text[at:at + 2]!r} in {text!r} "
+                             "(see `man strftime`)")
+        at = text.find("%", found.end())
+    try:    # a fixed moment: this checks the pattern, not the clock
+        datetime.datetime(2000, 1, 2, tzinfo=datetime.timezone.utc).strftime(text)
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError(f"strftime cannot render {text!r}: {exc}") from None
+    return text
 
 
 def _event(text):
@@ -220,7 +246,20 @@ _NEEDS = {"messages": ("file", "messages"), "quotes": ("command", "file"),
           "command": ("command",), "file": ("file",)}
 _COMMON = {"source", "event", "history", "cors_origins", "token", "publish_token", "journal",
            "session_event", "json", "class"}
-_source = _match("|".join(_USES), " | ".join(_USES), str)
+
+
+def _source(text):
+    if text not in _USES:
+        raise ValueError(f"expected {' | '.join(_USES)}, got {text!r}"
+                         + _did_you_mean(text, _USES))
+    return text
+
+
+def _did_you_mean(name, names):
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 _PATHS = ("control", "file", "state_dir", "journal")  # resolved against the config file's directory
 
 KEYS = (
@@ -263,7 +302,8 @@ KEYS = (
     Key("event", "service", _event, "", "event type of the source's events and of published "
         "events that name none; empty = none (`message`)"),
     Key("file", "service", _path, "",
-        "file read by the messages, quotes and file sources, relative to the config file"),
+        "regular file read by the messages, quotes and file sources, relative to the config "
+        "file; checked with the config (a `file` source's may not exist yet)"),
     Key("messages", "service", _messages, "",
         "messages source: the messages, one per line (indent the continuation lines)"),
     Key("command", "service", _text, "",
@@ -353,14 +393,16 @@ def _bad_path(path):
 
 
 def _sections(sections, error):
-    """The [ssed] section (or None) and the service sections, minus broken and duplicate ones."""
-    ssed, services, first = None, [], {}
+    """The [ssed] section (or None), the service sections, and the duplicate sections (read
+    only for their errors), minus broken ones."""
+    ssed, services, duplicates, first = None, [], [], {}
     for section in sections:
         name = section.name
         if name is None:
             continue
         if name in first:
             error(section.line, f"duplicate section [{name}] (first at line {first[name]})")
+            duplicates.append(section)
         elif name == "ssed":
             ssed = section
         elif name.startswith("/"):
@@ -372,7 +414,7 @@ def _sections(sections, error):
             error(section.line, f"unknown section [{name}]: "
                                 "expected [ssed] or a service path starting with /")
         first.setdefault(name, section.line)
-    return ssed, services
+    return ssed, services, duplicates
 
 
 def _value(key, text, base):
@@ -383,8 +425,7 @@ def _value(key, text, base):
 
 
 def _unknown(name):
-    close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-    return f"unknown key {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return f"unknown key {name!r}" + _did_you_mean(name, _BY_NAME)
 
 
 def _plugin(section):
@@ -419,20 +460,30 @@ def _entries(section, scope, base, error):
 
 def _check_source(section, values, lines, error):
     """Keys the built-in source needs, and keys set that it would silently ignore."""
-    if "source" in lines and "source" not in values:
-        return  # a bad source was reported; guessing its keys would only add noise
     source = values.get("source", "none")
+    if "source" in lines and "source" not in values:
+        # A bad source was reported with the one it is closest to: check the keys against
+        # that one, so that their errors come in this pass too (no close one: no guess).
+        text = next(text for name, text, _ in section.entries if name == "source")
+        close = difflib.get_close_matches(text, list(_USES), n=1)
+        if close:
+            _unused_keys(close[0], values, lines, error)
+        return
+    _unused_keys(source, values, lines, error)
     given = [n for n in _NEEDS.get(source, ()) if values.get(n) not in (None, ())]
-    for name, line in lines.items():
-        key = _BY_NAME.get(name)
-        if (key and key.scope != "ssed" and name not in _COMMON and name not in _USES[source]
-                and values.get(name) not in (None, ())):
-            error(line, f"key {name!r} is not used by source {source!r}")
     where = lines.get("source", section.line)
     if source in _NEEDS and not given:
         error(where, f"source {source!r} needs " + " or ".join(map(repr, _NEEDS[source])))
     elif len(given) > 1:
         error(where, f"source {source!r} takes {given[0]!r} or {given[1]!r}, not both")
+
+
+def _unused_keys(source, values, lines, error):
+    for name, line in lines.items():
+        key = _BY_NAME.get(name)
+        if (key and key.scope != "ssed" and name not in _COMMON and name not in _USES[source]
+                and values.get(name) not in (None, ())):
+            error(line, f"key {name!r} is not used by source {source!r}")
 
 
 def journal_file(service_path):
@@ -458,11 +509,16 @@ def _build(text, filename, base, errors):
     def error(line, message):
         errors.append((line, message))
 
-    ssed, services = _sections(_read(text, error), error)
+    ssed, services, duplicates = _sections(_read(text, error), error)
     top = {key.name: _value(key, key.default, base) for key in KEYS}
     if ssed:
         top |= _entries(ssed, "ssed", base, error)[0]
     built = tuple(_service(section, top, base, error) for section in services)
+    for section in duplicates:     # their own errors too, so that one pass finds them all
+        if section.name == "ssed":
+            _entries(section, "ssed", base, error)
+        elif section.name.startswith("/"):
+            _service(section, top, base, error)
     journals = {}
     for sc in built:
         if sc.journal in journals:
@@ -474,9 +530,11 @@ def _build(text, filename, base, errors):
                   **{k.name: top[k.name] for k in KEYS if k.scope != "service"})
 
 
-def _finish(text, filename, base_dir, errors):
+def _finish(text, filename, base_dir, errors, checks):
     base = os.path.abspath(os.path.dirname(filename) if base_dir is None else base_dir)
     config = _build(text.removeprefix("\ufeff"), filename, base, errors)
+    for check in checks:
+        errors.extend(check(config))
     if errors:
         errors.sort(key=lambda error: error[0])  # stable: same-line errors keep their order
         raise ConfigError(f"{filename}:{line}: {message}" for line, message in errors)
@@ -485,14 +543,17 @@ def _finish(text, filename, base_dir, errors):
 
 # --- the public functions ----------------------------------------------------------------------
 
-def parse(text, filename, base_dir=None):
+def parse(text, filename, base_dir=None, checks=()):
     """The Config in `text`, or ConfigError with every problem. Relative `control` and `file`
-    paths resolve against `base_dir`, by default the directory of `filename`."""
-    return _finish(text, os.fspath(filename), base_dir, [])
+    paths resolve against `base_dir`, by default the directory of `filename`. Each of `checks`
+    is called with the Config as read (good values, defaults where a value was bad) and
+    returns more (line, message) errors, sorted in with the rest: the caller's checks that
+    need more than the text (files, plugin imports) come in the same pass."""
+    return _finish(text, os.fspath(filename), base_dir, [], checks)
 
 
-def load(path):
-    """Read and parse the config file at `path`."""
+def load(path, checks=()):
+    """Read and parse the config file at `path` (`checks` as for `parse`)."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -510,14 +571,23 @@ def load(path):
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 errors.append((number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x})"))
-    return _finish(text, path, None, errors)
+    return _finish(text, path, None, errors, checks)
 
 
-def default():
+def default(checks=()):
     """The config used when none is given: the package's default.ini, paths relative to the
     current directory."""
     text = resources.files("ssed").joinpath("default.ini").read_text(encoding="utf-8")
-    return parse(text, "<default>", base_dir=os.getcwd())
+    return parse(text, "<default>", base_dir=os.getcwd(), checks=checks)
+
+
+def has_services(config):
+    """A check for `parse`/`load`: a daemon's config must define a service. A file with none
+    is empty or cut short (a reload reading a half-written file), not something to serve."""
+    if config.services:
+        return []
+    return [(1, "no service sections (such as [/time]): nothing to serve; is the file "
+                "empty or only half written?")]
 
 
 def diff(old, new):

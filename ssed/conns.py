@@ -18,13 +18,13 @@ from collections import deque
 from . import web
 from .control import LineSplitter
 from .http1 import HttpError, RequestParser, error_reply, whole_request
+from .limits import MAX_SOURCE_EVENT as MAX_CHILD_OUTPUT
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 LINGER = 2.0                # seconds to drain a peer after our reply before closing
 CONTROL_READ = 65536        # bytes read from a control client (or stdin) at once
 CONTROL_LINES = 64          # its request lines answered per loop turn (~1 ms of `stats`)
 CONTROL_AHEAD = 1 << 20     # answers waiting unsent past which a client is not read or answered
-MAX_CHILD_OUTPUT = 1 << 20
 MAX_UNREAD = 1 << 20        # answers a kept-alive HTTP client may leave unread
 
 

@@ -101,7 +101,8 @@ def _stats(hub, daemon, req):
             "events_published": hub.stats["events_published"],
             "events_delivered": hub.stats["events_delivered"],
             "bytes_sent": hub.stats["bytes_sent"], "dropped": dict(hub.dropped),
-            "refused": dict(hub.refused), "rss_bytes": daemon.rss(),
+            "refused": dict(hub.refused), "journal_failures": hub.stats["journal_failures"],
+            "rss_bytes": daemon.rss(),
             "loop_stalls": hub.stats["loop_stalls"], "longest_stall": hub.stats["longest_stall"]}
 
 

@@ -78,6 +78,7 @@ class Channel:
         self.delivered = 0
         self.child = None       # the command this service is running, if any
         self.journal = None     # its Journal, when its history is durable
+        self.journal_failures = 0   # publishes refused because the journal write failed
 
 
 class Hub:
@@ -97,7 +98,8 @@ class Hub:
         self.due = now              # when tick() next has something to do
         self.ticked_at = now
         self.next_keepalive = now
-        self.stats = Counter()      # events_published, events_delivered, bytes_sent
+        self.stats = Counter()      # events_published, events_delivered, bytes_sent,
+                                    # journal_failures
         self.dropped = Counter()    # reason -> clients closed for it
         self.refused = Counter()    # reason -> connections refused for it
         self.joining = None         # the Joining whose on_connect hooks are running
@@ -116,8 +118,18 @@ class Hub:
 
     def sync_journals(self):
         for channel in self.channels.values():
-            if channel.journal is not None:
-                channel.journal.sync()
+            journal = channel.journal
+            if journal is not None:
+                try:
+                    if journal.sync() and journal.trouble.failing:
+                        journal.trouble.recovered(self.now)
+                except OSError as exc:
+                    journal.trouble.failed(self.now, f"fsync failed: {exc.strerror or exc}")
+
+    def journal_failing(self):
+        """Whether a journal is failing now (for /healthz)."""
+        return any(ch.journal is not None and ch.journal.trouble.failing
+                   for ch in self.channels.values())
 
     def _add_channel(self, sc):
         channel = Channel(sc)
@@ -141,7 +153,7 @@ class Hub:
             channel.history.append(Event(key, data, type_))
             self.clock.advance(key)
         if not restore:
-            channel.journal.compact(channel.history.ring, sc.history, force=True)
+            self._compact(channel, sc.history, force=True)
         elif records:
             self.log("info", f"service {sc.path}: {len(records)} events restored from "
                      f"{sc.journal}")
@@ -199,7 +211,8 @@ class Hub:
             channel = self.channels.get(sc.path)
             if channel is None:
                 self._add_channel(sc)
-            elif channel.config != sc:
+            elif channel.config != sc or type(channel.service) is not service_class(sc):
+                # (new settings, or its module's code was read again)
                 self._stop_service(channel)
                 self._start_service(channel, sc)
             else:
@@ -238,7 +251,7 @@ class Hub:
             targets = channel.clients
             channel.history.append(ev)
             if channel.journal is not None:
-                self._compact(channel)
+                self._compact(channel, channel.config.history)
             channel.last_sent = self.now
         else:
             targets = self._one_client(channel, client_id, ev)
@@ -266,19 +279,29 @@ class Hub:
         return [c for c in self.streams_of(to) if channel in c.channels]
 
     def _journal(self, channel, ev):
-        """Append before anyone hears of the event; a publish that cannot be kept fails."""
+        """Append before anyone hears of the event; a publish that cannot be kept fails,
+        counted, and logged once per episode (a full disk would otherwise be known only to
+        the publishers)."""
+        journal = channel.journal
         try:
-            channel.journal.append(ev)
+            journal.append(ev)
         except OSError as exc:
-            raise PublishError(f"{channel.path}: journal write failed: "
-                               f"{exc.strerror or exc}") from None
+            why = f"write failed: {exc.strerror or exc}"
+            channel.journal_failures += 1
+            self.stats["journal_failures"] += 1
+            journal.trouble.failed(self.now, why + "; publishes are refused")
+            raise PublishError(f"{channel.path}: journal {why}") from None
+        if journal.trouble.failing:
+            journal.trouble.recovered(self.now)
 
-    def _compact(self, channel):
+    def _compact(self, channel, keep, force=False):
+        journal = channel.journal
         try:
-            channel.journal.compact(channel.history.ring, channel.config.history)
+            if journal.compact(channel.history.ring, keep, force):
+                journal.compaction.recovered(self.now)
         except OSError as exc:
-            self.log("error", f"service {channel.path}: journal compaction failed: "
-                     f"{exc.strerror or exc}")
+            journal.compaction.failed(self.now, f"{exc.strerror or exc}; the file grows "
+                                      "until it succeeds")
 
     def tick(self, now):
         """Run due timers and, every quarter of `keepalive`, the keepalive sweep; the time

@@ -9,12 +9,20 @@ holds twice as many records as the history keeps.
 Sync policies, as Redis's appendfsync: `always` (fsync before the publisher's answer),
 `everysec` (fsync at most once a second; a `kill -9` loses nothing, a power cut up to a
 second), `no` (the kernel decides).
+
+A write that fails (a full disk, a file size limit) refuses the publish and is cut back off
+the file, so that the refused event never comes back after a restart and the next record
+follows whole ones. Writes are unbuffered: a buffer would keep the refused record and write it
+with the next one.
 """
+import errno
 import json
 import os
+import stat
 import zlib
 
 from .history import parse_id
+from .log import Episode
 
 SYNC_POLICIES = ("always", "everysec", "no")
 
@@ -42,31 +50,43 @@ def decode(line):
 
 
 class Journal:
-    """One service's journal file. `log(level, text)` reports what was skipped."""
+    """One service's journal file. `log(level, text)` reports what was skipped; `trouble` and
+    `compaction` are the Episodes of failing writes and failing compactions (the hub, which
+    knows the time, reports them)."""
 
     def __init__(self, path, sync, log):
         self.path = path
         self.sync_policy = sync
         self.log = log
         self.records = 0
+        self.size = 0           # bytes of whole records: where a failed append is cut back to
+        self.torn = False       # a failed append left bytes that could not be cut off yet
         self.dirty = False
         self.file = None
+        self.trouble = Episode(log, f"journal {path}")
+        self.compaction = Episode(log, f"journal {path} compaction")
 
     def load(self, keep):
         """The last `keep` records as (key, type, data), oldest first; opens for appending."""
         records, good_end = self._read()
-        self.file = open(self.path, "ab")
+        self.file = open(self.path, "ab", buffering=0)
         if good_end is not None:
             self.file.truncate(good_end)     # cut the torn tail so appends follow good data
+        self.size = os.fstat(self.file.fileno()).st_size
         self.records = len(records)
         return records[-keep:] if keep else []
 
     def _read(self):
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            # Non-blocking, and regular files only: a FIFO at the journal's path would hang a
+            # plain open() (on reload, inside the loop).
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except FileNotFoundError:
             return [], None
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            data = f.read()
         records, offset = [], 0
         while offset < len(data):
             end = data.find(b"\n", offset)
@@ -80,37 +100,87 @@ class Journal:
         return records, None
 
     def append(self, event):
-        self.file.write(encode(event))
-        self.file.flush()           # in the kernel before the publisher hears "ok"
+        """Write the event's record (in the kernel before the publisher hears "ok"); OSError
+        if it cannot be kept, with nothing of it left in the file."""
+        record = encode(event)
+        try:
+            if self.torn:
+                self.file.truncate(self.size)
+                self.torn = False
+            _write_all(self.file, record)
+            if self.sync_policy == "always":
+                os.fsync(self.file.fileno())
+        except OSError:
+            self._cut()
+            raise
+        self.size += len(record)
         self.records += 1
-        if self.sync_policy == "always":
-            os.fsync(self.file.fileno())
-        else:
-            self.dirty = True
+        self.dirty = self.sync_policy == "everysec"
+
+    def _cut(self):
+        try:
+            self.file.truncate(self.size)
+        except OSError:
+            self.torn = True        # tried again before the next append
 
     def sync(self):
-        """The once-a-second fsync of `everysec`."""
-        if self.dirty and self.sync_policy == "everysec":
-            os.fsync(self.file.fileno())
+        """The once-a-second fsync of `everysec`; whether it fsynced."""
+        if not (self.dirty and self.sync_policy == "everysec"):
+            return False
+        os.fsync(self.file.fileno())
         self.dirty = False
+        return True
 
     def compact(self, events, keep, force=False):
-        """Rewrite the file with only `events` once it holds over twice `keep` records."""
+        """Rewrite the file with only `events` once it holds over twice `keep` records; whether
+        it did. The new file is written whole and fsynced beside the old one before it takes
+        its place, and appends go on in it through the same descriptor; a failure leaves the
+        old file as it was."""
         if self.records <= 2 * max(keep, 1) and not force:
-            return
+            return False
         tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(b"".join(encode(e) for e in events))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        new = open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                           | os.O_CLOEXEC, 0o666), "ab", buffering=0)
+        try:
+            _write_all(new, b"".join(encode(e) for e in events))
+            os.fsync(new.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            new.close()
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         self.file.close()
-        self.file = open(self.path, "ab")
+        self.file, self.torn, self.dirty = new, False, False
+        self.size = os.fstat(new.fileno()).st_size
         self.records = len(events)
+        return True
 
     def close(self):
-        if self.file is not None:
+        """Sync and close. A failing fsync is logged, never raised: the daemon is stopping,
+        and the services after this one must stop too."""
+        if self.file is None:
+            return
+        try:
             self.sync()
+        except OSError as exc:
+            self.log("error", f"journal {self.path}: fsync on close failed: "
+                     f"{exc.strerror or exc}; the last second of events may not be on disk")
+        try:
             self.file.close()
-            self.file = None
+        except OSError as exc:
+            self.log("error", f"journal {self.path}: close failed: {exc.strerror or exc}")
+        self.file = None
 
+
+def _write_all(file, data):
+    """Write all of `data` to an unbuffered file, or raise: a short write (a full disk, a file
+    size limit) is followed by another, which raises with the reason."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(errno.EIO, "the write wrote nothing")
+        view = view[written:]

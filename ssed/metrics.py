@@ -8,6 +8,8 @@ METRICS = {
     "ssed_bytes_sent_total": ("counter", "Bytes written to HTTP streams."),
     "ssed_clients_dropped_total": ("counter", "Streams closed by the daemon, by reason."),
     "ssed_connections_refused_total": ("counter", "Connections refused, by reason."),
+    "ssed_journal_failures_total": ("counter", "Publishes refused because the service's "
+                                    "journal could not be written, per service."),
     "ssed_uptime_seconds": ("gauge", "Seconds since the daemon started."),
     "ssed_loop_stalls_total": ("counter", "Loop turns that took over a second (all clients "
                                "waited)."),
@@ -43,6 +45,8 @@ def samples(hub):
         "ssed_clients_dropped_total": [({"reason": r}, n) for r, n in sorted(hub.dropped.items())],
         "ssed_connections_refused_total": [({"reason": r}, n)
                                            for r, n in sorted(hub.refused.items())],
+        "ssed_journal_failures_total": [({"service": p}, ch.journal_failures)
+                                        for p, ch in hub.channels.items() if ch.config.journal],
         "ssed_uptime_seconds": [({}, round(hub.now - hub.started, 3))],
         "ssed_loop_stalls_total": [({}, hub.stats["loop_stalls"])],
     }

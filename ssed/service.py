@@ -58,10 +58,21 @@ class Service:
         return self._hub.publish(self.path, data, event, client)[0].id
 
     def spawn(self, command, callback, timeout=None):
-        """Run a shell command without blocking; `callback(output_bytes, error_or_None)`.
+        """Run `command` with /bin/sh in the config file's directory, without blocking; once
+        it is done, the loop calls `callback(output, error)`:
 
-        One child at a time per service: False if one is still running. The child is
-        killed after `timeout` seconds (default: the service's interval).
+        - `output`: bytes, what the command wrote to its standard output (not decoded, its
+          final newline kept), at most about 1 MiB (`ssed.limits.MAX_SOURCE_EVENT`);
+        - `error`: None when the command exited with status 0; else a short text saying
+          why (a non-zero exit status, a signal, killed after `timeout`, output over the
+          limit, cannot run), and `output` then holds what it wrote before that (b"" if it
+          never ran). An error is never raised: check it in the callback.
+
+        Returns True once the command runs. One child at a time per service: while one is
+        still running, returns False and the callback is not called; a command that cannot
+        be started returns False too, after its callback got the error. The child is killed
+        after `timeout` seconds (default: the service's interval), or when the service stops
+        (after `on_stop`; its callback then gets an error).
         """
         return self._hub.spawn(self, command, callback, timeout or self.config.interval)
 

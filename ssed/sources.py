@@ -3,10 +3,10 @@ import datetime
 import json
 import os
 import re
+import stat
 
+from .limits import MAX_MESSAGES_FILE, MAX_SOURCE_EVENT
 from .service import Service
-
-MAX_OUTPUT = 1 << 20     # bytes of a command's output or a file's content we publish
 
 
 def _text(raw):
@@ -40,16 +40,30 @@ class Messages(Service):
         self.lines = list(self.config.messages)
         self.next = 0
         if self.config.file:
-            try:
-                with open(self.config.file, encoding="utf-8", errors="replace") as f:
-                    self.lines += [line.rstrip("\r\n") for line in f if line.strip()]
-            except OSError as exc:
-                self.log(f"cannot read {self.config.file}: {exc.strerror}", "error")
+            data, error = read_file(self.config.file, MAX_MESSAGES_FILE)
+            if error:
+                self.log(error, "error")
+            else:
+                self.lines += self._lines(data)
+
+    def _lines(self, data):
+        """The file's non-blank lines; one over MAX_SOURCE_EVENT is skipped with a warning."""
+        kept = []
+        for number, line in enumerate(_LINE_END.split(data), 1):
+            if len(line) > MAX_SOURCE_EVENT:
+                self.log(f"{self.config.file}:{number}: line of {len(line)} bytes is over "
+                         f"{MAX_SOURCE_EVENT} bytes; skipped", "warning")
+            elif line.strip():
+                kept.append(line.decode("utf-8", "replace"))
+        return kept
 
     def on_tick(self):
         if self.lines:
             self.publish(self.lines[self.next % len(self.lines)])
             self.next += 1
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")    # as a text-mode file splits lines
 
 
 class Command(Service):
@@ -110,15 +124,49 @@ class Quotes(Service):
 
 
 def _read(path):
-    """(content, None) or (b"", why)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_OUTPUT + 1)
-    except OSError as exc:
-        return b"", f"cannot read {path}: {exc.strerror}"
-    if len(data) > MAX_OUTPUT:
-        return b"", f"{path} is over {MAX_OUTPUT} bytes"
+    return read_file(path, MAX_SOURCE_EVENT)
+
+
+def read_file(path, limit):
+    """(content, None) or (b"", why), without ever blocking the loop (see `_open`)."""
+    f, why = _open(path, limit)
+    if f is None:
+        return b"", why
+    with f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            return b"", f"cannot read {path}: {exc.strerror}"
+    if len(data) > limit:
+        return b"", f"{path} is over {limit} bytes; not read"
     return data, None
+
+
+def _open(path, limit):
+    """(file, None) or (None, why). Opened non-blocking, since a plain open of a FIFO with no
+    writer never returns; then anything but a regular file is refused, since reading a FIFO,
+    a device or a socket can stall the loop or never end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror}"
+    st = os.fstat(fd)
+    why = (f"{path} is not a regular file ({_kind(st.st_mode)}); not read"
+           if not stat.S_ISREG(st.st_mode) else
+           f"{path} is over {limit} bytes ({st.st_size}); not read" if st.st_size > limit
+           else None)
+    if why:
+        os.close(fd)
+        return None, why
+    return open(fd, "rb"), None
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode):
+    return next((name for test, name in _KINDS if test(mode)), "not a file")
 
 
 class File(Service):
@@ -143,6 +191,34 @@ class File(Service):
             self.log(error, "warning")
         else:
             self.publish(_text(data))
+
+
+# What each source reads from `file`, at most, and whether the file may be missing at start:
+# a `file` source publishes the file once it appears (its content "whenever it changes"), while
+# `messages` reads it once at start and `quotes` needs it for every tick.
+_FILES = {"messages": (MAX_MESSAGES_FILE, False), "quotes": (MAX_SOURCE_EVENT, False),
+          "file": (MAX_SOURCE_EVENT, True)}
+
+
+def check(config):
+    """(line, message) for each file a built-in source could not read now (missing,
+    unreadable, not a regular file, over its limit) and each `messages` over the limit."""
+    errors = []
+    for sc in config.services:
+        limit, optional = _FILES.get(sc.source, (None, True))
+        if sc.cls or limit is None:
+            continue    # a plugin reads what it likes; other sources read no file
+        if sc.file and not (optional and not os.path.exists(sc.file)):
+            f, why = _open(sc.file, limit)
+            if f is None:
+                errors.append((sc.lines.get("file", sc.line), f"file: {why}"))
+            else:
+                f.close()
+        for message in sc.messages:
+            if len(message.encode("utf-8", "surrogatepass")) > MAX_SOURCE_EVENT:
+                errors.append((sc.lines.get("messages", sc.line),
+                               f"messages: a message of over {MAX_SOURCE_EVENT} bytes"))
+    return errors
 
 
 class Publishers(Service):

@@ -97,12 +97,15 @@ def _status(hub, request, address):
         return refused
     if not _allowed_status(hub, address):
         return refusal(403, f"{request.path} is not open to {address}", "status_forbidden")
+    status = 200
     if request.path == "/healthz":
-        body, ctype = "ok\n", "text/plain; charset=utf-8"
+        # A journal that cannot be written refuses every publish to its service.
+        status, body = (503, "journal failing\n") if hub.journal_failing() else (200, "ok\n")
+        ctype = "text/plain; charset=utf-8"
     else:
         body = metrics.render(metrics.samples(hub))
         ctype = "text/plain; version=0.0.4; charset=utf-8"
-    data = reply(200, body, ctype)
+    data = reply(status, body, ctype)
     return Reply(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if request.method == "HEAD" else data)
 
 

@@ -22,9 +22,10 @@ def write_ini(conf_dir, body, top=""):
     return ini
 
 
-def start_in(daemon, conf_dir, body, top="", args=()):
+def start_in(daemon, conf_dir, body, top="", args=(), **kw):
+    """`kw` goes to the Daemon (preexec_fn, env...)."""
     ini = write_ini(conf_dir, body, top)
-    d = daemon("", args=["-c", str(ini), *args])
+    d = daemon("", args=["-c", str(ini), *args], **kw)
     d.ini = ini
     d.control = str(conf_dir / "ssed.sock")
     assert d.dir != conf_dir

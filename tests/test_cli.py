@@ -76,6 +76,67 @@ def test_check_of_a_missing_file_exits_1_with_one_line(tmp_path):
     assert "nope.ini" in line
 
 
+def test_check_finds_every_error_in_one_pass_missing_files_and_imports_included(tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "quotes.d").mkdir()
+    os.mkfifo(conf / "fifo")            # a plain open() of it would hang --check for ever
+    ini = write_ini(conf, """
+        [/news]
+        source = messages
+        file = nonexistent.txt
+
+        [/quotes]
+        source = quotes
+        file = quotes.d
+
+        [/pipe]
+        source = file
+        file = fifo
+
+        [/late]
+        source = file
+        file = written-later.txt
+
+        [/plugin]
+        class = nosuchplugin:Chat
+
+        [/clock]
+        source = time
+        format = %H:%Q
+        command = date
+    """)
+    lines = ini.read_text().split("\n")
+    at = {text: lines.index(text) + 1 for text in lines}
+    done = run_ssed("-c", str(ini), "--check", cwd=tmp_path)
+    assert done.returncode == 1, done
+    assert done.stdout.splitlines() == [
+        f"{ini}:{at['file = nonexistent.txt']}: file: cannot read {conf}/nonexistent.txt: "
+        "No such file or directory",
+        f"{ini}:{at['file = quotes.d']}: file: {conf}/quotes.d is not a regular file "
+        "(a directory); not read",
+        f"{ini}:{at['file = fifo']}: file: {conf}/fifo is not a regular file (a FIFO); not read",
+        f"{ini}:{at['class = nosuchplugin:Chat']}: class nosuchplugin:Chat: cannot import "
+        "nosuchplugin: ModuleNotFoundError(\"No module named 'nosuchplugin'\")",
+        f"{ini}:{at['format = %H:%Q']}: format: unknown strftime directive '%Q' in '%H:%Q' "
+        "(see `man strftime`)",
+        f"{ini}:{at['command = date']}: key 'command' is not used by source 'time'",
+    ]
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_check_of_a_config_without_services_says_why(tmp_path):
+    for i, text in enumerate(["", "[ssed]\nlisten = 127.0.0.1:0\n"]):
+        ini = tmp_path / f"{i}.ini"
+        ini.write_text(text)
+        done = run_ssed("-c", str(ini), "--check", cwd=tmp_path)
+        assert done.returncode == 1, done
+        assert done.stdout == (f"{ini}:1: no service sections (such as [/time]): nothing to "
+                               "serve; is the file empty or only half written?\n")
+        done = run_ssed("-c", str(ini), cwd=tmp_path)
+        assert done.returncode == 1 and "no service sections" in done.stderr, done
+
+
 # -- exit codes ----------------------------------------------------------------------------------
 
 def test_port_in_use_exits_1_with_one_clear_line_and_no_traceback(tmp_path):

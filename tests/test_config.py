@@ -202,6 +202,11 @@ def test_ssed_values(line, attr, expected):
 @pytest.mark.parametrize("lines, attr, expected", [
     ("source = time\nformat = unix", "format", "unix"),
     ("source = time\nformat = %H:%M:%S", "format", "%H:%M:%S"),
+    # every glibc conversion, its flags, width and E/O modifiers, and Python's %f %z %Z
+    ("source = time\nformat = %a%A%b%B%c%C%d%D%e%F%g%G%h%H%I%j%k%l%m%M%n%p%P%r%R%s%S%t%T"
+     "%u%U%V%w%W%x%X%y%Y %-d %_3H %^a %#p %010Y %Ey %EC %Od %OH %f %z %Z 100%%",
+     "format", "%a%A%b%B%c%C%d%D%e%F%g%G%h%H%I%j%k%l%m%M%n%p%P%r%R%s%S%t%T"
+     "%u%U%V%w%W%x%X%y%Y %-d %_3H %^a %#p %010Y %Ey %EC %Od %OH %f %z %Z 100%%"),
     ("source = time\ninterval = 0.25", "interval", 0.25),
     ("source = command\ncommand = date +%s | tr -d 0", "command", "date +%s | tr -d 0"),
     ("source = quotes\ncommand = ./quotes.sh", "command", "./quotes.sh"),
@@ -326,7 +331,9 @@ BAD = [
     ("[foo]\n", ["1: unknown section [foo]: expected [ssed] or a service path starting with /"]),
     ("[]\n", ["1: unknown section []: expected [ssed] or a service path starting with /"]),
     ("[ssed]\n[ssed]\n", ["2: duplicate section [ssed] (first at line 1)"]),
-    ("[/a]\n\n[/a]\nbogus = 1\n", ["3: duplicate section [/a] (first at line 1)"]),
+    # a duplicate section's own errors come in the same pass
+    ("[/a]\n\n[/a]\nbogus = 1\n", ["3: duplicate section [/a] (first at line 1)",
+                                   "4: unknown key 'bogus'"]),
     ("[/metrics]\n", ["1: path /metrics clashes with the built-in /metrics endpoint"]),
     ("[/healthz]\n", ["1: path /healthz clashes with the built-in /healthz endpoint"]),
     ("[/a b]\n", ["1: invalid service path '/a b': character ' ' is not allowed "
@@ -384,6 +391,18 @@ BAD = [
     ("[ssed]\ncors_origins = * https://a.example\n", ["2: cors_origins: '*' must stand alone"]),
     ("[/a]\nsource = bogus\ninterval = 3\n",
      ["2: source: expected none | time | messages | quotes | command | file, got 'bogus'"]),
+    ("[/a]\nsource = mesages\nformat = unix\n",      # checked against the likely source
+     ["2: source: expected none | time | messages | quotes | command | file, got 'mesages' "
+      "(did you mean 'messages'?)", "3: key 'format' is not used by source 'messages'"]),
+    # strftime patterns that glibc would print literally, or cannot render
+    ("[/a]\nsource = time\nformat = %H:%Q\n",
+     ["3: format: unknown strftime directive '%Q' in '%H:%Q' (see `man strftime`)"]),
+    ("[/a]\nsource = time\nformat = 100%\n",
+     ["3: format: unknown strftime directive '%' in '100%' (see `man strftime`)"]),
+    ("[/a]\nsource = time\nformat = %Ed %-f\n",
+     ["3: format: unknown strftime directive '%E' in '%Ed %-f' (see `man strftime`)"]),
+    ("[/a]\nsource = time\nformat = %-f\n",
+     ["3: format: unknown strftime directive '%-' in '%-f' (see `man strftime`)"]),
     ("[/a]\nsource = time\nformat = hh:mm\n",
      ["3: format: expected iso, unix, or a strftime pattern with %, got 'hh:mm'"]),
     ("[/a]\nevent = two\n  lines\n", ["2: event: event type must not contain LF"]),
@@ -429,6 +448,7 @@ def test_every_error_is_collected_in_one_pass_in_line_order():
         f"{F}:5: unknown key 'bogus'",
         f"{F}:6: path /metrics clashes with the built-in /metrics endpoint",
         f"{F}:7: duplicate section [ssed] (first at line 1)",
+        f"{F}:8: keepalive: expected a number >= 0.01, got '0'",
     ]
 
 

@@ -6,14 +6,18 @@ exactly what it missed. Torn tails, compaction, `journal =` and `[ssed] state_di
 Both runs of a test share one config directory (`confdir.start_in`), so the journal paths in
 it are the same files. Every wait is bounded.
 """
+import os
 import re
+import resource
 import signal
+import socket
 import threading
 
 import pytest
 
 from conftest import TIMEOUT, ControlClient
 from confdir import start_in
+from ssed import journal
 
 
 def logged(d, pattern):
@@ -224,3 +228,102 @@ def test_a_journal_that_cannot_be_opened_is_logged_and_the_service_runs(daemon, 
     s = d.stream("/chat")
     assert d.publish("/chat", "still works")["delivered"] == 1
     assert s.wait_events(1)[0].data == "still works"
+
+
+# -- a journal that cannot be written (a full disk) ----------------------------------------------
+
+NOTED = '''
+import ssed
+
+
+class Noted(ssed.Service):
+    def on_stop(self):
+        self.log("on_stop ran")
+'''
+
+
+def file_size_limit(limit):
+    """preexec_fn: writes past `limit` bytes fail with EFBIG, as a full disk fails with ENOSPC
+    (SIGXFSZ ignored, so the write fails instead of killing the daemon)."""
+    def preexec():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    return preexec
+
+
+def healthz(d):
+    with socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT) as s:
+        s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def publish_until_refused(d, service, data):
+    acked = []
+    while True:
+        ans = d.ctl({"cmd": "publish", "service": service, "data": data})
+        if not ans["ok"]:
+            return acked, ans["error"]
+        acked.append((ans["id"], data))
+        assert len(acked) < 1000, "never refused"
+
+
+def test_a_failing_journal_is_logged_once_counted_shown_and_recovers(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "noted.py").write_text(NOTED)
+    body = ("[/chat]\njournal = chat.journal\n\n"
+            "[/other]\nclass = noted:Noted\njournal = other.journal\n")
+    d = start_in(daemon, conf, body, preexec_fn=file_size_limit(4000))
+    s = d.stream("/chat")
+    acked, error = publish_until_refused(d, "/chat", "x" * 100)
+    assert error == "/chat: journal write failed: File too large"
+    for _ in range(5):
+        assert d.ctl({"cmd": "publish", "service": "/chat", "data": "x" * 100})["ok"] is False
+    d.ctl({"cmd": "reload"})        # a line logged after every refusal's
+    d.wait_log("reloaded: no changes")
+    failing = [line for line in d.log if re.search(r"journal \S+ (still )?failing", line)]
+    assert len(failing) == 1 and re.search(
+        r"error journal .*/chat\.journal failing: write failed: File too large; publishes are "
+        r"refused \(logged once until it recovers\)", failing[0]), failing
+    assert d.ctl({"cmd": "stats"})["journal_failures"] == 6
+    assert healthz(d) == (503, b"journal failing\n")
+    metrics = d.request(b"GET /metrics HTTP/1.0\r\n\r\n").decode()
+    assert 'ssed_journal_failures_total{service="/chat"} 6\n' in metrics
+    assert 'ssed_journal_failures_total{service="/other"} 0\n' in metrics
+
+    # The disk has room again: the next publish is kept, and that is logged once.
+    resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
+                     (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    after = d.publish("/chat", "room again")
+    acked.append((after["id"], "room again"))
+    d.wait_log(r"info journal .*/chat\.journal recovered after 6 failures")
+    assert healthz(d) == (200, b"ok\n")
+    # Subscribers got exactly the acknowledged events, and so did the file: nothing of a
+    # refused record (a write cut short at the limit) is left in it.
+    assert [(e.id, e.data) for e in s.wait_events(len(acked))] == acked
+    records = (conf / "chat.journal").read_bytes().split(b"\n")
+    assert records[-1] == b"" and [journal.decode(r)[2] for r in records[:-1]] == \
+        [data for _, data in acked]
+
+    # Failing again at SIGTERM: every service still stops, cleanly.
+    size = (conf / "chat.journal").stat().st_size
+    resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (size + 10, resource.RLIM_INFINITY))
+    assert d.ctl({"cmd": "publish", "service": "/chat", "data": "z" * 100})["ok"] is False
+    assert d.stop() == 0
+    d.wait_log("stopped")
+    assert any(re.search(r"/other: on_stop ran", line) for line in d.log), d.log
+    assert not [line for line in d.log if "bug" in line or "Traceback" in line], d.log
+
+
+def test_a_journal_path_that_is_a_fifo_is_refused_without_blocking(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    os.mkfifo(conf / "chat.journal")      # a plain open() for reading waits for a writer
+    d = start_in(daemon, conf, "[/chat]\njournal = chat.journal\n")
+    logged(d, r"error service /chat: journal .*chat\.journal: not a regular file; history will "
+              r"not survive a restart")
+    assert d.publish("/chat", "still works")["ok"]

@@ -3,6 +3,7 @@ every byte, or with trailing garbage, compaction, and the sync policies. The Jou
 is exercised on real files in a temporary directory; fsync calls are counted by a spy on
 `os.fsync` (the one thing a test cannot observe from the file).
 """
+import errno
 import json
 import os
 import zlib
@@ -285,3 +286,63 @@ def test_sync_no_leaves_it_to_the_kernel(tmp_path, fsyncs):
 
 def test_every_policy_is_known():
     assert SYNC_POLICIES == ("always", "everysec", "no")
+
+
+# -- when the disk fails -----------------------------------------------------------------------
+
+def no_space(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_failing_fsync_on_close_is_logged_not_raised_and_the_file_is_closed(tmp_path,
+                                                                               monkeypatch):
+    log = Log()
+    j = Journal(str(tmp_path / "j"), "everysec", log)
+    j.load(10)
+    j.append(numbered(1)[0])
+    monkeypatch.setattr("ssed.journal.os.fsync", no_space)
+    j.close()       # raised OSError out of hub.stop(), and the services after it never stopped
+    assert j.file is None
+    assert log == [("error", f"journal {tmp_path / 'j'}: fsync on close failed: No space left "
+                             "on device; the last second of events may not be on disk")]
+
+
+def test_an_append_whose_fsync_fails_is_refused_and_cut_off_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "j"
+    j = Journal(str(path), "always", Log())
+    j.load(10)
+    first, second, third = numbered(3)
+    j.append(first)
+    monkeypatch.setattr("ssed.journal.os.fsync", no_space)
+    with pytest.raises(OSError):
+        j.append(second)
+    assert path.read_bytes() == encode(first)       # the refused event never comes back
+    monkeypatch.undo()
+    j.append(third)
+    assert path.read_bytes() == encode(first) + encode(third)
+    assert j.records == 2
+    j.close()
+
+
+def test_a_failing_compaction_leaves_the_journal_as_it_was_and_no_temporary_file(tmp_path,
+                                                                                  monkeypatch):
+    path = tmp_path / "j"
+    j = Journal(str(path), "no", Log())
+    j.load(10)
+    events = numbered(5)
+    for e in events:
+        j.append(e)
+    before = path.read_bytes()
+    monkeypatch.setattr("ssed.journal.os.fsync", no_space)
+    with pytest.raises(OSError):
+        j.compact(events[-2:], 1, force=True)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["j"]
+    monkeypatch.undo()
+    j.append(numbered(1, start=5)[0])       # appends still go to the journal
+    assert j.compact(events[-2:], 1, force=True) is True
+    j.append(numbered(1, start=6)[0])       # and to the compacted one after it
+    j.close()
+    again = Journal(str(path), "no", Log())
+    assert [k for k, _, _ in again.load(10)] == [e.key for e in events[-2:]] + \
+        [numbered(1, start=6)[0].key]
+    again.close()

@@ -304,3 +304,58 @@ def test_plugin_that_raises_on_import_is_a_config_error(tmp_path):
     assert done.returncode == 1
     [out] = done.stdout.splitlines()
     assert out.startswith(f"{ini}:6: ") and "half written" in out
+
+
+# -- reload reads changed plugin code ------------------------------------------------------------
+
+VERSIONED = textwrap.dedent('''
+    import ssed
+
+
+    class Versioned(ssed.Service):
+        def on_admin(self, args):
+            return "VERSION"
+''')
+
+
+def test_reload_reads_a_changed_plugin_module_again_and_restarts_its_services(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "versioned.py").write_text(VERSIONED.replace("VERSION", "one"))
+    d = start_in(daemon, conf, "[/v]\nclass = versioned:Versioned\n[/other]\n")
+    s = d.stream("/v")
+    assert d.ctl({"cmd": "admin", "service": "/v", "args": []})["result"] == "one"
+    assert d.ctl({"cmd": "reload"})["changes"] == []        # unchanged: nothing read again
+    (conf / "versioned.py").write_text(VERSIONED.replace("VERSION", "two, longer"))
+    answer = d.ctl({"cmd": "reload"})
+    assert answer["changes"] == ["reloaded module versioned (restarts /v)"], answer
+    assert d.ctl({"cmd": "admin", "service": "/v", "args": []})["result"] == "two, longer"
+    # The service restarted; its streams stayed open.
+    assert d.publish("/v", "after")["delivered"] == 1
+    assert s.wait_events(1)[0].data == "after"
+
+
+def test_a_changed_plugin_that_no_longer_loads_is_a_refused_reload_naming_the_class_line(
+        daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "versioned.py").write_text(VERSIONED.replace("VERSION", "one"))
+    d = start_in(daemon, conf, "[/v]\nclass = versioned:Versioned\n[/other]\n")
+    line = d.ini.read_text().split("\n").index("class = versioned:Versioned") + 1
+    (conf / "versioned.py").write_text(VERSIONED.replace("VERSION", "two") + "\n1 / 0\n")
+    answer = d.ctl({"cmd": "reload"})
+    assert answer["ok"] is False
+    [error] = answer["errors"]
+    assert error.startswith(f"{d.ini}:{line}: class versioned:Versioned: versioned changed and "
+                            "cannot be loaded again (the old code runs on): ZeroDivisionError")
+    d.wait_log("reload refused, config unchanged")
+    assert d.ctl({"cmd": "admin", "service": "/v", "args": []})["result"] == "one"
+    # Renamed class: the module loads but the class is gone; refused the same way.
+    (conf / "versioned.py").write_text(VERSIONED.replace("Versioned(", "Renamed("))
+    answer = d.ctl({"cmd": "reload"})
+    assert answer["ok"] is False and answer["errors"] == [
+        f"{d.ini}:{line}: class versioned:Versioned: not a subclass of ssed.Service"]
+    assert d.ctl({"cmd": "admin", "service": "/v", "args": []})["result"] == "one"
+    (conf / "versioned.py").write_text(VERSIONED.replace("VERSION", "fixed"))
+    assert d.ctl({"cmd": "reload"})["ok"] is True
+    assert d.ctl({"cmd": "admin", "service": "/v", "args": []})["result"] == "fixed"

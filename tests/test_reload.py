@@ -6,6 +6,7 @@ invalid config changes nothing and `reload` answers with its FILE:LINE errors.
 The 1000 streams are read by one selectors loop in a thread of the test; every wait is
 bounded (a condition with a timeout, `wait_log`, stream reads).
 """
+import os
 import re
 import resource
 import selectors
@@ -287,3 +288,71 @@ def test_ssectl_reload_shows_every_file_line_error_then_the_changes(daemon):
     write(d, ADDED)
     done = ssectl(d, "reload")
     assert (done.returncode, done.stdout) == (0, "added /new\n"), done
+
+
+# -- refused reloads: each logged, nothing changed ---------------------------------------------
+
+def reload_refused(d, pattern):
+    """SIGHUP, then the "reload refused" line with what follows it (the FILE:LINE errors)."""
+    d.proc.send_signal(signal.SIGHUP)
+    first = d.wait_log(r"reload refused, config unchanged")
+    return first if re.search(pattern, first) else d.wait_log(pattern)
+
+
+def still_serving(d, s, service="/gone"):
+    assert {x["path"] for x in d.ctl({"cmd": "list"})["services"]} == {"/keep", "/gone",
+                                                                      "/change"}
+    assert d.publish(service, "still")["delivered"] == 1
+    assert s.wait_events(1)[0].data == "still"
+
+
+@pytest.mark.parametrize("text", ["", "[ssed]\nlisten = 127.0.0.1:0\n", "[ssed]\nlisten = 127"])
+def test_a_half_written_config_is_refused_and_every_service_stays(daemon, text):
+    d = daemon(BASE, top=TOP)
+    s = d.stream("/gone")
+    d.ini.write_text(text)
+    reload_refused(d, r"no service sections|expected")
+    still_serving(d, s)
+    answer = d.ctl({"cmd": "reload"})
+    assert answer["ok"] is False and answer["errors"], answer
+
+
+def test_a_reload_that_would_remove_every_service_is_refused(daemon):
+    d = daemon(BASE, top=TOP)
+    s = d.stream("/gone")
+    write(d, "[/other]\n")
+    line = reload_refused(d, "remove every service")
+    assert "would remove every service (/keep, /gone, /change)" in line, line
+    still_serving(d, s)
+    answer = d.ctl({"cmd": "reload"})
+    assert answer["ok"] is False and "remove every service" in answer["error"]
+
+
+def test_a_sighup_reload_that_cannot_bind_logs_why_and_changes_nothing(daemon):
+    d = daemon(BASE, top=TOP)
+    s = d.stream("/gone")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        d.ini.write_text(d.ini.read_text().replace("127.0.0.1:0", f"127.0.0.1:0 127.0.0.1:{port}")
+                         + "\n[/new]\n")
+        line = reload_refused(d, "cannot listen")
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line, line
+    still_serving(d, s)
+
+
+def test_a_reload_that_adds_a_file_source_on_a_fifo_is_refused_without_blocking(daemon):
+    d = daemon(BASE, top=TOP)
+    s = d.stream("/gone")
+    os.mkfifo(d.dir / "fifo")       # no writer: a blocking open() would freeze the loop
+    write(d, BASE + "\n[/pipe]\nsource = file\nfile = fifo\n")
+    with d.control_conn() as c:
+        c.sock.settimeout(3.0)
+        answer = c.request({"cmd": "reload"})
+    assert answer["ok"] is False, answer
+    line = d.ini.read_text().split("\n").index("file = fifo") + 1
+    assert answer["errors"] == [f"{d.ini}:{line}: file: {d.dir}/fifo is not a regular file "
+                                "(a FIFO); not read"]
+    d.wait_log(r"reload refused, config unchanged")
+    still_serving(d, s)

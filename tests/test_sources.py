@@ -9,7 +9,8 @@ import os
 import re
 import time
 
-from confdir import start_in
+from confdir import run_ssed, start_in, write_ini
+from ssed.limits import MAX_MESSAGES_FILE, MAX_SOURCE_EVENT
 
 # A new stream gets only live events; to see a source's first ticks (published as the daemon
 # starts), streams ask for the replay of everything held.
@@ -345,3 +346,57 @@ def test_relative_file_and_command_paths_resolve_against_the_config_directory(da
     assert d.stream("/m?" + ALL).wait_events(1)[0].data == "from the config dir"
     assert d.stream("/c?" + ALL).wait_events(1)[0].data == "read by the command"
     assert d.stream("/f?" + ALL).wait_events(1)[0].data == "read by the command"
+
+
+# -- what a source reads: regular files only, never blocking, within the limits ----------------
+
+def test_a_file_replaced_by_a_fifo_is_refused_and_the_loop_never_blocks(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write(conf / "status.txt", "first\n")
+    d = start_in(daemon, conf, "[/status]\nsource = file\nfile = status.txt\ninterval = 0.05\n")
+    s = d.stream("/status?" + ALL)
+    assert s.wait_events(1)[0].data == "first"
+    os.remove(conf / "status.txt")
+    os.mkfifo(conf / "status.txt")      # no writer: a blocking open() would never return
+    d.wait_log(r"warning /status: .*status\.txt is not a regular file \(a FIFO\); not read")
+    started = time.monotonic()
+    with d.control_conn() as c:
+        c.sock.settimeout(2.0)
+        assert c.request({"cmd": "stats"})["ok"]
+    assert time.monotonic() - started < 2.0
+    write(conf / "status.txt", "a file again\n")
+    assert s.wait_events(2)[1].data == "a file again"
+    assert d.stop() == 0
+
+
+def test_a_messages_line_over_the_limit_is_skipped_with_a_warning_naming_file_and_line(
+        daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "m.txt").write_bytes(b"one\n" + b"x" * (MAX_SOURCE_EVENT + 1) + b"\r\ntwo\n")
+    d = start_in(daemon, conf, "[/m]\nsource = messages\nfile = m.txt\ninterval = 0.05\n")
+    # on_start reads the file, so the line comes before "ready".
+    [line] = [line for line in d.log if "skipped" in line]
+    assert re.search(rf"warning /m: .*/m\.txt:2: line of {MAX_SOURCE_EVENT + 1} bytes is over "
+                     rf"{MAX_SOURCE_EVENT} bytes; skipped$", line), line
+    events = d.stream("/m?" + ALL).wait_events(4)
+    assert [ev.data for ev in events] == ["one", "two", "one", "two"]
+
+
+def test_a_messages_file_over_the_limit_is_a_config_error(tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    with open(conf / "big.txt", "wb") as f:
+        f.truncate(MAX_MESSAGES_FILE + 1)       # sparse: no need to write 16 MiB
+    ini = write_ini(conf, "[/m]\nsource = messages\nfile = big.txt\n")
+    done = run_ssed("-c", str(ini), "--check", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == (f"{ini}:7: file: {conf}/big.txt is over {MAX_MESSAGES_FILE} bytes "
+                           f"({MAX_MESSAGES_FILE + 1}); not read\n")
+
+
+def test_every_source_limit_is_one_figure_from_one_table():
+    from ssed import conns, sources
+    assert conns.MAX_CHILD_OUTPUT == MAX_SOURCE_EVENT == 1 << 20
+    assert not hasattr(sources, "MAX_OUTPUT")

@@ -188,7 +188,8 @@ def test_metrics_is_well_formed_from_the_start(daemon):
         "ssed_clients": "gauge", "ssed_events_published_total": "counter",
         "ssed_events_delivered_total": "counter", "ssed_bytes_sent_total": "counter",
         "ssed_clients_dropped_total": "counter", "ssed_connections_refused_total": "counter",
-        "ssed_uptime_seconds": "gauge", "ssed_loop_stalls_total": "counter"}
+        "ssed_journal_failures_total": "counter", "ssed_uptime_seconds": "gauge",
+        "ssed_loop_stalls_total": "counter"}
     for path in ("/a", "/b", "/secret"):
         assert samples[("ssed_clients", frozenset({("service", path)}))] == 0
         assert samples[("ssed_events_published_total", frozenset({("service", path)}))] == 0
