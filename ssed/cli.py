@@ -119,8 +119,20 @@ def describe(sock):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def secrets_of(cfg):
-    return [t for sc in cfg.services for t in (sc.token, sc.publish_token) if t]
+MIN_TOKEN = 16      # bytes; a shorter token is a password a client can guess
+
+
+def short_tokens(cfg):
+    """A warning for each token too short to be secret: where it is set, never its value."""
+    warnings = []
+    for sc in cfg.services:
+        for key in ("token", "publish_token"):
+            size = len((getattr(sc, key) or "").encode())
+            if 0 < size < MIN_TOKEN:
+                warnings.append(f"{cfg.file}:{sc.lines.get(key, sc.line)}: {sc.path}: {key} "
+                                f"is only {size} bytes long; a token that short can be "
+                                f"guessed: use {MIN_TOKEN} or more random characters")
+    return warnings
 
 
 class Daemon:
@@ -177,10 +189,11 @@ class Daemon:
         for key in ("control", "control_mode", "control_group"):
             if getattr(new, key) != getattr(self.cfg, key):
                 changes.append(f"[ssed] {key} changes only on restart")
-        self.log.set_secrets(secrets_of(new))
         self.hub.reload(new)
         self.cfg = new
         self.log("info", "reloaded: " + ("; ".join(changes) or "no changes"))
+        for warning in short_tokens(new):
+            self.log("warning", warning)
         return changes
 
 
@@ -199,8 +212,9 @@ def main(argv=None):
         stderr_stat = os.fstat(sys.stderr.fileno())
     except (OSError, ValueError):
         stderr_stat = None
-    log = Logger(sys.stderr, args.log_level, time.time,
-                 under_journald(os.environ, stderr_stat), secrets_of(cfg))
+    log = Logger(sys.stderr, args.log_level, time.time, under_journald(os.environ, stderr_stat))
+    for warning in short_tokens(cfg):
+        log("warning", warning)
     try:
         return serve(path, cfg, log, args.console)
     except StartupError as exc:

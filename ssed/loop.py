@@ -21,6 +21,7 @@ from . import control, sse, web
 from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn, failed
 from .http1 import error_reply, whole_request
 from .journal import Journal
+from .log import redact
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
@@ -267,7 +268,8 @@ class Loop:
         try:
             return web.handle(self.hub, request, address)
         except Exception:
-            self.log("error", f"bug: handling {request!r}\n" + traceback.format_exc())
+            self.log("error", f"bug: handling {redact(repr(request))}\n"
+                     + traceback.format_exc())
             return web.Reply(error_reply(500, "internal error"), "bug")
 
     def open_stream(self, sock, stream, target, watched=False):
@@ -282,7 +284,7 @@ class Loop:
                 self.selector.register(sock, READ, conn)
             if self.debug:
                 self.log("debug", f"stream {stream.client.id} from {stream.client.address}: "
-                         f"{target}")
+                         f"{redact(target)}")
             self._send_all(stream.data, (stream.client,))
         except Exception:
             self._bug(conn)
