@@ -11,6 +11,7 @@ from . import config as configmod
 from . import plugins
 from .control import CommandError
 from .hub import Hub
+from .children import become_subreaper, kill_descendants
 from .log import Logger, escape, under_journald
 from .loop import Loop
 from .systemd import Notifier, listen_fds
@@ -246,6 +247,9 @@ def serve(path, cfg, log, console):
     # A control socket systemd passed is not ours to unlink, even at our configured path: the
     # socket unit keeps listening on that inode for our next start.
     own_control = control_sock is not None and not passed_control
+    # What a command leaves running in a session of its own comes back to us when its shell
+    # exits, to be reaped, and killed when we stop (below).
+    become_subreaper()
     hub = Hub(cfg, None, log, now=time.time())
     notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify)
@@ -272,5 +276,8 @@ def serve(path, cfg, log, console):
                 os.unlink(cfg.control)
             except OSError:
                 pass
+        killed = kill_descendants()
+        if killed:
+            log("info", f"killed {killed} process(es) that commands had left running")
     log("info", "stopped")
     return 0

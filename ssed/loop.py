@@ -18,10 +18,11 @@ import traceback
 from collections import deque
 
 from . import control, sse, web
-from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn, failed
+from .children import ChildProc, reap_adopted
+from .conns import ControlConn, Console, HttpConn, StreamConn, failed
 from .http1 import error_reply, whole_request
 from .journal import Journal
-from .log import redact
+from .log import Throttle, redact
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 ACCEPT_BURST = 64
@@ -48,7 +49,8 @@ class Loop:
         self.deadlines = []             # heap of (when, seq, conn)
         self.heap_limit = HEAP_FLOOR
         self.seq = 0
-        self.children = []
+        self.children = []              # ChildProcs running
+        self.throttle = Throttle(log)   # lines that can repeat without end (commands' stderr)
         self.doomed = []                # streams to close after this fan-out
         self.fanq = deque()             # fan-outs in progress: [[wire], clients, next index, key]
         self.stopping = None            # the time a graceful shutdown must end by
@@ -438,8 +440,9 @@ class Loop:
         try:
             child = ChildProc(self, command, timeout, done, name, cwd)
         except OSError as exc:
-            self.log("error", f"{name}: cannot run {command!r}: {exc.strerror}")
-            done(b"", f"cannot run: {exc.strerror}")
+            # Not logged here: `done` hears it, and a source logs it once per episode (out of
+            # descriptors, that was two lines every tick).
+            done(b"", f"cannot start it: {exc.strerror or exc}")
             return None
         self.children.append(child)
         return child
@@ -480,7 +483,7 @@ class Loop:
         self.wakeup_r.setblocking(False)
         self.wakeup_w.setblocking(False)
         self.old_wakeup = signal.set_wakeup_fd(self.wakeup_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, lambda *_: None)     # the byte on the wakeup fd does the work
         self.selector.register(self.wakeup_r, READ, self._on_signal)
 
@@ -498,6 +501,15 @@ class Loop:
                     pass        # logged with its FILE:LINE errors; nothing changed
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown(signal.Signals(signum).name)
+        if signal.SIGCHLD in data:
+            self._reap(self.hub.now)
+
+    def _reap(self, now):
+        """A child exited: finish the commands whose shell did (at once, not at the next
+        deadline), and reap the orphans we adopted as they exit."""
+        for child in list(self.children):
+            child.check(now)
+        reap_adopted({child.pid for child in self.children})
 
     def shutdown(self, why):
         """Stop accepting, tell every stream when to come back (spread out), then flush."""
