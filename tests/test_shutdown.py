@@ -172,3 +172,27 @@ def test_no_process_a_command_started_outlives_the_daemon_not_even_in_its_own_se
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_an_adopted_orphan_is_reaped_when_it_exits_and_the_commands_own_status_is_kept(daemon):
+    # The command starts a job in a session of its own, then fails with status 3: the daemon
+    # must still see that status (reaping its adopted orphans must not take its shells'),
+    # and reap the orphan once it exits, leaving no zombie.
+    d = daemon("""
+        [/o]
+        source = command
+        command = setsid sh -c 'echo $$ > orphan.pid; exec sleep 3' &
+            while [ ! -s orphan.pid ]; do :; done; exit 3
+        interval = 60
+    """)
+    d.wait_log(r"/o: command fail\w*: exit status 3")
+    pid = int((d.dir / "orphan.pid").read_text())
+    try:
+        assert parent_of(pid) == d.proc.pid        # still sleeping: adopted, not init's
+    except FileNotFoundError:
+        raise AssertionError("the orphan was gone before it could be looked at") from None
+    deadline = time.monotonic() + TIMEOUT
+    while os.path.exists(f"/proc/{pid}"):           # a zombie still has its /proc entry
+        assert time.monotonic() < deadline, f"{pid} not reaped"
+        os.sched_yield()
+    assert d.proc.poll() is None
