@@ -199,7 +199,8 @@ def reap_adopted(ours):
 
 
 def descendants(pid):
-    """The pids of every process below `pid` (from /proc: Linux; elsewhere none)."""
+    """The pids of every live process below `pid` (from /proc: Linux; elsewhere none).
+    Zombies are left out: they have ended already, and are reaped, or go with their parent."""
     children = {}
     try:
         names = [name for name in os.listdir("/proc") if name.isdigit()]
@@ -208,10 +209,11 @@ def descendants(pid):
     for name in names:
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+                state, ppid = f.read().rsplit(b")", 1)[1].split()[:2]
+        except (OSError, ValueError):
             continue        # gone meanwhile
-        children.setdefault(ppid, []).append(int(name))
+        if state != b"Z":
+            children.setdefault(int(ppid), []).append(int(name))
     found, todo = [], [pid]
     while todo:
         below = children.get(todo.pop(), [])

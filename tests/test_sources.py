@@ -16,6 +16,7 @@ import pytest
 
 from conftest import TIMEOUT
 from confdir import start_in
+from ssed.children import SHOWN_STDERR, shown
 
 # A new stream gets only live events; to see a source's first ticks (published as the daemon
 # starts), streams ask for the replay of everything held.
@@ -382,6 +383,13 @@ def test_a_commands_stderr_is_escaped_prefixed_with_the_service_and_rate_limited
     [line] = [line for line in d.log if "forged" in line]      # once, not once a tick
     assert line.endswith(" warning /noisy: command stderr: " + forged
                          + "\\x0a\\x1b[31mred\\x07"), line
+
+
+def test_stderr_is_shown_as_one_escaped_line_cut_when_long():
+    assert shown(b"  oops\n") == "oops"
+    assert shown(b"a\nb\r\n\x1b]0;title\x07\xff") == "a\\x0ab\\x0d\\x0a\\x1b]0;title\\x07\ufffd"
+    long = b"x" * (SHOWN_STDERR + 500)
+    assert shown(long) == "x" * SHOWN_STDERR + f"... ({len(long)} bytes in all)"
 
 
 def test_a_command_is_done_when_its_shell_exits_even_if_a_background_job_holds_its_pipe(
