@@ -249,7 +249,9 @@ def serve(path, cfg, log, console):
     own_control = control_sock is not None and not passed_control
     # What a command leaves running in a session of its own comes back to us when its shell
     # exits, to be reaped, and killed when we stop (below).
-    become_subreaper()
+    if not become_subreaper():
+        log("info", "not the subreaper of the commands' processes (Linux only): a job a "
+            "command starts in a session of its own may outlive ssed")
     hub = Hub(cfg, None, log, now=time.time())
     notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify)
