@@ -137,10 +137,10 @@ class Quotes(Fed):
             return self.failed(error)
         quotes, bad = parse_quotes(output.decode("utf-8", "replace"))
         if bad and not quotes:
-            return self.failed(f"no line of the form 'SYMBOL PRICE' (the first: {bad[0]!r})")
+            return self.failed(f"no line of the form 'SYMBOL PRICE' (the first: {bad[0][:200]!r})")
         if bad:
             self.ignored("bad lines", self.now, "warning", f"ignored {len(bad)} line(s) not "
-                         f"of the form 'SYMBOL PRICE': {bad[0]!r}")
+                         f"of the form 'SYMBOL PRICE': {bad[0][:200]!r}")
         changed = {s: p for s, p in quotes.items() if self.last.get(s) != p}
         self.last.update(changed)
         if changed:

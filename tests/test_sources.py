@@ -346,6 +346,30 @@ def test_a_failing_command_logs_one_line_per_episode_and_one_when_it_recovers(da
                              "until it recovers)"), lines
 
 
+def test_quotes_lines_that_are_no_quotes_are_logged_once_a_minute_and_none_at_all_is_a_failure(
+        daemon, reports):
+    d = daemon(f"""
+        [/some]
+        source = quotes
+        command = echo run > {reports.path}; echo 'ACME 1'; echo 'not a quote'
+        interval = 0.05
+
+        [/none]
+        source = quotes
+        command = echo 'not a quote'; echo 'nor this'
+        interval = 0.05
+    """)
+    for _ in range(5):
+        assert reports.line() == "run"
+    d.wait_log(r"/none: command failing: no line of the form 'SYMBOL PRICE' \(the first: "
+               r"'not a quote'\)")
+    assert d.stream("/some?" + ALL).wait_events(1)[0].data == '{"ACME":1}'
+    some = [line for line in d.log if "/some" in line]
+    assert len(some) == 1 and some[0].endswith(
+        " warning /some: ignored 1 line(s) not of the form 'SYMBOL PRICE': 'not a quote'"), some
+    assert len([line for line in d.log if "/none" in line]) == 1, d.log
+
+
 def test_json_command_with_non_json_output_is_one_clear_line_not_a_traceback_a_tick(daemon,
                                                                                    tmp_path,
                                                                                    reports):
