@@ -12,6 +12,7 @@ from . import config as configmod
 from . import plugins, sources
 from .control import CommandError
 from .hub import Hub
+from .children import become_subreaper, kill_descendants
 from .log import Logger, escape, under_journald
 from .loop import Loop
 from .systemd import ActivationError, Notifier, listen_fds
@@ -122,8 +123,20 @@ def describe(sock):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def secrets_of(cfg):
-    return [t for sc in cfg.services for t in (sc.token, sc.publish_token) if t]
+MIN_TOKEN = 16      # bytes; a shorter token is a password a client can guess
+
+
+def short_tokens(cfg):
+    """A warning for each token too short to be secret: where it is set, never its value."""
+    warnings = []
+    for sc in cfg.services:
+        for key in ("token", "publish_token"):
+            size = len((getattr(sc, key) or "").encode())
+            if 0 < size < MIN_TOKEN:
+                warnings.append(f"{cfg.file}:{sc.lines.get(key, sc.line)}: {sc.path}: {key} "
+                                f"is only {size} bytes long; a token that short can be "
+                                f"guessed: use {MIN_TOKEN} or more random characters")
+    return warnings
 
 
 class Daemon:
@@ -190,10 +203,11 @@ class Daemon:
         for key in ("control", "control_mode", "control_group"):
             if getattr(new, key) != getattr(self.cfg, key):
                 changes.append(f"[ssed] {key} changes only on restart")
-        self.log.set_secrets(secrets_of(new))
         self.hub.reload(new)
         self.cfg = new
         self.log("info", "reloaded: " + ("; ".join(changes) or "no changes"))
+        for warning in short_tokens(new):
+            self.log("warning", warning)
         return changes
 
 
@@ -224,8 +238,9 @@ def main(argv=None):
         stderr_stat = os.fstat(sys.stderr.fileno())
     except (OSError, ValueError):
         stderr_stat = None
-    log = Logger(sys.stderr, args.log_level, time.time,
-                 under_journald(os.environ, stderr_stat), secrets_of(cfg))
+    log = Logger(sys.stderr, args.log_level, time.time, under_journald(os.environ, stderr_stat))
+    for warning in short_tokens(cfg):
+        log("warning", warning)
     try:
         return serve(path, cfg, log, args.console, loader)
     except StartupError as exc:
@@ -260,6 +275,11 @@ def serve(path, cfg, log, console, loader):
     # A control socket systemd passed is not ours to unlink, even at our configured path: the
     # socket unit keeps listening on that inode for our next start.
     own_control = control_sock is not None and not passed_control
+    # What a command leaves running in a session of its own comes back to us when its shell
+    # exits, to be reaped, and killed when we stop (below).
+    if not become_subreaper():
+        log("info", "not the subreaper of the commands' processes (Linux only): a job a "
+            "command starts in a session of its own may outlive ssed")
     hub = Hub(cfg, None, log, now=time.time())
     notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify, loader)
@@ -286,5 +306,8 @@ def serve(path, cfg, log, console, loader):
                 os.unlink(cfg.control)
             except OSError:
                 pass
+        killed = kill_descendants()
+        if killed:
+            log("info", f"killed {killed} process(es) that commands had left running")
     log("info", "stopped")
     return 0

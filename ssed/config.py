@@ -141,7 +141,24 @@ _octal = _match(r"(0o)?[0-7]{1,4}", "an octal file mode such as 0660",
                 lambda text: int(text.removeprefix("0o"), 8))
 _group = _match(r"([A-Za-z0-9_][A-Za-z0-9_.-]*\$?)?", "a group name or number", _text)
 # A token travels in an Authorization header or a query string: visible ASCII only.
-_secret = _match(r"[\x21-\x7e]*", "visible ASCII characters without spaces", _text)
+def _secret(text):
+    """A token; the error never quotes the value (it ends up in logs and --check output)."""
+    if not re.fullmatch(r"[\x21-\x7e]*", text):
+        bad = next(c for c in text if not "\x21" <= c <= "\x7e")
+        raise ValueError("expected visible ASCII characters without spaces, got a value "
+                         f"with {_character(bad)} in it (value not shown)")
+    return _text(text)
+
+
+def _shown(line):
+    """A line quoted in an error, less what follows a token key (`token: T`, `token T`)."""
+    word = re.match(r"[\w-]*", line).group()
+    return f"{line[:len(word)]} ... (value not shown)" if word in ("token", "publish_token") \
+        else line
+
+
+def _character(c):
+    return {" ": "a space", "\n": "a line break", "\t": "a tab"}.get(c, f"U+{ord(c):04X}")
 _class = _match(r"([^\W\d]\w*(\.[^\W\d]\w*)*:[^\W\d]\w*)?",
                 "module:Class, as in mypkg.chat:Chat", _text)
 # The strftime directives that Python and glibc render. glibc prints any other as it is
@@ -360,7 +377,7 @@ def _read(text, error):
                 error(number, f"section header without a closing ]: {line!r}")
             sections.append(current)
         elif not equals or not key.strip():
-            error(number, f"expected [section] or key = value, got {line!r}")
+            error(number, f"expected [section] or key = value, got {_shown(line)!r}")
         elif current is None:
             error(number, f"key {key.strip()!r} before any [section]")
         else:

@@ -1,5 +1,5 @@
 """The loop's connections, one class per kind of file descriptor: an HTTP request being
-read, an open stream, a control connection, the stdin console, a child's stdout.
+read, an open stream, a control connection, the stdin console (a command's pipes: children.py).
 
 Each has `ready(mask)` for the selector, `close(reason)`, and `expired()` for its deadline.
 They belong to `loop.py` (the only owner of descriptors) and are split out to keep it short.
@@ -7,10 +7,8 @@ They belong to `loop.py` (the only owner of descriptors) and are split out to ke
 import errno
 import os
 import selectors
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import traceback
 from collections import deque
@@ -18,7 +16,6 @@ from collections import deque
 from . import web
 from .control import LineSplitter
 from .http1 import HttpError, RequestParser, error_reply, whole_request
-from .limits import MAX_SOURCE_EVENT as MAX_CHILD_OUTPUT
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 LINGER = 2.0                # seconds to drain a peer after our reply before closing
@@ -456,69 +453,3 @@ class Console:
         if self.fd in self.loop.selector.get_map():
             self.loop.selector.unregister(self.fd)
 
-
-class ChildProc:
-    """A service's command: stdout read by the selector, killed at its deadline."""
-
-    def __init__(self, loop, command, timeout, done, name, cwd=None):
-        self.loop = loop
-        self.name = name
-        self.done = done
-        self.timeout = timeout
-        self.deadline = loop.hub.now + timeout
-        self.output = bytearray()
-        self.error = None
-        self.proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, start_new_session=True,
-                                     cwd=cwd)
-        self.pipe = self.proc.stdout
-        os.set_blocking(self.pipe.fileno(), False)
-        loop.selector.register(self.pipe, READ, self)
-
-    def ready(self, mask):
-        try:
-            data = os.read(self.pipe.fileno(), 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            self.output += data
-            if len(self.output) > MAX_CHILD_OUTPUT:
-                self.kill(f"output over {MAX_CHILD_OUTPUT} bytes")
-            return
-        self._close_pipe()
-        self.check(self.loop.hub.now)
-
-    def _close_pipe(self):
-        if self.pipe is not None:
-            self.loop.selector.unregister(self.pipe)
-            self.pipe.close()
-            self.pipe = None
-
-    def check(self, now):
-        """Finish when the child has exited and its output is read; kill it when overdue."""
-        if self.pipe is None and self.proc.poll() is not None:
-            return self._finish()
-        if now >= self.deadline:
-            self.kill(f"killed after {self.timeout:g} s")
-
-    def kill(self, why):
-        self.error = why
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        self._close_pipe()
-        self.proc.wait()
-        self._finish()
-
-    def _finish(self):
-        if self in self.loop.children:
-            self.loop.children.remove(self)
-        status = self.proc.returncode
-        error = self.error
-        if error is None and status != 0:
-            error = (f"exit status {status}" if status > 0
-                     else f"killed by {signal.Signals(-status).name}")
-        self.done(bytes(self.output), error)

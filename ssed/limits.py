@@ -1,7 +1,7 @@
 """How much a source may read and publish: the one table of those limits.
 
 A source never holds or publishes more than these, whatever its command prints or its file
-holds: `sources.py` reads files within them and `conns.ChildProc` kills a command whose output
+holds: `sources.py` reads files within them and `children.ChildProc` kills a command whose output
 goes over `MAX_SOURCE_EVENT`.
 """
 

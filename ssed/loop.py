@@ -19,9 +19,11 @@ from collections import deque
 from time import monotonic
 
 from . import control, sse, web
-from .conns import ChildProc, ControlConn, Console, HttpConn, StreamConn, failed
+from .children import ChildProc, reap_adopted
+from .conns import ControlConn, Console, HttpConn, StreamConn, failed
 from .http1 import error_reply, whole_request
 from .journal import Journal
+from .log import Throttle, redact
 from .stalls import STALL_AFTER, Stalls
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -54,7 +56,8 @@ class Loop:
         self.deadlines = []             # heap of (when, seq, conn)
         self.heap_limit = HEAP_FLOOR
         self.seq = 0
-        self.children = []
+        self.children = []              # ChildProcs running
+        self.throttle = Throttle(log)   # lines that can repeat without end (commands' stderr)
         self.doomed = []                # streams to close after this fan-out
         self.fanq = deque()             # fan-outs in progress: [[wire], clients, next index, key]
         self.stopping = None            # the time a graceful shutdown must end by
@@ -309,7 +312,8 @@ class Loop:
         try:
             return web.handle(self.hub, request, address)
         except Exception:
-            self.log("error", f"bug: handling {request!r}\n" + traceback.format_exc())
+            self.log("error", f"bug: handling {redact(repr(request))}\n"
+                     + traceback.format_exc())
             return web.Reply(error_reply(500, "internal error"), "bug")
 
     def open_stream(self, sock, stream, target, watched=False):
@@ -324,7 +328,7 @@ class Loop:
                 self.selector.register(sock, READ, conn)
             if self.debug:
                 self.log("debug", f"stream {stream.client.id} from {stream.client.address}: "
-                         f"{target}")
+                         f"{redact(target)}")
             self._send_all(stream.data, (stream.client,))
         except Exception:
             self._bug(conn)
@@ -497,8 +501,9 @@ class Loop:
         try:
             child = ChildProc(self, command, timeout, done, name, cwd)
         except OSError as exc:
-            self.log("error", f"{name}: cannot run {command!r}: {exc.strerror}")
-            done(b"", f"cannot run: {exc.strerror}")
+            # Not logged here: `done` hears it, and a source logs it once per episode (out of
+            # descriptors, that was two lines every tick).
+            done(b"", f"cannot start it: {exc.strerror or exc}")
             return None
         self.children.append(child)
         return child
@@ -542,7 +547,7 @@ class Loop:
         self.wakeup_r.setblocking(False)
         self.wakeup_w.setblocking(False)
         self.old_wakeup = signal.set_wakeup_fd(self.wakeup_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, lambda *_: None)     # the byte on the wakeup fd does the work
         self.selector.register(self.wakeup_r, READ, self._on_signal)
 
@@ -560,6 +565,15 @@ class Loop:
                     pass        # logged with its FILE:LINE errors; nothing changed
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown(signal.Signals(signum).name)
+        if signal.SIGCHLD in data:
+            self._reap(self.hub.now)
+
+    def _reap(self, now):
+        """A child exited: finish the commands whose shell did (at once, not at the next
+        deadline), and reap the orphans we adopted as they exit."""
+        for child in list(self.children):
+            child.check(now)
+        reap_adopted({child.pid for child in self.children})
 
     def shutdown(self, why):
         """Stop accepting, tell every stream when to come back (spread out), then flush."""

@@ -5,6 +5,7 @@ import os
 import re
 import stat
 
+from .log import Episode, Throttle
 from .limits import MAX_MESSAGES_FILE, MAX_SOURCE_EVENT
 from .service import Service
 
@@ -66,7 +67,40 @@ class Messages(Service):
 _LINE_END = re.compile(rb"\r\n|\r|\n")    # as a text-mode file splits lines
 
 
-class Command(Service):
+class Fed(Service):
+    """A source whose feed can fail on every tick (a command, a file): one line when it starts
+    failing, a reminder now and then with the count, one line when it recovers."""
+
+    _episode = None
+    stopped = False
+
+    def feed(self):
+        """The episode of this service's feed, made on first use (so a subclass's on_start
+        need not call ours)."""
+        if self._episode is None:
+            self._episode = Episode(lambda level, text: self.log(text, level),
+                                    "command" if self.config.command else "file")
+        return self._episode
+
+    def on_stop(self):
+        self.stopped = True     # a run killed because we stop is no failure of the feed
+
+    def failed(self, why):
+        if not self.stopped:
+            self.feed().failed(self.now, why, "warning")
+
+    def fed(self, text):
+        """Publish `text`; a publish the hub refuses (not JSON under `json = true`) is a
+        failure of the feed, in one line."""
+        from .hub import PublishError   # not at the top: the hub imports the sources
+        try:
+            self.publish(text)
+        except PublishError as exc:
+            return self.failed(f"publish refused: {exc}")
+        self.feed().recovered(self.now)
+
+
+class Command(Fed):
     """Each tick, run `command` (one at a time, killed after `interval`); publish its output."""
 
     def on_tick(self):
@@ -74,9 +108,11 @@ class Command(Service):
 
     def on_output(self, output, error):
         if error:
-            self.log(f"command failed: {error}", "warning")
+            self.failed(error)
         elif output:
-            self.publish(_text(output))
+            self.fed(_text(output))
+        else:
+            self.feed().recovered(self.now)
 
 
 _QUOTE = re.compile(r"\s*([A-Za-z0-9._^=-]{1,32})\s+(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*\Z")
@@ -97,11 +133,12 @@ def parse_quotes(text):
     return quotes, bad
 
 
-class Quotes(Service):
+class Quotes(Fed):
     """Each tick, read quotes from `command` or `file`; publish the ones that changed."""
 
     def on_start(self):
         self.last = {}
+        self.ignored = Throttle(lambda level, text: self.log(text, level))
 
     def on_tick(self):
         if self.config.command:
@@ -111,16 +148,19 @@ class Quotes(Service):
 
     def on_output(self, output, error):
         if error:
-            self.log(f"quotes failed: {error}", "warning")
-            return
+            return self.failed(error)
         quotes, bad = parse_quotes(output.decode("utf-8", "replace"))
+        if bad and not quotes:
+            return self.failed(f"no line of the form 'SYMBOL PRICE' (the first: {bad[0][:200]!r})")
         if bad:
-            self.log(f"ignored {len(bad)} line(s) not of the form 'SYMBOL PRICE': {bad[0]!r}",
-                     "warning")
+            self.ignored("bad lines", self.now, "warning", f"ignored {len(bad)} line(s) not "
+                         f"of the form 'SYMBOL PRICE': {bad[0][:200]!r}")
         changed = {s: p for s, p in quotes.items() if self.last.get(s) != p}
         self.last.update(changed)
         if changed:
-            self.publish(json.dumps(changed, separators=(",", ":")))
+            self.fed(json.dumps(changed, separators=(",", ":")))
+        else:
+            self.feed().recovered(self.now)
 
 
 def _read(path):

@@ -199,6 +199,52 @@ def test_sighup_reloads_the_config(daemon):
     assert d.publish("/chat", "kept")["delivered"] == 1 and s.wait_events(1)[0].data == "kept"
 
 
+# -- tokens in the log -----------------------------------------------------------------------------
+
+def line_of(ini, text):
+    return ini.read_text().split("\n").index(text) + 1
+
+
+def test_a_token_is_redacted_where_it_is_logged_not_wherever_its_text_occurs(daemon):
+    # A token that is also an everyday word of the log: once it was replaced everywhere
+    # ("SIGHUP: ***"), which garbled the line and told the reader the token.
+    d = daemon("[/chat]\npublish_token = reloading\n"
+               "[/priv]\ntoken = a-long-random-subscriber-token\n")
+    warning = f"{d.ini}:{line_of(d.ini, 'publish_token = reloading')}: /chat: publish_token " \
+              "is only 9 bytes long"
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_log(r"reloaded: no changes")
+    assert any(line.endswith(" info SIGHUP: reloading") for line in d.log), d.log
+    assert not any("***" in line for line in d.log), d.log
+    d.wait_log(re.escape(warning))                   # warned again on reload
+    # The warning names the service, the key and FILE:LINE, never the value; the long token
+    # gets none.
+    warnings = [line for line in d.log if " warning " in line]
+    assert len(warnings) == 2 and not any("reloading" in w for w in warnings), warnings
+    assert not any("/priv" in w for w in warnings)
+    assert d.stop() == 0
+
+
+def test_config_errors_never_quote_a_token_value(daemon, tmp_path):
+    bad = "[/chat]\ntoken = two words\n[/pub]\npublish_token HIDDENVALUE\n"
+    ini = write_ini(tmp_path / "conf", bad)
+    done = run_ssed("-c", str(ini), "--check", cwd=tmp_path)
+    assert done.returncode == 1, done
+    assert f"{ini}:{line_of(ini, 'token = two words')}: token: " in done.stdout, done.stdout
+    assert f"{ini}:{line_of(ini, 'publish_token HIDDENVALUE')}: " in done.stdout, done.stdout
+    assert "words" not in done.stdout and "HIDDENVALUE" not in done.stdout, done.stdout
+    # The same errors when a reload is refused: in the log and in ssectl's answer.
+    d = daemon(CHAT)
+    d.ini.write_text(d.ini.read_text() + bad)
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_log(r"reload refused")
+    answer = d.ctl({"cmd": "reload"})
+    assert not answer["ok"] and len(answer["errors"]) == 2, answer
+    for text in ["\n".join(d.log), json.dumps(answer)]:
+        assert "words" not in text and "HIDDENVALUE" not in text, text
+    assert d.stop() == 0
+
+
 # -- where the config comes from -------------------------------------------------------------------
 
 class EnvDaemon(Daemon):

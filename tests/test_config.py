@@ -407,7 +407,8 @@ BAD = [
      ["3: format: expected iso, unix, or a strftime pattern with %, got 'hh:mm'"]),
     ("[/a]\nevent = two\n  lines\n", ["2: event: event type must not contain LF"]),
     ("[/a]\ntoken = a b\n",
-     ["2: token: expected visible ASCII characters without spaces, got 'a b'"]),
+     ["2: token: expected visible ASCII characters without spaces, got a value with a space "
+      "in it (value not shown)"]),
     ("[/a]\nclass = mypkg.chat\n",
      ["2: class: expected module:Class, as in mypkg.chat:Chat, got 'mypkg.chat'"]),
     ("[/a]\nclass = my-pkg:Chat\nextra = 1\n",

@@ -1,5 +1,8 @@
-"""log.py's Throttle and Episode: repeated lines bounded, failures logged once per episode."""
-from ssed.log import Episode, Throttle
+"""log.py: token values redacted by shape; Throttle and Episode: repeated lines bounded,
+failures logged once per episode."""
+import io
+
+from ssed.log import Episode, Logger, Throttle, redact
 
 
 def recorder():
@@ -52,3 +55,24 @@ def test_episode_logs_start_reminder_and_recovery_once_each():
     assert not episode.failing
     episode.failed(2000, "again")
     assert lines[3][1].startswith("/q: command failing: again")
+
+
+def test_redact_hides_token_values_by_their_shape_and_nothing_else():
+    cases = [
+        ("/chat?access_token=s3cr3t&client=c1", "/chat?access_token=***&client=c1"),
+        ("/?service=/a&ACCESS_TOKEN=x%20y", "/?service=/a&ACCESS_TOKEN=***"),
+        ("('authorization', 'Bearer abc.def')", "('authorization', 'Bearer ***')"),
+        ("SIGHUP: reloading", "SIGHUP: reloading"),
+        ("token bearer", "token bearer"),           # no value after it: nothing to hide
+    ]
+    assert [redact(text) for text, _ in cases] == [want for _, want in cases]
+
+
+def test_logger_redacts_and_escapes_but_leaves_other_words_alone():
+    out = io.StringIO()
+    log = Logger(out, journald=True)
+    log("info", "SIGHUP: reloading")
+    log("debug", "not shown at info")
+    log("warning", "GET /a?access_token=t0k3n HTTP/1.1 \x1b[31m\nforged")
+    assert out.getvalue() == ("<6>SIGHUP: reloading\n"
+                              "<4>GET /a?access_token=*** HTTP/1.1 \\x1b[31m\\x0aforged\n")

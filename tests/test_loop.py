@@ -26,7 +26,7 @@ from ssed.systemd import Notifier
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 T0 = 1000.0
 BOUND = 5.0         # seconds any wait may take before the test fails
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
 class Rig:

@@ -2,6 +2,7 @@
 drawn from [retry, 10 x retry] so that reconnects spread out, flush what is queued for up to
 `shutdown_timeout`, exit 0. Every wait is bounded (stream reads, `wait_log`, `proc.wait`).
 """
+import os
 import re
 import signal
 import socket
@@ -124,3 +125,74 @@ def test_a_stream_that_does_not_read_holds_the_exit_only_for_shutdown_timeout(da
     took = time.monotonic() - start
     assert 0.9 <= took < 1 + 1.5, took      # waited for the stuck stream, but not for long
     stuck.close()
+
+
+# -- the processes of commands ---------------------------------------------------------------
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_no_process_a_command_started_outlives_the_daemon_not_even_in_its_own_session(daemon):
+    # The grandchild leaves the command's session and process group (setsid), so killing
+    # the group misses it; its shell exits at once. It writes its pid, the command prints it.
+    d = daemon("""
+        [/orphans]
+        source = command
+        command = setsid sh -c 'echo $$ > grandchild.pid; exec sleep 1000' &
+            while [ ! -s grandchild.pid ]; do :; done; cat grandchild.pid
+        interval = 60
+    """)
+    s = d.stream("/orphans?lastEventId=0-0")
+    pid = int(s.wait_events(1)[0].data)
+    try:
+        # Orphaned when the shell exited: adopted by the daemon (its subreaper), not by init.
+        deadline = time.monotonic() + TIMEOUT
+        while parent_of(pid) != d.proc.pid:
+            assert time.monotonic() < deadline, f"{pid} has parent {parent_of(pid)}"
+            os.sched_yield()
+        assert alive(pid)
+        assert d.stop() == 0
+        deadline = time.monotonic() + TIMEOUT
+        while alive(pid):
+            assert time.monotonic() < deadline, f"{pid} outlived the daemon"
+            os.sched_yield()
+        d.wait_log(r"killed 1 process\(es\) that commands had left running")
+        d.wait_log(r"\bstopped$")
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_adopted_orphan_is_reaped_when_it_exits_and_the_commands_own_status_is_kept(daemon):
+    # The command starts a job in a session of its own, then fails with status 3: the daemon
+    # must still see that status (reaping its adopted orphans must not take its shells'),
+    # and reap the orphan once it exits, leaving no zombie.
+    d = daemon("""
+        [/o]
+        source = command
+        command = setsid sh -c 'echo $$ > orphan.pid; exec sleep 3' &
+            while [ ! -s orphan.pid ]; do :; done; exit 3
+        interval = 60
+    """)
+    d.wait_log(r"/o: command fail\w*: exit status 3")
+    pid = int((d.dir / "orphan.pid").read_text())
+    try:
+        assert parent_of(pid) == d.proc.pid        # still sleeping: adopted, not init's
+    except FileNotFoundError:
+        raise AssertionError("the orphan was gone before it could be looked at") from None
+    deadline = time.monotonic() + TIMEOUT
+    while os.path.exists(f"/proc/{pid}"):           # a zombie still has its /proc entry
+        assert time.monotonic() < deadline, f"{pid} not reaped"
+        os.sched_yield()
+    assert d.proc.poll() is None
