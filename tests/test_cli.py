@@ -226,7 +226,7 @@ def test_a_token_is_redacted_where_it_is_logged_not_wherever_its_text_occurs(dae
 
 
 def test_config_errors_never_quote_a_token_value(daemon, tmp_path):
-    bad = "[/chat]\ntoken = two words\n[/pub]\npublish_token HIDDENVALUE\n"
+    bad = "[/private]\ntoken = two words\n[/pub]\npublish_token HIDDENVALUE\n"
     ini = write_ini(tmp_path / "conf", bad)
     done = run_ssed("-c", str(ini), "--check", cwd=tmp_path)
     assert done.returncode == 1, done

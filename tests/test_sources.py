@@ -589,6 +589,6 @@ def test_a_messages_file_over_the_limit_is_a_config_error(tmp_path):
 
 
 def test_every_source_limit_is_one_figure_from_one_table():
-    from ssed import conns, sources
-    assert conns.MAX_CHILD_OUTPUT == MAX_SOURCE_EVENT == 1 << 20
+    from ssed import children, sources
+    assert children.MAX_CHILD_OUTPUT == MAX_SOURCE_EVENT == 1 << 20
     assert not hasattr(sources, "MAX_OUTPUT")
