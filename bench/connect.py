@@ -38,11 +38,11 @@ def storm(n, root):
     def log(level, text):
         pass
     log.debug = False       # as the daemon's log below the debug level: no debug lines built
-    hub = Hub(configmod.parse(INI, "connect.ini"), None, log, now=time.time())
+    hub = Hub(configmod.parse(INI, "connect.ini"), log, now=time.time())
     listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
     loop = Loop(hub, [listener], None, log, lambda: [], Notifier({}))
-    hub.io = loop
     hub.start()
+    loop.start()
     clients = []
     for _ in range(n):
         c = socket.socket()
@@ -57,10 +57,7 @@ def storm(n, root):
         c.send(REQUEST)
     end = time.monotonic() + 60
     while hub.client_count < n and time.monotonic() < end:
-        for key, mask in loop.selector.select(0.5):     # as Loop.run dispatches
-            handler = key.data
-            handler() if callable(handler) else handler.ready(mask)
-            loop._close_doomed()
+        loop.turn(0.5)
     print(f"served {hub.client_count} of {n}")
     return hub.client_count == n
 

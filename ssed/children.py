@@ -13,7 +13,6 @@ a command started outlives the daemon. Like conns.py, this belongs to loop.py, t
 of descriptors (and of processes).
 """
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -22,7 +21,6 @@ import time
 from .limits import MAX_SOURCE_EVENT as MAX_CHILD_OUTPUT     # of stdout, and of stderr
 from .log import escape
 
-READ = selectors.EVENT_READ
 SHOWN_STDERR = 2000         # characters of a run's stderr its log line shows
 PR_SET_CHILD_SUBREAPER = 36     # <linux/prctl.h>
 REAP_BURST = 256
@@ -49,7 +47,7 @@ class ChildProc:
         try:
             for which, file in enumerate(self.files):
                 os.set_blocking(file.fileno(), False)
-                loop.selector.register(file, READ, _Pipe(self, which))
+                loop.watch(file, _Pipe(self, which))
         except Exception:
             self.finished = True    # nothing may run unwatched, and `done` is the caller's
             self._stop()
@@ -83,7 +81,7 @@ class ChildProc:
         if file is not None:
             self.files[which] = None
             try:
-                self.loop.selector.unregister(file)
+                self.loop.unwatch(file)
             except KeyError:
                 pass        # never registered (the constructor failed)
             file.close()
@@ -132,8 +130,7 @@ class ChildProc:
 
     def _finish(self):
         self.finished = True
-        if self in self.loop.children:
-            self.loop.children.remove(self)
+        self.loop.child_done(self)
         status = self.proc.returncode
         error = self.error
         if error is None and status != 0:

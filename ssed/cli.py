@@ -15,6 +15,7 @@ from .hub import Hub
 from .children import become_subreaper, kill_descendants
 from .log import Logger, escape, under_journald
 from .loop import Loop
+from .stalls import Stalls
 from .systemd import ActivationError, Notifier, listen_fds
 
 
@@ -168,7 +169,7 @@ class Daemon:
         kept = {e: s for e, s in self.listeners.items() if e in new.listen}
         gone = [s for e, s in self.listeners.items() if e not in new.listen]
         self.listeners = kept | added
-        self.loop.set_listeners(list(self.listeners.values()), gone)
+        self.loop.acceptor.set_listeners(list(self.listeners.values()), gone)
         return [f"listening on {describe(s)}" for s in added.values()]
 
     def reload(self):
@@ -280,14 +281,15 @@ def serve(path, cfg, log, console, loader):
     if not become_subreaper():
         log("info", "not the subreaper of the commands' processes (Linux only): a job a "
             "command starts in a session of its own may outlive ssed")
-    hub = Hub(cfg, None, log, now=time.time())
+    stalls = Stalls(log)
+    hub = Hub(cfg, log, now=time.time(), timed=stalls.timed)
     notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify, loader)
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
-                console=sys.stdin if console else None)
+                console=sys.stdin if console else None, stalls=stalls)
     daemon.attach(loop, listeners, activated)
-    hub.io = loop
     hub.start()
+    loop.start()
     for sock in listeners.values():
         log("info", f"listening on {describe(sock)}")
     if control_sock is not None:
@@ -301,6 +303,7 @@ def serve(path, cfg, log, console, loader):
     try:
         loop.run()
     finally:
+        loop.close()
         if own_control:
             try:
                 os.unlink(cfg.control)

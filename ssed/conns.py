@@ -1,27 +1,22 @@
-"""The loop's connections, one class per kind of file descriptor: an HTTP request being
-read, an open stream, a control connection, the stdin console (a command's pipes: children.py).
+"""The loop's HTTP connections: a request being read (and our reply to it), and an open
+stream. (Control connections and the console: controlconns.py; a command's pipes:
+children.py.)
 
 Each has `ready(mask)` for the selector, `close(reason)`, and `expired()` for its deadline.
-They belong to `loop.py` (the only owner of descriptors) and are split out to keep it short.
+They belong to `loop.py` (the only owner of descriptors) and ask it for what they need
+through its public methods (`watch`, `deadline`, `route`, `open_stream`, `outbox`,
+`acceptor`).
 """
-import errno
-import os
 import selectors
 import socket
-import struct
-import sys
 import traceback
-from collections import deque
 
 from . import web
-from .control import LineSplitter
 from .http1 import HttpError, RequestParser, error_reply, whole_request
+from .outbox import failed
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 LINGER = 2.0                # seconds to drain a peer after our reply before closing
-CONTROL_READ = 65536        # bytes read from a control client (or stdin) at once
-CONTROL_LINES = 64          # its request lines answered per loop turn (~1 ms of `stats`)
-CONTROL_AHEAD = 1 << 20     # answers waiting unsent past which a client is not read or answered
 MAX_UNREAD = 1 << 20        # answers a kept-alive HTTP client may leave unread
 
 
@@ -33,15 +28,6 @@ def _send(sock, chunks):
     except BlockingIOError:
         n = 0
     return n, ([data[n:]] if n < len(data) else [])
-
-
-def failed(exc):
-    """The close reason for a stream's socket error. ETIMEDOUT is the kernel saying what
-    `send_timeout` says (TCP_USER_TIMEOUT is set to it; keepalive gave up): no progress."""
-    if exc.errno == errno.ETIMEDOUT:
-        return "stalled"
-    # A peer that closed with bytes unread (RST) or went away mid-write: it left, not a drop.
-    return "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else "error"
 
 
 def _recv(conn, size):
@@ -58,7 +44,7 @@ def _recv(conn, size):
 class HttpConn:
     """A connection whose request head (and body) is still arriving, or our reply to it."""
     __slots__ = ("loop", "sock", "address", "parser", "out", "replied", "served", "closed",
-                 "deadline", "watched")
+                 "deadline")
 
     def __init__(self, loop, sock, address):
         self.loop = loop
@@ -70,14 +56,9 @@ class HttpConn:
         self.served = 0         # requests answered on this connection (keep-alive)
         self.closed = False
         self.deadline = None
-        self.watched = False    # in the selector yet (the loop reads at accept first)
 
-    def watch(self, events, handler):
-        if self.watched:
-            self.loop.selector.modify(self.sock, events, handler)
-        else:
-            self.loop.selector.register(self.sock, events, handler)
-            self.watched = True
+    def watch(self, events):
+        self.loop.watch(self.sock, self, events)
 
     def ready(self, mask):
         if mask & WRITE:
@@ -136,8 +117,8 @@ class HttpConn:
             return self.reply(result.data, None)
         self.closed = True      # this object is done; the stream owns the socket now
         self.parser = None
-        self.loop.request_done(self)
-        self.loop.open_stream(self.sock, result, request.target, watched=self.watched)
+        self.loop.acceptor.done(self)
+        self.loop.open_stream(self.sock, result, request.target)
 
     def _answer(self, data):
         """Answer and wait for the next request on the same connection (keep-alive)."""
@@ -157,9 +138,8 @@ class HttpConn:
         """Send `data`, then close gently (after the peer has seen it)."""
         if refused:
             self.loop.hub.refused[refused] += 1
-        self.loop.request_done(self)
+        self.loop.acceptor.done(self, lingering=1)
         self.replied = True
-        self.loop.lingering += 1
         # The deadline heap keeps this object until header_timeout: keep no buffers in it.
         self.parser = None
         self.out.append(data)
@@ -174,9 +154,9 @@ class HttpConn:
         except OSError:
             return self.close("error")
         if self.out:
-            self.watch(READ | WRITE, self)
+            self.watch(READ | WRITE)
             return
-        self.watch(READ, self)
+        self.watch(READ)
         if self.replied:
             # Half-close and drain, so the peer reads our reply instead of a reset.
             try:
@@ -198,16 +178,13 @@ class HttpConn:
         self.closed = True
         self.parser = None
         self.out = []
-        if self.replied:
-            self.loop.lingering -= 1
-        self.loop.request_done(self)
-        if self.watched:
-            self.loop.selector.unregister(self.sock)
+        self.loop.acceptor.done(self, lingering=-1 if self.replied else 0)
+        self.loop.unwatch(self.sock)
         self.sock.close()
 
 
 class StreamConn:
-    """An open stream; its client record holds what is queued for it."""
+    """An open stream; what waits to be sent to it is in the loop's outbox."""
     __slots__ = ("loop", "sock", "client", "closed", "deadline")
 
     def __init__(self, loop, sock, client):
@@ -220,7 +197,7 @@ class StreamConn:
         client.send = sock.send
 
     def want_write(self):
-        self.loop.selector.modify(self.sock, READ | WRITE, self)
+        self.loop.rewatch(self.sock, self, READ | WRITE)
 
     def ready(self, mask):
         if mask & WRITE:
@@ -229,24 +206,12 @@ class StreamConn:
             self.close("eof")
 
     def _flush(self):
-        client = self.client
-        if not client.pending:
-            return
-        before = client.queued
         try:
-            n, client.pending = _send(self.sock, client.pending)
+            done = self.loop.outbox.flush(self.client, self.loop.hub.now)
         except OSError as exc:
             return self.close(failed(exc))
-        client.sent += n
-        client.queued = before - n
-        self.loop.hub.stats["bytes_sent"] += n
-        if not client.pending:
-            client.pending = None
-            client.queued = 0
-            del self.loop.writing[client]
-            self.loop.selector.modify(self.sock, READ, self)
-        elif n:
-            self.loop.writing[client] = self.loop.hub.now
+        if done:
+            self.loop.rewatch(self.sock, self, READ)
 
     def expired(self):
         pass
@@ -255,201 +220,9 @@ class StreamConn:
         if self.closed:
             return
         self.closed = True
-        self.loop.writing.pop(self.client, None)
-        try:
-            self.loop.selector.unregister(self.sock)
-        except KeyError:
-            pass        # closed by a bug before it was watched (Loop.open_stream)
+        self.loop.outbox.forget(self.client)
+        self.loop.unwatch(self.sock)    # (never watched if a bug closed it while opening)
         self.sock.close()
         if self.loop.debug:
             self.loop.log("debug", f"stream {self.client.id} closed: {reason}")
         self.loop.hub.detach(self.client, reason)
-
-
-def peer_credentials(sock):
-    """(pid, uid, gid) of a UNIX socket's peer, where the system tells."""
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", raw)
-    except (OSError, AttributeError):
-        return None
-
-
-class ControlConn:
-    """A control socket connection: request lines in, one answer line each out.
-
-    A client may pipeline. Its lines wait here and at most CONTROL_LINES of them are
-    answered per loop turn (the loop does not sleep while any wait), so a flood on one
-    connection costs the others one batch, not the flood. It is read only when no line
-    waits, and while over CONTROL_AHEAD bytes of answers wait unsent it is neither read nor
-    answered (backpressure): a client that never reads holds a bounded buffer and no CPU.
-    """
-
-    def __init__(self, loop, sock):
-        self.loop = loop
-        self.sock = sock
-        self.splitter = LineSplitter()
-        self.lines = deque()    # request lines read, not yet answered
-        self.out = []
-        self.queued = 0
-        self.events = 0         # what the selector watches it for (0: not registered)
-        self.eof = False
-        self.closed = False
-        self.held_back = False  # logged that its answers wait unread (once per connection)
-        self.deadline = None
-        cred = peer_credentials(sock)
-        self.peer = f"pid={cred[0]} uid={cred[1]} gid={cred[2]}" if cred else "peer unknown"
-        self._watch(READ)
-
-    def ready(self, mask):
-        if mask & WRITE:
-            self._flush()
-        if mask & READ and not self.closed:
-            data = _recv(self, CONTROL_READ)
-            if data is None:
-                return
-            if data:
-                self.lines.extend(self.splitter.feed(data))
-            else:
-                self.eof = True
-            self._next()
-
-    def work(self):
-        """Answer a batch of the waiting lines (the loop's turn calls this)."""
-        lines = self.lines
-        for _ in range(min(CONTROL_LINES, len(lines))):
-            if self.queued > CONTROL_AHEAD or self.closed:
-                break
-            self._answer(lines.popleft())
-        self._flush()
-
-    def _answer(self, line):
-        answer, request = self.loop.control_line(line)
-        cmd = request.get("cmd") if request is not None else None
-        if cmd in CHANGES_STATE:
-            # Publishes can come thousands a second: at debug only. Other changes always.
-            if cmd != "publish":
-                self.loop.log("info", f"control ({self.peer}): {_describe(request)}")
-            elif self.loop.debug:
-                self.loop.log("debug", f"control ({self.peer}): {_describe(request)}")
-        self.out.append(answer)
-        self.queued += len(answer)
-
-    def _flush(self):
-        if self.closed:
-            return
-        if self.out:
-            try:
-                n, self.out = _send(self.sock, self.out)
-            except OSError:
-                return self.close("error")
-            self.queued = sum(map(len, self.out))
-        self._next()
-
-    def _next(self):
-        """Say what comes next: answering (the loop's backlog), reading, writing, closing."""
-        ahead = self.queued > CONTROL_AHEAD
-        if self.lines and not ahead:
-            self.loop.backlog.add(self)
-        else:
-            self.loop.backlog.discard(self)
-            if self.eof and not self.lines and not self.out:
-                return self.close("eof")
-        if ahead and not self.held_back:
-            self.held_back = True
-            self.loop.log("info", f"control ({self.peer}): {self.queued} bytes of answers "
-                          "wait unread; its next requests are read as it reads them (logged "
-                          "once per connection)")
-        reading = not (self.eof or self.lines or ahead)
-        self._watch((READ if reading else 0) | (WRITE if self.out else 0))
-
-    def _watch(self, events):
-        if events == self.events:
-            return
-        selector = self.loop.selector
-        if not events:
-            selector.unregister(self.sock)
-        elif not self.events:
-            selector.register(self.sock, events, self)
-        else:
-            selector.modify(self.sock, events, self)
-        self.events = events
-
-    def expired(self):
-        pass
-
-    def close(self, reason):
-        if self.closed:
-            return
-        self.closed = True
-        self.loop.backlog.discard(self)
-        self.lines.clear()
-        if self.events:
-            self.loop.selector.unregister(self.sock)
-        self.sock.close()
-
-
-def _describe(request):
-    """A state-changing command for the log, without its data."""
-    shown = {k: v for k, v in request.items() if k not in ("data",)}
-    if "data" in request and isinstance(request["data"], str):
-        shown["bytes"] = len(request["data"].encode("utf-8", "replace"))
-    return " ".join(f"{k}={v}" for k, v in shown.items())
-
-
-CHANGES_STATE = ("publish", "kick", "ban", "unban", "reload", "admin")
-
-
-class Console:
-    """`--console`: control commands typed on stdin, answers on stdout; like a control
-    connection, CONTROL_LINES a turn, stdin read only when no line waits."""
-
-    def __init__(self, loop, stream):
-        self.loop = loop
-        self.fd = stream.fileno()
-        self.splitter = LineSplitter()
-        self.lines = deque()
-        self.closed = False
-        self.deadline = None
-        loop.selector.register(self.fd, READ, self)    # before going non-blocking: may fail
-        os.set_blocking(self.fd, False)
-
-    def ready(self, mask):
-        try:
-            data = os.read(self.fd, CONTROL_READ)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close("eof")
-            self.loop.log("info", "console: end of input")
-            return
-        self.lines.extend(self.splitter.feed(data))
-        if self.lines:
-            self.loop.selector.unregister(self.fd)
-            self.loop.backlog.add(self)
-
-    def work(self):
-        for _ in range(min(CONTROL_LINES, len(self.lines))):
-            answer, _ = self.loop.control_line(self.lines.popleft())
-            try:
-                sys.stdout.write(answer.decode())
-                sys.stdout.flush()
-            except (OSError, ValueError):
-                pass
-        if not self.lines and not self.closed:
-            self.loop.backlog.discard(self)
-            self.loop.selector.register(self.fd, READ, self)
-
-    def expired(self):
-        pass
-
-    def close(self, reason):
-        if self.closed:
-            return
-        self.closed = True
-        self.loop.backlog.discard(self)
-        if self.fd in self.loop.selector.get_map():
-            self.loop.selector.unregister(self.fd)
-

@@ -1,8 +1,9 @@
-"""The hub: services by path, their subscribed clients and histories, the id clock, bans,
-per-address counts and the daemon's counters.
+"""The hub: services by path (their channels), the open streams and who they are, the id
+clock, bans, per-address counts and the daemon's counters.
 
-No I/O: the loop hands it `now` and an `io` object that does what needs a file descriptor
-(`fanout(wire, clients)`, `close(client, reason)`, `spawn(...)`). Tests pass a fake one.
+No I/O and no clock: the loop sets `now`, calls in (publish, attach, detach, tick, the
+control commands), and after each call carries out the work orders the hub left in
+`orders` (orders.FanOut, Close, Spawn, Kill). The hub never calls the loop.
 """
 import base64
 import ipaddress
@@ -13,80 +14,32 @@ import traceback
 from collections import Counter
 
 from . import sse
-from .history import Event, History, IdClock, merge, parse_id
+from .channel import Channel, Client, PublishError
+from .history import Event, IdClock
+from .journal import open_journal
+from .joining import Joining, joined, preamble
 from .log import Throttle
+from .orders import Close, FanOut, Kill, Spawn
 from .plugins import service_class
 from .service import Refuse, Service
 
+__all__ = ["Hub", "Client", "PublishError"]
 
 # Reasons a stream ends that are the client's doing or a clean stop, not a drop.
 CLIENT_LEFT = ("eof", "reset", "shutdown")
 HOOK_LOG_EVERY = 60.0   # seconds between two tracebacks of one service's hook
 
 
-class PublishError(Exception):
-    """A publish that cannot be done; the text goes back to the publisher."""
-
-
-class Client:
-    """One open stream. `send`, `pending`, `queued` and `conn` belong to the loop."""
-    __slots__ = ("id", "address", "since", "channels", "idle_since", "sent", "send",
-                 "pending", "queued", "conn")
-
-    def __init__(self, id, address, since, channels):
-        self.id = id
-        self.address = address
-        self.since = since
-        self.channels = channels
-        self.idle_since = since
-        self.sent = 0
-        self.send = None
-        self.pending = None
-        self.queued = 0
-        self.conn = None
-
-    def info(self):
-        return {"id": self.id, "address": self.address, "since": self.since,
-                "bytes_sent": self.sent, "bytes_queued": self.queued}
-
-
-class Joining:
-    """A stream whose on_connect hooks are running: the priming id taken before them, and
-    the events published to it meanwhile, as (channel, event), to follow its preamble."""
-    __slots__ = ("client", "prime", "sent")
-
-    def __init__(self, client, prime):
-        self.client = client
-        self.prime = prime
-        self.sent = []
-
-
-class Channel:
-    """What a service path holds across reloads: its clients, history and counters."""
-
-    def __init__(self, config):
-        self.path = config.path
-        self.config = config
-        self.clients = set()
-        self.members = 0            # bumped when `clients` changes: fan-outs of one
-                                    # membership may share a write (Loop.fanout)
-        self.history = History(config.history)
-        self.service = None
-        self.next_tick = None
-        self.last_sent = 0.0     # when it last broadcast (set to the start by the hub)
-        self.published = 0
-        self.delivered = 0
-        self.child = None       # the command this service is running, if any
-        self.journal = None     # its Journal, when its history is durable
-        self.journal_failures = 0   # publishes refused because the journal write failed
-
-
 class Hub:
-    def __init__(self, config, io, log, now=0.0):
+    def __init__(self, config, log, now=0.0, journals=None, timed=None):
+        """`journals(path, sync, log)` opens a Journal (journal.open_journal); `timed(path,
+        hook, method, args)` runs a service hook (the loop's times them, to name a stall)."""
         self.config = config
-        self.io = io
         self.log = log
         self.now = now
+        self.orders = []            # what the loop is to do after this call (orders.py)
+        self.journals = journals or open_journal
+        self.timed = timed or _untimed
         self.clock = IdClock()
         self.channels = {}
         self.by_id = {}             # client id -> Client, or a tuple when streams share it
@@ -99,12 +52,11 @@ class Hub:
         self.ticked_at = now
         self.next_keepalive = now
         self.stats = Counter()      # events_published, events_delivered, bytes_sent,
-                                    # journal_failures
+                                    # journal_failures, loop_stalls, longest_stall
         self.dropped = Counter()    # reason -> clients closed for it
         self.refused = Counter()    # reason -> connections refused for it
         self.joining = None         # the Joining whose on_connect hooks are running
         self.throttle = Throttle(log, every=HOOK_LOG_EVERY)
-        self.timed = _untimed       # runs hooks; the loop's times them (a stall names one)
 
     # -- services --------------------------------------------------------------------
 
@@ -118,69 +70,41 @@ class Hub:
 
     def sync_journals(self):
         for channel in self.channels.values():
-            journal = channel.journal
-            if journal is not None:
-                try:
-                    if journal.sync() and journal.trouble.failing:
-                        journal.trouble.recovered(self.now)
-                except OSError as exc:
-                    journal.trouble.failed(self.now, f"fsync failed: {exc.strerror or exc}")
+            channel.sync(self.now)
 
     def journal_failing(self):
         """Whether a journal is failing now (for /healthz)."""
-        return any(ch.journal is not None and ch.journal.trouble.failing
-                   for ch in self.channels.values())
+        return any(ch.journal_failing for ch in self.channels.values())
+
+    def _open_journal(self, path):
+        return self.journals(path, self.config.journal_sync, self.log)
 
     def _add_channel(self, sc):
-        channel = Channel(sc)
-        channel.last_sent = self.now
+        channel = Channel(sc, self.now)
         self.channels[sc.path] = channel
         if sc.journal:
-            self._open_journal(channel, sc, restore=True)
+            for key in channel.open_journal(self._open_journal, sc, self.log, self.now,
+                                            restore=True):
+                self.clock.advance(key)
         self._start_service(channel, sc)
 
-    def _open_journal(self, channel, sc, restore):
-        """Open the service's journal; on start, refill its history and move the clock on."""
-        try:
-            channel.journal = self.io.open_journal(sc.journal)
-            records = channel.journal.load(sc.history if restore else 0)
-        except OSError as exc:
-            channel.journal = None
-            self.log("error", f"service {sc.path}: journal {sc.journal}: {exc.strerror or exc}; "
-                     "history will not survive a restart")
-            return
-        for key, type_, data in records:
-            channel.history.append(Event(key, data, type_))
-            self.clock.advance(key)
-        if not restore:
-            self._compact(channel, sc.history, force=True)
-        elif records:
-            self.log("info", f"service {sc.path}: {len(records)} events restored from "
-                     f"{sc.journal}")
-
     def _start_service(self, channel, sc):
-        if channel.journal is not None and sc.journal != channel.config.journal:
-            channel.journal.close()
-            channel.journal = None
-            if sc.journal:
-                self._open_journal(channel, sc, restore=False)
-        elif channel.journal is None and sc.journal and channel.config.journal != sc.journal:
-            self._open_journal(channel, sc, restore=False)
+        channel.retune_journal(self._open_journal, sc, self.log, self.now)
         channel.config = sc
         channel.history.resize(sc.history)
-        channel.service = service_class(sc)(self, channel, sc)
-        ticks = type(channel.service).on_tick is not Service.on_tick
+        channel.service = service = service_class(sc)(self, channel, sc)
+        channel.replay_last = type(service).replay_last
+        ticks = type(service).on_tick is not Service.on_tick
         channel.next_tick = self.now if ticks else None     # first tick at once
         self.due = self.now
         self.call(channel, "on_start")
 
     def _stop_service(self, channel, closing=False):
         self.call(channel, "on_stop")
-        if closing and channel.journal is not None:
-            channel.journal.close()
-            channel.journal = None
+        if closing:
+            channel.close_journal()
         if channel.child is not None:
-            self.io.kill(channel.child)
+            self.orders.append(Kill(channel.child, "service stopped"))
             channel.child = None
 
     def call(self, channel, hook, *args):
@@ -205,8 +129,7 @@ class Hub:
         for path in [p for p in self.channels if p not in wanted]:
             channel = self.channels.pop(path)
             self._stop_service(channel, closing=True)
-            for client in list(channel.clients):
-                self.io.close(client, "removed")
+            self.orders.extend(Close(client, "removed") for client in channel.clients)
         for sc in config.services:
             channel = self.channels.get(sc.path)
             if channel is None:
@@ -229,29 +152,14 @@ class Hub:
         channel = self.channels.get(path)
         if channel is None:
             raise PublishError(f"no service {path}")
-        if not isinstance(data, str):
-            raise PublishError("data must be a string")
-        problem = sse.bad_event_type(event)
-        if problem:
-            raise PublishError(problem)
-        if channel.config.json:
-            try:
-                json.loads(data)
-            except ValueError as exc:
-                raise PublishError(f"{path} takes JSON data only: {exc}") from None
-        try:
-            # A publisher that names no type gets the service's `event` (SPEC 3).
-            ev = Event(self.clock.next(int(self.now * 1000)), data,
-                       event or channel.config.event or None)
-        except UnicodeEncodeError:
-            raise PublishError("data is not valid Unicode text") from None
+        ev = self._event(channel, data, event)
         if client_id is None:
-            if channel.journal is not None:
-                self._journal(channel, ev)
+            try:
+                channel.record(ev, self.now)
+            except PublishError:
+                self.stats["journal_failures"] += 1
+                raise
             targets = channel.clients
-            channel.history.append(ev)
-            if channel.journal is not None:
-                self._compact(channel, channel.config.history)
             channel.last_sent = self.now
         else:
             targets = self._one_client(channel, client_id, ev)
@@ -262,9 +170,28 @@ class Hub:
         self.stats["events_published"] += 1
         self.stats["events_delivered"] += len(targets)
         if targets:
-            membership = (channel, channel.members) if client_id is None else None
-            self.io.fanout(ev.wire, targets, membership)
+            self.orders.append(FanOut(ev.wire, targets, (channel, channel.members)
+                                      if client_id is None else None))
         return ev, len(targets)
+
+    def _event(self, channel, data, event):
+        """The Event a publish makes, framed once, with the next id; or PublishError."""
+        if not isinstance(data, str):
+            raise PublishError("data must be a string")
+        problem = sse.bad_event_type(event)
+        if problem:
+            raise PublishError(problem)
+        if channel.config.json:
+            try:
+                json.loads(data)
+            except ValueError as exc:
+                raise PublishError(f"{channel.path} takes JSON data only: {exc}") from None
+        try:
+            # A publisher that names no type gets the service's `event` (SPEC 3).
+            return Event(self.clock.next(int(self.now * 1000)), data,
+                         event or channel.config.event or None)
+        except UnicodeEncodeError:
+            raise PublishError("data is not valid Unicode text") from None
 
     def _one_client(self, channel, to, ev):
         """The open streams of this service an event for one client reaches: a Client, that
@@ -277,31 +204,6 @@ class Hub:
         if type(to) is Client:
             return [to] if to in channel.clients else []
         return [c for c in self.streams_of(to) if channel in c.channels]
-
-    def _journal(self, channel, ev):
-        """Append before anyone hears of the event; a publish that cannot be kept fails,
-        counted, and logged once per episode (a full disk would otherwise be known only to
-        the publishers)."""
-        journal = channel.journal
-        try:
-            journal.append(ev)
-        except OSError as exc:
-            why = f"write failed: {exc.strerror or exc}"
-            channel.journal_failures += 1
-            self.stats["journal_failures"] += 1
-            journal.trouble.failed(self.now, why + "; publishes are refused")
-            raise PublishError(f"{channel.path}: journal {why}") from None
-        if journal.trouble.failing:
-            journal.trouble.recovered(self.now)
-
-    def _compact(self, channel, keep, force=False):
-        journal = channel.journal
-        try:
-            if journal.compact(channel.history.ring, keep, force):
-                journal.compaction.recovered(self.now)
-        except OSError as exc:
-            journal.compaction.failed(self.now, f"{exc.strerror or exc}; the file grows "
-                                      "until it succeeds")
 
     def tick(self, now):
         """Run due timers and, every quarter of `keepalive`, the keepalive sweep; the time
@@ -348,7 +250,7 @@ class Hub:
             for c in idle:
                 c.idle_since = now
             if idle:
-                self.io.fanout(wire, idle)
+                self.orders.append(FanOut(wire, idle))
         return due
 
     # -- clients ---------------------------------------------------------------------
@@ -375,12 +277,15 @@ class Hub:
 
     def attach(self, channels, client_id, address, last_id, request):
         """`subscribe`, given the services' channels."""
-        client = Client(client_id or self.new_client_id(), address, self.now, channels)
+        client = Client(client_id or self.new_client_id(), address, self.now, channels,
+                        last_id)
         joining = None
         for channel in channels:
             if type(channel.service).on_connect is not Service.on_connect:
-                joining = self._run_on_connect(client, channels, last_id, request)
+                joining = self._run_on_connect(client, channels, request)
                 break
+        if self.orders:
+            self._pin_orders()
         for channel in channels:
             channel.clients.add(client)
             channel.members += 1
@@ -388,11 +293,15 @@ class Hub:
         self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
         self.per_ip[address] = self.per_ip.get(address, 0) + 1     # no Counter.__missing__ call
         self.client_count += 1
-        if joining is not None:
-            return client, self._joined_preamble(joining, last_id)
-        return client, self._preamble(client, channels, last_id)
+        if joining is None:
+            return client, preamble(self.config.retry, self.clock, int(self.now * 1000),
+                                    client, channels, last_id)
+        for channel, _ in joining.sent:
+            channel.delivered += 1
+        self.stats["events_delivered"] += len(joining.sent)
+        return client, joined(self.config.retry, joining, last_id)
 
-    def _run_on_connect(self, client, channels, last_id, request):
+    def _run_on_connect(self, client, channels, request):
         """Every on_connect hook of the new stream, or Refuse; what they sent it (a Joining).
 
         The stream is not in the hot set yet, so what a hook publishes to it waits in the
@@ -412,9 +321,18 @@ class Hub:
             self.joining = outer
         return joining
 
+    def _pin_orders(self):
+        """A stream joins while broadcasts wait to be carried out (what its on_connect
+        hooks published, say): they go to the members they were published to, not to this
+        stream, which gets them from the history if at all."""
+        for order in self.orders:
+            if type(order) is FanOut and type(order.clients) is set:
+                order.clients = tuple(order.clients)
+
     def _on_connect(self, channel, client, request):
         try:
-            channel.service.on_connect(client, request)
+            self.timed(channel.path, "on_connect", channel.service.on_connect,
+                       (client, request))
         except Refuse as refuse:
             return refuse
         except Exception as exc:
@@ -422,47 +340,6 @@ class Hub:
             # A hook that may refuse but crashed cannot vouch for the client: fail closed.
             return Refuse(500, "internal error")
         return None
-
-    def _preamble(self, client, channels, last_id):
-        # The head inline rather than a call to _head: this is the connect path.
-        parts = [sse.retry(self.config.retry)] if self.config.retry else []
-        if any(ch.config.session_event for ch in channels):
-            parts.append(sse.frame(client.id, "session"))
-        # No Last-Event-ID: a new subscriber, live events only. One not of our form:
-        # everything held (SPEC 4), since we cannot tell what it has seen.
-        replay = None if last_id is None else merge([ch.history for ch in channels],
-                                                    parse_id(last_id))
-        if replay:
-            parts.extend(e.wire for e in replay)
-        else:
-            parts.append(sse.prime(self.clock.prime(int(self.now * 1000))))
-        return b"".join(parts)
-
-    def _head(self, client, channels):
-        """retry: and the session event (as _preamble writes them)."""
-        parts = [sse.retry(self.config.retry)] if self.config.retry else []
-        if any(ch.config.session_event for ch in channels):
-            parts.append(sse.frame(client.id, "session"))
-        return parts
-
-    def _joined_preamble(self, joining, last_id):
-        """The preamble of a stream whose on_connect hooks ran: its replay or else its
-        priming id, then what the hooks broadcast and sent it, all in id order."""
-        client = joining.client
-        parts = self._head(client, client.channels)
-        prime = parse_id(joining.prime)
-        # The hooks' broadcasts are in the histories, after the priming id.
-        events = merge([ch.history for ch in client.channels],
-                       prime if last_id is None else parse_id(last_id))
-        if not events or events[0].key > prime:
-            parts.append(sse.prime(joining.prime))      # nothing to replay (SPEC 4)
-        if joining.sent:
-            for channel, ev in joining.sent:
-                channel.delivered += 1
-            self.stats["events_delivered"] += len(joining.sent)
-            events = sorted(events + [ev for _, ev in joining.sent], key=lambda e: e.key)
-        parts.extend(e.wire for e in events)
-        return b"".join(parts)
 
     def detach(self, client, reason):
         """Forget a closed stream (the loop has closed its socket)."""
@@ -488,8 +365,7 @@ class Hub:
         if channel is None:
             raise PublishError(f"no service {path}")
         doomed = [c for c in self.streams_of(client_id) if channel in c.channels]
-        for c in doomed:
-            self.io.close(c, "kicked")
+        self.orders.extend(Close(c, "kicked") for c in doomed)
         return len(doomed)
 
     # -- bans ------------------------------------------------------------------------
@@ -497,11 +373,10 @@ class Hub:
     def ban(self, network, seconds):
         """Refuse `network` (an ip_network) for `seconds`; close its open streams."""
         self.bans[network] = self.now + seconds
-        doomed = [c for ch in self.channels.values() for c in ch.clients
-                  if _address_in(c.address, network)]
-        for c in set(doomed):
-            self.io.close(c, "banned")
-        return len(set(doomed))
+        doomed = {c for ch in self.channels.values() for c in ch.clients
+                  if _address_in(c.address, network)}
+        self.orders.extend(Close(c, "banned") for c in doomed)
+        return len(doomed)
 
     def unban(self, network):
         return 1 if self.bans.pop(network, None) is not None else 0
@@ -519,6 +394,8 @@ class Hub:
     # -- children --------------------------------------------------------------------
 
     def spawn(self, service, command, callback, timeout):
+        """Leave an order to run `command` for `service` (one run at a time): whether it was
+        left."""
         channel = self.channels.get(service.path)
         if channel is None or channel.service is not service or channel.child is not None:
             return False
@@ -534,8 +411,9 @@ class Hub:
         # Commands run beside the config file, as its relative paths are.
         cwd = None if self.config.file == "<default>" else os.path.dirname(
             os.path.abspath(self.config.file))
-        channel.child = self.io.spawn(command, timeout, done, channel.path, cwd)
-        return channel.child is not None
+        channel.child = Spawn(command, timeout, done, channel.path, cwd)
+        self.orders.append(channel.child)
+        return True
 
 
 def _untimed(path, hook, method, args):

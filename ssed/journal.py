@@ -49,6 +49,12 @@ def decode(line):
         return None
 
 
+def open_journal(path, sync, log):
+    """The Journal at `path` (its directory made if need be), not yet loaded."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return Journal(path, sync, log)
+
+
 class Journal:
     """One service's journal file. `log(level, text)` reports what was skipped; `trouble` and
     `compaction` are the Episodes of failing writes and failing compactions (the hub, which

@@ -21,6 +21,10 @@ class Service:
     plugins), `clients` (the set of subscribed clients), `now` (the loop's wall clock).
     """
 
+    # Whether this service's events are its current state (a file's content) rather than
+    # news: then a new subscriber without a Last-Event-ID first gets the last held event.
+    replay_last = False
+
     def __init__(self, hub, channel, config):
         self._hub = hub
         self._channel = channel
@@ -50,7 +54,7 @@ class Service:
         TypeError.
         """
         if client is not None and not isinstance(client, str):
-            from .hub import Client     # here, since the hub imports this module
+            from .channel import Client     # here, since the hub imports this module
             if type(client) is not Client:
                 raise TypeError(f"{self.path}: publish(client=...) takes a Client or a client "
                                 f"id (str), not {type(client).__name__}")

@@ -140,6 +140,13 @@ class Quotes(Fed):
         self.last = {}
         self.ignored = Throttle(lambda level, text: self.log(text, level))
 
+    def on_connect(self, client, request):
+        """A new subscriber gets every quote known now at once (its events carry only what
+        changed), in the form of the first tick's event; one that resumes gets what it
+        missed from the history instead."""
+        if self.last and client.last_event_id is None:
+            self.publish(json.dumps(self.last, separators=(",", ":")), client=client)
+
     def on_tick(self):
         if self.config.command:
             self.spawn(self.config.command, self.on_output)
@@ -210,7 +217,10 @@ def _kind(mode):
 
 
 class File(Service):
-    """The content of `file` at start and whenever it changes (checked every `interval`)."""
+    """The content of `file` at start and whenever it changes (checked every `interval`); a
+    new subscriber gets the content held now at once."""
+
+    replay_last = True
 
     def on_start(self):
         self.seen = None

@@ -14,13 +14,12 @@ STALL_AFTER = 1.0   # seconds of one turn's work past which the loop is reported
 class Stalls:
     """This turn's longest timed hook or control command, and the report of a stall."""
 
-    def __init__(self, hub, log):
-        self.hub = hub
+    def __init__(self, log):
         self.held_for, self.held_by = 0.0, None
         self.throttle = Throttle(log, every=60)
 
     def timed(self, path, hook, method, args):
-        """Run a service's hook for the hub (its `timed`), timed."""
+        """Run a service's hook for the hub (given to it as `timed`), timed."""
         started = monotonic()
         try:
             return method(*args)
@@ -41,10 +40,10 @@ class Stalls:
             self.held_by = ("control command", *(str(c) for c in command if c is not None))
         return answer, request
 
-    def report(self, took, dispatching, events):
-        """A turn of `took` seconds (`dispatching` of them handling `events`): count it and
-        say where, one line per culprit a minute."""
-        stats = self.hub.stats
+    def report(self, took, dispatching, events, hub):
+        """A turn of `took` seconds (`dispatching` of them handling `events`): count it in
+        the hub's stats and say where, one line per culprit a minute."""
+        stats = hub.stats
         stats["loop_stalls"] += 1
         stats["longest_stall"] = max(stats["longest_stall"], round(took, 3))
         if self.held_for >= took / 2:
@@ -54,7 +53,7 @@ class Stalls:
                                 or ["control lines"])
         else:
             where = "timers (ticks, keepalives, journal syncs)"
-        self.throttle(where, self.hub.now, "warning", f"loop stalled {took:.1f} s in {where}: "
+        self.throttle(where, hub.now, "warning", f"loop stalled {took:.1f} s in {where}: "
                       "every client waited meanwhile")
 
 

@@ -13,6 +13,8 @@ from ssed.control import CommandError, LineSplitter, handle_line, parse_text, re
 from ssed.hub import Hub
 from ssed.service import Service
 
+from orders import Orders
+
 T0 = 1000.0
 MS = int(T0 * 1000)
 
@@ -162,19 +164,6 @@ class Chatty(Service):
         __str__ = __repr__
 
 
-class FakeIO:
-    def __init__(self):
-        self.hub = None
-        self.sent = {}
-
-    def fanout(self, wire, clients, key=None):
-        for c in clients:
-            self.sent.setdefault(c, []).append(wire)
-
-    def close(self, client, reason):
-        self.hub.detach(client, reason)
-
-
 class FakeDaemon:
     def __init__(self):
         self.fail = False
@@ -195,18 +184,18 @@ def rig(monkeypatch):
     monkeypatch.setitem(sys.modules, "ctlplugins", sys.modules[__name__])
     cfg = configmod.parse("[ssed]\nretry = 0\n[/chat]\n[/svc]\nclass = ctlplugins:Chatty\n"
                           "[/json]\njson = true\n", "test.ini")
-    io = FakeIO()
-    hub = Hub(cfg, io, lambda level, text: None, now=T0)
-    io.hub = hub
+    hub = Hub(cfg, lambda level, text: None, now=T0)
+    orders = Orders(hub)
     hub.start()
     daemon = FakeDaemon()
 
     def ask(line):
         answer, request = handle_line(line, hub, daemon)
+        orders.take_orders()        # as the loop does after each line
         assert answer.endswith(b"\n") and answer.count(b"\n") == 1
         return answer.decode()[:-1]
 
-    ask.hub, ask.io, ask.daemon = hub, io, daemon
+    ask.hub, ask.orders, ask.daemon = hub, orders, daemon
     return ask
 
 
@@ -219,7 +208,7 @@ def test_json_publish_answers_json_with_the_id_and_delivered_count(rig):
     client = subscribe(rig.hub, "/chat", "bob")          # its priming id takes MS-0
     answer = rig('{"cmd":"publish","service":"/chat","data":"hi\\nall","event":"msg"}')
     assert answer == '{"ok":true,"id":"%d-1","delivered":1}' % MS
-    assert rig.io.sent[client] == [b"id: %d-1\nevent: msg\ndata: hi\ndata: all\n\n" % MS]
+    assert rig.orders.sent[client] == [b"id: %d-1\nevent: msg\ndata: hi\ndata: all\n\n" % MS]
 
 
 def test_text_publish_answers_one_text_line(rig):
@@ -232,7 +221,7 @@ def test_publish_to_one_client(rig):
     alice = subscribe(rig.hub, "/chat", "alice")
     bob = subscribe(rig.hub, "/chat", "bob")
     assert rig("publish /chat --client alice psst").endswith("delivered=1")
-    assert len(rig.io.sent[alice]) == 1 and bob not in rig.io.sent
+    assert len(rig.orders.sent[alice]) == 1 and bob not in rig.orders.sent
 
 
 def test_publish_to_or_kick_of_a_client_with_no_stream_succeeds_and_says_so(rig):
@@ -380,10 +369,10 @@ def test_text_form_quoting_end_to_end(rig):
     one-line error answer and publishes nothing."""
     client = subscribe(rig.hub, "/chat", "bob")
     assert rig("publish /chat -e 'a-b' 'two  words'") == "ok id=%d-1 delivered=1" % MS
-    assert rig.io.sent[client][-1] == b"id: %d-1\nevent: a-b\ndata: two  words\n\n" % MS
+    assert rig.orders.sent[client][-1] == b"id: %d-1\nevent: a-b\ndata: two  words\n\n" % MS
     assert rig("publish /chat -e 'a b") == "error: publish: no closing '"
     assert rig("publish /chat it's mine") == "ok id=%d-2 delivered=1" % MS
-    assert rig.io.sent[client][-1] == b"id: %d-2\ndata: it's mine\n\n" % MS
+    assert rig.orders.sent[client][-1] == b"id: %d-2\ndata: it's mine\n\n" % MS
 
 
 def test_help_lists_every_command_and_says_how_to_quote(rig):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT
-from ssed.loop import SLICE
+from ssed.outbox import SLICE
 from ssed.sse import EventParser
 
 STREAMS = 1000

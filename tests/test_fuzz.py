@@ -30,6 +30,8 @@ from ssed.hub import Hub
 from ssed.service import Service
 from ssed.sse import EventParser
 
+from orders import Orders
+
 CASES = int(os.environ.get("SSED_FUZZ_CASES", "10000"))
 SEEDS = (1, 2, 3, 4)
 T0 = 1000.0
@@ -274,35 +276,12 @@ ROUTE_CORPUS = [
 ROUTE_STATUSES = {200, 204, 400, 401, 403, 404, 405, 413, 415, 429, 503}
 
 
-class RecordingIO:
-    """What the loop does for the hub, recorded: fan-outs, closes, children."""
-
-    def __init__(self):
-        self.hub = None
-        self.fanouts = []       # (wire, [clients])
-        self.closed = []
-
-    def fanout(self, wire, clients, key=None):
-        self.fanouts.append((wire, list(clients)))
-
-    def close(self, client, reason):
-        self.closed.append((client.id, reason))
-        self.hub.detach(client, reason)
-
-    def spawn(self, command, timeout, done, name, cwd=None):
-        return None
-
-    def kill(self, child):
-        pass
-
-
 def make_hub(ini):
     cfg = configmod.parse(ini, "fuzz.ini")
-    io = RecordingIO()
-    hub = Hub(cfg, io, lambda level, text: None, now=T0)
-    io.hub = hub
+    hub = Hub(cfg, lambda level, text: None, now=T0)
+    orders = Orders(hub)
     hub.start()
-    return hub, io
+    return hub, orders
 
 
 def test_parsed_requests_are_routed_to_a_reply_or_a_stream():

@@ -1,17 +1,17 @@
 """hub: services, clients, the preamble, publishing, keepalives, ticks, bans and reload.
 
-No sockets: the hub gets a config from `ssed.config.parse`, a fake `io` that records what
-each client was sent and what was closed (closing detaches the client, as the loop does), a
-list for its log, and the time set by hand (`hub.now` / `hub.tick(now)`). The plugin classes
+No sockets: the hub gets a config from `ssed.config.parse`, a list for its log, and the
+time set by hand (`hub.now` / `hub.tick(now)`); the tests read the work orders it leaves
+(`Orders`: what each client was sent, what was closed, which commands were run and killed). The plugin classes
 below are loaded through `class = hubplugins:Name`, the name under which the fixture puts
 this module in `sys.modules`.
 """
 import ipaddress
 import sys
-from collections import defaultdict
 
 import pytest
 
+from orders import Orders
 from ssed import config as configmod
 from ssed.history import parse_id
 from ssed.hub import Hub, PublishError
@@ -106,41 +106,6 @@ class Runner(Service):
             raise ValueError("bad callback")
 
 
-# -- the fakes ----------------------------------------------------------------------------
-
-class FakeIO:
-    """What the loop does for the hub, recorded: bytes per client, closes, children."""
-
-    def __init__(self):
-        self.hub = None
-        self.sent = defaultdict(list)   # client -> [wire, ...]
-        self.closed = []                # (client id, reason)
-        self.spawned = []               # (command, timeout, done, name, cwd)
-        self.killed = []
-
-    def fanout(self, wire, clients, key=None):
-        for client in clients:
-            self.sent[client].append(wire)
-
-    def close(self, client, reason):
-        self.closed.append((client.id, reason))
-        self.hub.detach(client, reason)
-
-    def spawn(self, command, timeout, done, name, cwd=None):
-        self.spawned.append((command, timeout, done, name, cwd))
-        return f"child-{len(self.spawned)}"
-
-    def kill(self, child):
-        self.killed.append(child)
-
-    def got(self, client):
-        return b"".join(self.sent.get(client, []))
-
-    def take(self, client):
-        """What `client` got since the last take."""
-        return b"".join(self.sent.pop(client, []))
-
-
 @pytest.fixture(autouse=True)
 def hubplugins(monkeypatch):
     monkeypatch.setitem(sys.modules, "hubplugins", sys.modules[__name__])
@@ -155,18 +120,17 @@ def parse(ini, top=""):
 
 class Rig:
     def __init__(self, ini, top="", now=T0):
-        self.io = FakeIO()
         self.logged = []
-        self.hub = Hub(parse(ini, top), self.io, lambda level, text: self.logged.append(
+        self.hub = Hub(parse(ini, top), lambda level, text: self.logged.append(
             (level, text)), now=now)
-        self.io.hub = self.hub
+        self.orders = Orders(self.hub)
         self.hub.start()
 
     def sub(self, paths, client_id=None, address="127.0.0.1", last_id=None):
         if isinstance(paths, str):
             paths = [paths]
         client, preamble = self.hub.subscribe(paths, client_id, address, last_id, None)
-        self.io.sent[client].append(preamble)
+        self.orders.sent[client].append(preamble)
         return client
 
     def errors(self):
@@ -188,7 +152,7 @@ def ms(t):
 def test_new_stream_gets_retry_then_a_priming_id_from_the_clock():
     rig = Rig(BASIC)
     client = rig.sub("/chat")
-    assert rig.io.got(client) == b"retry: 3000\n\nid: %d-0\n\n" % ms(T0)
+    assert rig.orders.got(client) == b"retry: 3000\n\nid: %d-0\n\n" % ms(T0)
     assert client in rig.hub.channels["/chat"].clients
 
 
@@ -196,22 +160,22 @@ def test_priming_ids_are_taken_from_the_one_clock_and_the_next_event_is_greater(
     rig = Rig(BASIC)
     a = rig.sub("/chat")
     b = rig.sub("/news")
-    assert rig.io.got(b) == b"retry: 3000\n\nid: %d-1\n\n" % ms(T0)
+    assert rig.orders.got(b) == b"retry: 3000\n\nid: %d-1\n\n" % ms(T0)
     event, _ = rig.hub.publish("/chat", "x")
     assert event.id == "%d-2" % ms(T0)
     assert parse_id(event.id) > parse_id("%d-1" % ms(T0))
-    assert rig.io.take(a).endswith(b"id: %d-2\ndata: x\n\n" % ms(T0))
+    assert rig.orders.take(a).endswith(b"id: %d-2\ndata: x\n\n" % ms(T0))
 
 
 def test_retry_zero_sends_no_retry_line():
     rig = Rig(BASIC, top="retry = 0")
-    assert rig.io.got(rig.sub("/chat")) == b"id: %d-0\n\n" % ms(T0)
+    assert rig.orders.got(rig.sub("/chat")) == b"id: %d-0\n\n" % ms(T0)
 
 
 def test_session_event_carries_the_client_id_without_an_id_line():
     rig = Rig("[/chat]\nsession_event = true\n")
     client = rig.sub("/chat", client_id="alice")
-    assert rig.io.got(client) == (b"retry: 3000\n\nevent: session\ndata: alice\n\n"
+    assert rig.orders.got(client) == (b"retry: 3000\n\nevent: session\ndata: alice\n\n"
                                   b"id: %d-0\n\n" % ms(T0))
 
 
@@ -235,7 +199,7 @@ def test_replay_after_last_event_id_sends_only_newer_events_and_no_priming_id():
     rig = Rig(BASIC)
     ids = publish_three(rig)
     client = rig.sub("/chat", last_id=ids[0])
-    assert rig.io.got(client) == (b"retry: 3000\n\n"
+    assert rig.orders.got(client) == (b"retry: 3000\n\n"
                                   b"id: %d-0\ndata: e1\n\n" % ms(T0 + 2) +
                                   b"id: %d-0\ndata: e2\n\n" % ms(T0 + 3))
 
@@ -244,20 +208,20 @@ def test_replay_with_an_id_not_of_our_form_sends_everything_held():
     rig = Rig(BASIC)
     publish_three(rig)
     client = rig.sub("/chat", last_id="not-an-id")
-    assert rig.io.got(client).count(b"data: ") == 3
+    assert rig.orders.got(client).count(b"data: ") == 3
 
 
 def test_no_last_event_id_means_live_events_only():
     rig = Rig(BASIC)
     publish_three(rig)
-    assert rig.io.got(rig.sub("/chat")) == b"retry: 3000\n\nid: %d-0\n\n" % ms(T0 + 10)
+    assert rig.orders.got(rig.sub("/chat")) == b"retry: 3000\n\nid: %d-0\n\n" % ms(T0 + 10)
 
 
 def test_replay_at_the_newest_id_sends_a_priming_id_greater_than_it():
     rig = Rig(BASIC)
     ids = publish_three(rig)
     client = rig.sub("/chat", last_id=ids[-1])
-    assert rig.io.got(client) == b"retry: 3000\n\nid: %d-0\n\n" % ms(T0 + 10)
+    assert rig.orders.got(client) == b"retry: 3000\n\nid: %d-0\n\n" % ms(T0 + 10)
 
 
 def test_multiplexed_replay_merges_services_in_id_order():
@@ -269,7 +233,7 @@ def test_multiplexed_replay_merges_services_in_id_order():
     rig.hub.publish("/chat", "c2")
     rig.hub.publish("/news", "n2")
     client = rig.sub(["/news", "/chat"], last_id=first)
-    wire = rig.io.got(client)
+    wire = rig.orders.got(client)
     assert [line for line in wire.split(b"\n") if line.startswith(b"data")] == [
         b"data: n1", b"data: c2", b"data: n2"]
 
@@ -281,15 +245,15 @@ def test_publish_frames_once_and_delivers_the_same_bytes_to_every_subscriber():
     a, b = rig.sub("/chat"), rig.sub("/chat")
     other = rig.sub("/news")
     for c in (a, b, other):
-        rig.io.take(c)
+        rig.orders.take(c)
     rig.hub.now = T0 + 5
     event, delivered = rig.hub.publish("/chat", "hi\nall\r\nthere", "msg")
     wire = b"id: %d-0\nevent: msg\ndata: hi\ndata: all\ndata: there\n\n" % ms(T0 + 5)
     assert event.wire == wire
     assert delivered == 2
-    assert rig.io.sent[a] == [wire] and rig.io.sent[b] == [wire]
-    assert rig.io.sent[a][0] is rig.io.sent[b][0]       # one framing, shared
-    assert rig.io.take(other) == b""
+    assert rig.orders.sent[a] == [wire] and rig.orders.sent[b] == [wire]
+    assert rig.orders.sent[a][0] is rig.orders.sent[b][0]       # one framing, shared
+    assert rig.orders.take(other) == b""
     assert rig.hub.stats["events_published"] == 1
     assert rig.hub.stats["events_delivered"] == 2
     assert rig.hub.channels["/chat"].history.last_id == event.id
@@ -322,11 +286,11 @@ def test_publish_without_a_type_takes_the_service_event_key():
 def test_bad_publish_is_refused_and_changes_nothing(path, data, event, message):
     rig = Rig(BASIC + "[/json]\njson = true\n")
     client = rig.sub("/chat")
-    rig.io.take(client)
+    rig.orders.take(client)
     with pytest.raises(PublishError) as info:
         rig.hub.publish(path, data, event)
     assert message in str(info.value)
-    assert rig.io.take(client) == b""
+    assert rig.orders.take(client) == b""
     assert rig.hub.channels["/chat"].history.since(None) == []
     assert rig.hub.stats["events_published"] == 0
 
@@ -342,13 +306,13 @@ def test_publish_to_one_client_id_reaches_all_its_streams_and_no_other():
     bob = rig.sub("/chat", "bob")
     a_news_only = rig.sub("/news", "alice")
     for c in (a1, a2, bob, a_news_only):
-        rig.io.take(c)
+        rig.orders.take(c)
     rig.hub.now = T0 + 1
     event, delivered = rig.hub.publish("/chat", "psst", client_id="alice")
     assert delivered == 2
-    assert rig.io.take(a1) == rig.io.take(a2) == b"id: %d-0\ndata: psst\n\n" % ms(T0 + 1)
-    assert rig.io.take(bob) == b""
-    assert rig.io.take(a_news_only) == b""
+    assert rig.orders.take(a1) == rig.orders.take(a2) == b"id: %d-0\ndata: psst\n\n" % ms(T0 + 1)
+    assert rig.orders.take(bob) == b""
+    assert rig.orders.take(a_news_only) == b""
     assert rig.hub.publish("/chat", "x", client_id="nobody")[1] == 0
 
 
@@ -361,7 +325,7 @@ def test_events_sent_to_one_client_are_never_replayed():
     rig.hub.publish("/chat", "private", client_id="alice")
     assert rig.hub.channels["/chat"].history.last_id == public.id
     again = rig.sub("/chat", "alice", last_id="0-0")
-    wire = rig.io.got(again)
+    wire = rig.orders.got(again)
     assert b"data: public" in wire and b"private" not in wire
 
 
@@ -373,15 +337,15 @@ KEEPALIVE = b": keepalive\n\n"
 def test_keepalive_comes_after_keepalive_seconds_of_silence_and_not_before():
     rig = Rig(BASIC)
     client = rig.sub("/chat")
-    rig.io.take(client)
+    rig.orders.take(client)
     rig.hub.tick(T0 + 14.9)
-    assert rig.io.take(client) == b""
+    assert rig.orders.take(client) == b""
     rig.hub.tick(T0 + 15)
-    assert rig.io.take(client) == KEEPALIVE
+    assert rig.orders.take(client) == KEEPALIVE
     rig.hub.tick(T0 + 20)
-    assert rig.io.take(client) == b""
+    assert rig.orders.take(client) == b""
     rig.hub.tick(T0 + 30)
-    assert rig.io.take(client) == KEEPALIVE
+    assert rig.orders.take(client) == KEEPALIVE
 
 
 def test_no_keepalive_while_the_channel_is_active():
@@ -391,10 +355,10 @@ def test_no_keepalive_while_the_channel_is_active():
         rig.hub.now = t
         rig.hub.publish("/chat", "x")
         rig.hub.tick(t + 5)
-    assert KEEPALIVE not in rig.io.got(client)
-    rig.io.take(client)
+    assert KEEPALIVE not in rig.orders.got(client)
+    rig.orders.take(client)
     rig.hub.tick(T0 + 45)
-    assert rig.io.take(client) == KEEPALIVE
+    assert rig.orders.take(client) == KEEPALIVE
 
 
 def test_keepalive_is_per_client_a_recent_connection_waits_its_own_silence():
@@ -402,13 +366,13 @@ def test_keepalive_is_per_client_a_recent_connection_waits_its_own_silence():
     old = rig.sub("/chat")
     rig.hub.now = T0 + 10
     new = rig.sub("/chat")
-    rig.io.take(old), rig.io.take(new)
+    rig.orders.take(old), rig.orders.take(new)
     rig.hub.tick(T0 + 15)
-    assert rig.io.take(old) == KEEPALIVE
-    assert rig.io.take(new) == b""
+    assert rig.orders.take(old) == KEEPALIVE
+    assert rig.orders.take(new) == b""
     rig.hub.tick(T0 + 25)
-    assert rig.io.take(new) == KEEPALIVE
-    assert rig.io.take(old) == b""
+    assert rig.orders.take(new) == KEEPALIVE
+    assert rig.orders.take(old) == b""
 
 
 def test_an_event_sent_to_one_client_counts_as_activity_for_it_only():
@@ -416,23 +380,23 @@ def test_an_event_sent_to_one_client_counts_as_activity_for_it_only():
     alice, bob = rig.sub("/chat", "alice"), rig.sub("/chat", "bob")
     rig.hub.now = T0 + 10
     rig.hub.publish("/chat", "psst", client_id="alice")
-    rig.io.take(alice), rig.io.take(bob)
+    rig.orders.take(alice), rig.orders.take(bob)
     rig.hub.tick(T0 + 15)
-    assert rig.io.take(alice) == b""
-    assert rig.io.take(bob) == KEEPALIVE
+    assert rig.orders.take(alice) == b""
+    assert rig.orders.take(bob) == KEEPALIVE
 
 
 def test_multiplexed_client_gets_no_keepalive_while_one_of_its_services_is_active():
     rig = Rig(BASIC)
     both = rig.sub(["/chat", "/news"])
-    rig.io.take(both)
+    rig.orders.take(both)
     rig.hub.now = T0 + 10
     rig.hub.publish("/news", "x")
-    rig.io.take(both)
+    rig.orders.take(both)
     rig.hub.tick(T0 + 15)
-    assert rig.io.take(both) == b""
+    assert rig.orders.take(both) == b""
     rig.hub.tick(T0 + 25)
-    assert rig.io.take(both) == KEEPALIVE      # exactly one, not one per service
+    assert rig.orders.take(both) == KEEPALIVE      # exactly one, not one per service
 
 
 def test_tick_returns_when_to_come_back():
@@ -444,7 +408,7 @@ def test_tick_returns_when_to_come_back():
     rig.hub.publish("/chat", "x")
     rig.hub.tick(T0 + 2)
     assert rig.hub.tick(T0 + 2.1) == T0 + 3.5           # silence restarts at the last event
-    assert KEEPALIVE not in rig.io.got(client)
+    assert KEEPALIVE not in rig.orders.got(client)
     rig = Rig("[/r]\nclass = hubplugins:Recorder\ninterval = 0.3\n")
     assert rig.hub.tick(T0) == T0 + 0.3                 # the next tick
     rig = Rig(BASIC)
@@ -491,7 +455,7 @@ def test_hook_exceptions_are_logged_with_the_service_and_isolated():
     assert any("service /boom: on_tick failed" in e and "Traceback" in e for e in rig.errors())
     client = rig.sub(["/boom", "/r"], "c1")
     rig.hub.tick(T0 + 1)
-    rig.io.close(client, "kicked")
+    rig.orders.close(client, "kicked")
     assert any("service /boom: on_disconnect failed" in e for e in rig.errors())
     assert ("disconnect", "c1", "kicked") in rig.hub.channels["/r"].service.calls
     assert rig.hub.client_count == 0
@@ -553,14 +517,14 @@ def frames(wire):
 def test_on_connect_send_to_the_client_object_follows_the_preamble():
     rig = greeter("object")
     other = rig.sub("/g", "old")
-    rig.io.take(other)
+    rig.orders.take(other)
     client = rig.sub("/g", "new")
-    assert frames(rig.io.got(client)) == [
+    assert frames(rig.orders.got(client)) == [
         [b"retry: 3000"], [b"id: %d-2" % ms(T0)],
         [b"id: %d-3" % ms(T0), b"event: greet", b"data: hello new"]]
-    assert rig.io.take(other) == b""        # sent to that stream only
+    assert rig.orders.take(other) == b""        # sent to that stream only
     live, _ = rig.hub.publish("/g", "live")
-    assert rig.io.got(client).endswith(live.wire)
+    assert rig.orders.got(client).endswith(live.wire)
     assert (rig.hub.stats["events_delivered"], rig.hub.channels["/g"].delivered) == (4, 4)
 
 
@@ -568,25 +532,25 @@ def test_on_connect_send_to_the_client_id_reaches_the_new_stream_and_the_older_o
     rig = greeter("id")
     old = rig.sub("/g", "alice")
     bob = rig.sub("/g", "bob")
-    rig.io.take(old), rig.io.take(bob)
+    rig.orders.take(old), rig.orders.take(bob)
     new = rig.sub("/g", "alice")
     greeting = b"event: greet\ndata: hello id alice\n\n"
-    assert rig.io.take(old).endswith(greeting)
-    assert rig.io.got(new).endswith(greeting) and rig.io.got(new).startswith(b"retry: 3000\n\n")
-    assert rig.io.take(bob) == b""
-    assert len(frames(rig.io.got(new))) == 3      # retry, priming id, greeting
+    assert rig.orders.take(old).endswith(greeting)
+    assert rig.orders.got(new).endswith(greeting) and rig.orders.got(new).startswith(b"retry: 3000\n\n")
+    assert rig.orders.take(bob) == b""
+    assert len(frames(rig.orders.got(new))) == 3      # retry, priming id, greeting
 
 
 def test_on_connect_events_come_after_the_replay_in_id_order_with_its_broadcasts():
     rig = greeter("broadcast object broadcast")
     watcher = rig.sub("/g", "watcher")
-    rig.io.take(watcher)
+    rig.orders.take(watcher)
     rig.hub.now = T0 + 1
     before, _ = rig.hub.publish("/g", "before")
     first = rig.hub.publish("/g", "first")[0]
     rig.hub.now = T0 + 2
     replayed = rig.sub("/g", "r", last_id=before.id)
-    wire = rig.io.take(replayed)
+    wire = rig.orders.take(replayed)
     datas = [[line for line in f if line.startswith(b"data")] for f in frames(wire)]
     assert datas == [[], [b"data: first"], [b"data: r joined"], [b"data: hello r"],
                      [b"data: r joined"]]
@@ -595,14 +559,14 @@ def test_on_connect_events_come_after_the_replay_in_id_order_with_its_broadcasts
     assert first.id in wire.decode()
     fresh = rig.sub("/g", "f")
     # Without Last-Event-ID: the priming id, then what its hooks broadcast and sent, in order.
-    wire = rig.io.got(fresh)
+    wire = rig.orders.got(fresh)
     ids = [parse_id(line[4:].decode()) for line in wire.split(b"\n") if line.startswith(b"id: ")]
     assert ids == sorted(ids) and len(ids) == 4
     assert [f[-1] for f in frames(wire)][1:] == [
         b"id: %d-4" % ms(T0 + 2), b"data: f joined", b"data: hello f", b"data: f joined"]
     # The watcher got the four broadcasts live, none of the greetings.
-    assert rig.io.take(watcher).count(b" joined\n\n") == 4
-    assert b"hello" not in rig.io.got(watcher)
+    assert rig.orders.take(watcher).count(b" joined\n\n") == 4
+    assert b"hello" not in rig.orders.got(watcher)
 
 
 def test_on_connect_events_to_a_stream_with_nothing_to_replay_follow_its_priming_id():
@@ -610,7 +574,7 @@ def test_on_connect_events_to_a_stream_with_nothing_to_replay_follow_its_priming
     newest, _ = rig.hub.publish("/g", "newest")
     rig.hub.now = T0 + 1
     client = rig.sub("/g", "c", last_id=newest.id)
-    assert frames(rig.io.got(client)) == [
+    assert frames(rig.orders.got(client)) == [
         [b"retry: 3000"], [b"id: %d-0" % ms(T0 + 1)],
         [b"id: %d-1" % ms(T0 + 1), b"event: greet", b"data: hello c"]]
 
@@ -626,32 +590,32 @@ def test_on_connect_that_refuses_after_sending_leaks_nothing_and_counts_nothing(
     assert rig.hub.channels["/g"].clients == set()
     assert rig.hub.stats["events_delivered"] == delivered
     assert rig.hub.channels["/g"].delivered == 0
-    assert [c for c in rig.io.sent if c is not old] == []
+    assert [c for c in rig.orders.sent if c is not old] == []
     assert rig.hub.joining is None
     # The next stream of the same id is not sent what the refused one was.
     rig2 = greeter("object refuse")
     with pytest.raises(Refuse):
         rig2.hub.subscribe(["/g"], "bob", "10.0.0.9", None, None)
-    assert rig2.io.sent == {} and rig2.hub.stats["events_delivered"] == 0
+    assert rig2.orders.sent == {} and rig2.hub.stats["events_delivered"] == 0
 
 
 def test_on_connect_send_reaches_a_multiplexed_stream_once():
     rig = greeter("object", extra="[/plain]\n")
     client = rig.sub(["/plain", "/g"], "m")
-    assert rig.io.got(client).count(b"data: hello m") == 1
+    assert rig.orders.got(client).count(b"data: hello m") == 1
 
 
 def test_publish_to_a_client_object_reaches_that_stream_only_and_a_closed_one_nowhere():
     rig = greeter("broadcast")
     a1, a2 = rig.sub("/g", "alice"), rig.sub("/g", "alice")
-    rig.io.take(a1), rig.io.take(a2)
+    rig.orders.take(a1), rig.orders.take(a2)
     service = rig.hub.channels["/g"].service
     service.publish("just a1", client=a1)
-    assert b"just a1" in rig.io.take(a1) and rig.io.take(a2) == b""
-    rig.io.close(a1, "eof")
+    assert b"just a1" in rig.orders.take(a1) and rig.orders.take(a2) == b""
+    rig.orders.close(a1, "eof")
     published = rig.hub.stats["events_published"]
     service.publish("gone", client=a1)
-    assert rig.io.take(a2) == b"" and rig.io.take(a1) == b""
+    assert rig.orders.take(a2) == b"" and rig.orders.take(a1) == b""
     assert rig.hub.stats["events_published"] == published + 1
 
 
@@ -683,10 +647,10 @@ def test_detach_updates_per_ip_counts_and_dropped_reasons():
     c = rig.sub("/r", "c", "::1")
     assert rig.hub.per_ip == {"10.0.0.1": 2, "::1": 1}
     assert rig.hub.client_count == 3
-    rig.io.close(a, "slow")
+    rig.orders.close(a, "slow")
     assert rig.hub.per_ip == {"10.0.0.1": 1, "::1": 1}
-    rig.io.close(b, "eof")
-    rig.io.close(c, "shutdown")
+    rig.orders.close(b, "eof")
+    rig.orders.close(c, "shutdown")
     assert rig.hub.per_ip == {}
     assert rig.hub.client_count == 0
     assert dict(rig.hub.dropped) == {"slow": 1}      # eof and shutdown are not drops
@@ -703,7 +667,7 @@ def test_kick_closes_the_client_id_streams_of_that_service_only():
     a_news = rig.sub("/news", "alice")
     rig.sub("/chat", "bob")
     assert rig.hub.kick("/chat", "alice") == 2
-    assert sorted(rig.io.closed) == [("alice", "kicked"), ("alice", "kicked")]
+    assert sorted(rig.orders.closed) == [("alice", "kicked"), ("alice", "kicked")]
     assert rig.hub.streams_of("alice") == (a_news,)
     assert rig.hub.dropped["kicked"] == 2
     assert rig.hub.kick("/chat", "alice") == 0
@@ -725,7 +689,7 @@ def test_ban_of_an_ipv4_range_closes_its_streams_including_ipv4_mapped_ones():
     keep = rig.sub("/chat", "keep", "11.0.0.1")
     keep6 = rig.sub("/chat", "keep6", "::1")
     assert rig.hub.ban(net("10.0.0.0/8"), 60) == 2
-    assert sorted(rig.io.closed) == [("mapped", "banned"), ("v4", "banned")]
+    assert sorted(rig.orders.closed) == [("mapped", "banned"), ("v4", "banned")]
     assert rig.hub.channels["/chat"].clients == {keep, keep6}
     assert rig.hub.dropped["banned"] == 2
     assert v4.conn is None and mapped.conn is None      # (the fake io has no conns)
@@ -777,12 +741,12 @@ def test_service_spawn_runs_one_child_at_a_time_and_calls_back():
     service = rig.hub.channels["/run"].service
     assert service.run("echo hi") is True
     assert service.run("echo again") is False               # one at a time
-    command, timeout, done, name, cwd = rig.io.spawned[0]
+    command, timeout, done, name, cwd = rig.orders.spawned[0]
     assert (command, timeout, name) == ("echo hi", 3, "/run")
     done(b"hi\n", None)
     assert service.results == [(b"hi\n", None)]
     assert service.run("echo again") is True
-    rig.io.spawned[1][2](b"raise", None)                    # a callback that raises
+    rig.orders.spawned[1][2](b"raise", None)                    # a callback that raises
     assert any("command callback failed" in e for e in rig.errors())
     assert service.run() is True                            # and the service goes on
 
@@ -791,7 +755,7 @@ def test_reload_that_removes_a_service_kills_its_child():
     rig = Rig("[/run]\nclass = hubplugins:Runner\n")
     rig.hub.channels["/run"].service.run()
     rig.hub.reload(parse("[/other]\n"))
-    assert rig.io.killed == ["child-1"]
+    assert rig.orders.killed == ["child-1"]
 
 
 # -- reload -------------------------------------------------------------------------------
@@ -836,7 +800,7 @@ def test_reload_starts_stops_and_restarts_services_and_keeps_open_streams():
 
     assert list(rig.hub.channels) == ["/same", "/changed", "/new"]
     # removed: its streams closed with "removed", its service stopped
-    assert sorted(rig.io.closed) == [("both", "removed"), ("g", "removed")]
+    assert sorted(rig.orders.closed) == [("both", "removed"), ("g", "removed")]
     assert rig.hub.dropped["removed"] == 2
     assert ("stop", T0 + 10) in gone_service.calls
     assert ("disconnect", "g", "removed") in gone_service.calls
@@ -857,17 +821,17 @@ def test_reload_starts_stops_and_restarts_services_and_keeps_open_streams():
     # added
     assert rig.hub.channels["/new"].service.calls == [("start", T0 + 10)]
     # streams that stayed still get events
-    rig.io.take(s), rig.io.take(c)
+    rig.orders.take(s), rig.orders.take(c)
     rig.hub.publish("/same", "after")
     rig.hub.publish("/changed", "after")
-    assert b"data: after" in rig.io.take(s) and b"data: after" in rig.io.take(c)
+    assert b"data: after" in rig.orders.take(s) and b"data: after" in rig.orders.take(c)
     assert rig.hub.client_count == 2
 
 
 def test_reload_picks_up_new_global_settings():
     rig = Rig(BASIC)
     rig.hub.reload(parse(BASIC, top="retry = 500"))
-    assert rig.io.got(rig.sub("/chat")).startswith(b"retry: 500\n\n")
+    assert rig.orders.got(rig.sub("/chat")).startswith(b"retry: 500\n\n")
 
 
 def test_reload_to_the_same_config_changes_nothing():
@@ -876,5 +840,5 @@ def test_reload_to_the_same_config_changes_nothing():
     client = rig.sub("/gone")
     rig.hub.reload(parse(BEFORE))
     assert {p: ch.service for p, ch in rig.hub.channels.items()} == services
-    assert rig.io.closed == []
+    assert rig.orders.closed == []
     assert rig.hub.channels["/gone"].clients == {client}

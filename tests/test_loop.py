@@ -2,12 +2,11 @@
 dropping the slow, EOF, send errors, keepalives and the graceful shutdown.
 
 A Hub and a Loop are built in-process as `cli.serve` wires them, without listeners or a
-control socket. Each stream is one end of a `socket.socketpair()` attached as a routed
-request's is (`hub.subscribe`, then `Loop.open_stream`: a `StreamConn` registered in the
-selector, the preamble sent); the test holds the other end. The loop is turned by hand: one
-`selector.select(timeout)` and the handlers, as `Loop.run` does, every wait bounded.
+control socket, and with a clock that stands still. Each stream is one end of a
+`socket.socketpair()` attached as a routed request's is (`hub.subscribe`, then
+`Loop.open_stream`: a `StreamConn` watched by the loop, the preamble sent); the test holds
+the other end. The loop is turned by hand with `Loop.turn(timeout)`, every wait bounded.
 """
-import os
 import selectors
 import signal
 import socket
@@ -19,24 +18,25 @@ import pytest
 from ssed import config as configmod
 from ssed import web
 from ssed.hub import Hub
-from ssed.loop import SLICE, Loop
+from ssed.loop import SIGNALS, Loop
+from ssed.outbox import SLICE
 from ssed.stalls import Stalls
 from ssed.systemd import Notifier
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 T0 = 1000.0
 BOUND = 5.0         # seconds any wait may take before the test fails
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
 class Rig:
     def __init__(self, top="", ini="[/chat]\n[/news]\n"):
         cfg = configmod.parse(f"[ssed]\nretry = 3000\nkeepalive = 15\n{top}\n{ini}", "test.ini")
         self.logged = []
-        self.hub = Hub(cfg, None, self.log, now=T0)
-        self.loop = Loop(self.hub, [], None, self.log, lambda: [], Notifier({}))
-        self.hub.io = self.loop
+        self.hub = Hub(cfg, self.log, now=T0)
+        self.loop = Loop(self.hub, [], None, self.log, lambda: [], Notifier({}),
+                         clock=lambda: T0)
         self.hub.start()
+        self.loop.start()
         self.peers = []
 
     def log(self, level, text):
@@ -55,18 +55,14 @@ class Rig:
         self.loop.open_stream(server, web.Stream(preamble, client), "/".join(paths))
         return client, peer
 
+    def publish(self, *args, **kwargs):
+        """Publish as a handler does: the loop carries out the hub's orders after it."""
+        result = self.hub.publish(*args, **kwargs)
+        self.loop.carry_out()
+        return result
+
     def turn(self, timeout=0.0):
-        """One turn of the loop, as Loop.run does it (without the clock and the ticks)."""
-        if self.loop.fanq:
-            self.loop._drain_fanouts()
-            self.loop._close_doomed()
-        for key, mask in self.loop.selector.select(timeout):
-            if callable(key.data):
-                key.data()
-            else:
-                key.data.ready(mask)
-            self.loop._close_doomed()
-        self.loop._close_doomed()
+        self.loop.turn(timeout)
 
     def read(self, peer, size):
         """Exactly `size` bytes from `peer`, turning the loop while it flushes; bounded."""
@@ -107,16 +103,16 @@ class Rig:
         for key in list(self.loop.selector.get_map().values()):
             if isinstance(key.fileobj, socket.socket):
                 key.fileobj.close()
-        self.loop.selector.close()
-        os.close(self.loop.statm)
-        self.loop.wakeup_r.close()
-        self.loop.wakeup_w.close()
+        self.loop.close()
 
 
 @pytest.fixture
 def rig():
-    """Makes Rigs; puts back the signal handlers and wakeup fd that Loop.__init__ installs."""
+    """Makes Rigs and closes them; Loop.close() must put back the signal handlers and the
+    wakeup fd that Loop.start() installed."""
     handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
     rigs = []
 
     def make(**kwargs):
@@ -126,9 +122,8 @@ def rig():
     yield make
     for r in rigs:
         r.close()
-    signal.set_wakeup_fd(rigs[0].loop.old_wakeup if rigs else -1)
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
+    assert signal.set_wakeup_fd(wakeup) == wakeup
+    assert {sig: signal.getsignal(sig) for sig in SIGNALS} == handlers
 
 
 def preamble(ms_id):
@@ -138,9 +133,10 @@ def preamble(ms_id):
 def publish(rig, path, data, **kwargs):
     """Publish, then send as the loop does at the top of its next turn (a broadcast waits
     for the end of the turn that published it)."""
-    event, delivered = rig.hub.publish(path, data, **kwargs)
-    if len(rig.loop.fanq) == 1 and len(rig.loop.fanq[0][1]) <= SLICE:
-        rig.loop._drain_fanouts()
+    event, delivered = rig.publish(path, data, **kwargs)
+    jobs = rig.loop.outbox.jobs
+    if len(jobs) == 1 and len(jobs[0].clients) <= SLICE:
+        rig.loop.outbox.drain(T0)
     return event.wire, delivered
 
 
@@ -202,7 +198,7 @@ def test_peer_that_does_not_read_gets_the_rest_queued_and_write_watched(rig):
     more = [publish(r, "/chat", f"later {i}")[0] for i in range(5)]
     assert slow.pending[-5:] == more                   # appended as they are, in order
     assert slow.queued == queued_before + sum(map(len, more))
-    assert not r.loop.doomed
+    assert not r.loop.outbox.doomed
 
 
 def test_flushing_later_delivers_everything_in_order_joined_into_writes(rig):
@@ -245,14 +241,14 @@ def test_crossing_send_buffer_drops_the_client_as_slow_and_spares_the_others(rig
     fast, fast_peer = r.attach(client_id="fast")
     fast_pre = fast_peer.recv(4096)
     wires = fill(r, slow)
-    while not r.loop.doomed:
+    while not r.loop.outbox.doomed:
         assert len(wires) < 100, "never doomed"
         wires.append(publish(r, "/chat", "y" * 4000)[0])
-    assert r.loop.doomed == [(slow, "slow")]
+    assert r.loop.outbox.doomed == [(slow, "slow")]
     assert slow.queued > 20000
     assert not slow.conn.closed              # closed after the fan-out, not inside it
     sock = slow.conn.sock
-    r.loop._close_doomed()
+    r.loop.carry_out()
     assert slow.conn.closed and sock.fileno() == -1
     assert r.hub.dropped["slow"] == 1
     assert slow not in r.hub.channels["/chat"].clients
@@ -280,7 +276,7 @@ def test_a_client_that_catches_up_under_send_buffer_is_kept(rig):
     wires = [publish(r, "/chat", "z" * 3000)[0] for _ in range(5)]
     expected = b"".join(wires)
     assert r.read(peer, len(expected)) == expected
-    assert not r.loop.doomed and r.hub.dropped == {}
+    assert not r.loop.outbox.doomed and r.hub.dropped == {}
 
 
 # -- closing ------------------------------------------------------------------------------------
@@ -329,17 +325,19 @@ def test_a_peer_gone_before_a_write_is_closed_as_reset_and_not_counted_as_a_drop
     stay_peer.recv(4096)
     gone_peer.close()
     wire, delivered = publish(r, "/chat", "x")          # before the loop noticed the EOF
-    assert r.loop.doomed == [(gone, "reset")]          # EPIPE: the client left
-    r.loop._close_doomed()
+    assert r.loop.outbox.doomed == [(gone, "reset")]          # EPIPE: the client left
+    r.loop.carry_out()
     assert gone.conn.closed
     assert r.hub.dropped == {}
     assert r.read(stay_peer, len(wire)) == wire
 
 
-def test_kick_through_the_loop_closes_the_socket(rig):
+def test_kick_through_the_loop_closes_the_socket_once_kick_has_returned(rig):
     r = rig()
     client, peer = r.attach(client_id="bob")
     assert r.hub.kick("/chat", "bob") == 1
+    assert not client.conn.closed and r.hub.client_count == 1   # an order, not a call back
+    r.loop.carry_out()
     assert client.conn.closed
     assert r.read_to_eof(peer).startswith(b"retry: 3000\n\n")
     assert r.hub.dropped == {"kicked": 1}
@@ -371,7 +369,7 @@ def test_shutdown_sends_each_stream_a_spread_retry_then_closes_them(rig):
         peer.recv(4096)
     r.loop.shutdown("test")
     assert r.loop.stopping is not None
-    r.loop._shutdown_step(time.time())
+    r.loop._shutdown_step(T0)
     assert r.loop.running is False
     retries = set()
     for peer in peers:
@@ -390,7 +388,7 @@ def test_shutdown_waits_for_queued_bytes_until_shutdown_timeout(rig):
     slow_peer.recv(4096)
     fill(r, slow)
     r.loop.shutdown("test")
-    r.loop._shutdown_step(time.time())
+    r.loop._shutdown_step(T0)
     assert r.loop.running and not slow.conn.closed and not fast.conn.closed
     r.loop._shutdown_step(r.loop.stopping + 0.001)     # the deadline has passed
     assert r.loop.running is False
@@ -399,24 +397,23 @@ def test_shutdown_waits_for_queued_bytes_until_shutdown_timeout(rig):
 
 def test_a_fan_out_over_a_slice_goes_out_across_turns_and_never_reorders_a_clients_events(rig):
     import resource
-    from ssed.loop import SLICE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4 * SLICE + 200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8 * SLICE), hard))
     r = rig()
     pairs = [r.attach() for _ in range(SLICE + SLICE // 2)]
     before = {id(c): c.sent for c, _ in pairs}
-    r.hub.publish("/chat", "broadcast")
-    assert r.loop.fanq                                          # queued, not sent yet
-    order = r.loop.fanq[0][1]
+    r.publish("/chat", "broadcast")
+    assert r.loop.outbox.jobs                                          # queued, not sent yet
+    order = r.loop.outbox.jobs[0].clients
     first, last = order[0], order[-1]
     last_peer = next(peer for c, peer in pairs if c is last)
     assert last.sent == before[id(last)]
     # A targeted event to the last client must queue behind the broadcast it has not got.
-    r.hub.publish("/chat", "only you", client_id=last.id)
-    r.loop._drain_fanouts()                                     # one turn's share
+    r.publish("/chat", "only you", client_id=last.id)
+    r.loop.outbox.drain(T0)                                     # one turn's share
     assert first.sent > before[id(first)] and last.sent == before[id(last)]
-    r.turn_until(lambda: not r.loop._drain_fanouts() and not r.loop.fanq)
+    r.turn_until(lambda: not r.loop.outbox.jobs)
     data = r.read(last_peer, last.sent)
     assert data.index(b"data: broadcast") < data.index(b"data: only you")
     assert all(c.sent > before[id(c)] for c, _ in pairs)
@@ -439,8 +436,8 @@ def test_broadcasts_of_one_turn_go_out_as_one_write_per_client_in_order(rig):
     for c, peer in pairs:
         peer.recv(4096)                                         # the preambles
     writes = [counted(c) for c, _ in pairs]
-    wires = [r.hub.publish("/chat", f"event {i}")[0].wire for i in range(5)]
-    assert len(r.loop.fanq) == 1 and not any(writes)            # nothing sent inside the turn
+    wires = [r.publish("/chat", f"event {i}")[0].wire for i in range(5)]
+    assert len(r.loop.outbox.jobs) == 1 and not any(writes)            # nothing sent inside the turn
     r.turn()
     assert writes == [[b"".join(wires)]] * 3
     for c, peer in pairs:
@@ -458,16 +455,16 @@ def test_broadcasts_queued_behind_a_busy_fan_out_join_it_unless_membership_chang
         peer.recv(4096)
     first, first_peer = pairs[0]
     writes = counted(first)
-    w1 = r.hub.publish("/chat", "one")[0].wire
-    r.loop._drain_fanouts()                                     # under way: SLICE of them
-    w2 = r.hub.publish("/chat", "two")[0].wire
-    w3 = r.hub.publish("/chat", "three")[0].wire
-    assert len(r.loop.fanq) == 2                                # "three" joined "two"
+    w1 = r.publish("/chat", "one")[0].wire
+    r.loop.outbox.drain(T0)                                     # under way: SLICE of them
+    w2 = r.publish("/chat", "two")[0].wire
+    w3 = r.publish("/chat", "three")[0].wire
+    assert len(r.loop.outbox.jobs) == 2                                # "three" joined "two"
     late, late_peer = r.attach()                                # membership changes
-    assert late.sent > 0 and len(r.loop.fanq) == 2              # its preamble went out at once
-    w4 = r.hub.publish("/chat", "four")[0].wire
-    assert len(r.loop.fanq) == 3                                # "four" starts a fan-out
-    r.turn_until(lambda: not r.loop.fanq)
+    assert late.sent > 0 and len(r.loop.outbox.jobs) == 2              # its preamble went out at once
+    w4 = r.publish("/chat", "four")[0].wire
+    assert len(r.loop.outbox.jobs) == 3                                # "four" starts a fan-out
+    r.turn_until(lambda: not r.loop.outbox.jobs)
     assert writes == [w1, w2 + w3, w4]
     assert not any(c.pending for c, _ in pairs)                 # all in the kernel's hands
     for c, peer in pairs:
@@ -477,21 +474,21 @@ def test_broadcasts_queued_behind_a_busy_fan_out_join_it_unless_membership_chang
     assert r.read(late_peer, late.sent).endswith(b"\n\n" + w4)   # after its preamble
 
 
-@pytest.mark.parametrize("broken", ["register", "_send_all"])
+@pytest.mark.parametrize("broken", ["register", "send"])
 def test_a_bug_while_opening_a_stream_closes_that_stream_only(rig, monkeypatch, broken):
     r = rig()
     other, other_peer = r.attach()
 
     def bug(*args, **kwargs):
         raise RuntimeError("a bug")
-    owner = r.loop.selector if broken == "register" else r.loop
+    owner = r.loop.selector if broken == "register" else r.loop.outbox
     monkeypatch.setattr(owner, broken, bug)
     client, peer = r.attach()
     monkeypatch.undo()
     assert client.conn.closed and r.hub.client_count == 1       # detached, socket closed
     assert r.read_to_eof(peer) == b""
     assert any(level == "error" and "a bug" in text for level, text in r.logged)
-    wire = r.hub.publish("/chat", "still here")[0].wire
+    wire = r.publish("/chat", "still here")[0].wire
     r.turn()
     assert r.read(other_peer, other.sent).endswith(wire)
 
@@ -502,9 +499,9 @@ def test_a_targeted_event_never_joins_a_broadcast(rig):
     b, peer_b = r.attach(client_id="b")
     for peer in (peer_a, peer_b):
         peer.recv(4096)
-    w1 = r.hub.publish("/chat", "all")[0].wire
-    w2 = r.hub.publish("/chat", "a only", client_id="a")[0].wire
-    w3 = r.hub.publish("/chat", "all again")[0].wire
+    w1 = r.publish("/chat", "all")[0].wire
+    w2 = r.publish("/chat", "a only", client_id="a")[0].wire
+    w3 = r.publish("/chat", "all again")[0].wire
     r.turn()
     assert r.read(peer_a, len(w1 + w2 + w3)) == w1 + w2 + w3
     assert r.read(peer_b, len(w1 + w3)) == w1 + w3
@@ -522,7 +519,7 @@ def test_an_unexpected_accept_error_is_logged_once_and_the_listener_dropped_not_
     tcp = socket.socket()
     tcp.bind(("127.0.0.1", 0))
     tcp.listen()
-    r.loop.set_listeners([udp, tcp], [])
+    r.loop.acceptor.set_listeners([udp, tcp], [])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.sendto(b"x", udp.getsockname())
     r.turn(BOUND)
@@ -531,13 +528,13 @@ def test_an_unexpected_accept_error_is_logged_once_and_the_listener_dropped_not_
     errors = [text for level, text in r.logged if level == "error"]
     assert len(errors) == 1 and "no longer accepting" in errors[0], r.logged
     assert "Operation not supported" in errors[0] and str(udp.getsockname()) in errors[0]
-    assert udp not in r.loop.listeners and r.loop.listeners == [tcp]
+    assert udp not in r.loop.acceptor.listeners and r.loop.acceptor.listeners == [tcp]
     assert udp.fileno() not in {k.fd for k in r.loop.selector.get_map().values()}
     assert r.loop.selector.select(0) == []      # nothing left ready: no spinning
     udp.close()
     with socket.create_connection(tcp.getsockname(), timeout=BOUND):
         r.turn(BOUND)       # the other listener still accepts
-    assert len(r.loop.pending) == 1
+    assert len(r.loop.acceptor.pending) == 1
 
 
 # -- naming a stall ---------------------------------------------------------------------------
@@ -550,10 +547,10 @@ class StallHub:
 def stall_report(took, dispatching, events=(), run=None):
     """What Stalls logs for a turn of `took` s in which `run(stalls)` ran; (lines, stats)."""
     hub, lines = StallHub(), []
-    stalls = Stalls(hub, lambda level, text: lines.append((level, text)))
+    stalls = Stalls(lambda level, text: lines.append((level, text)))
     if run:
         run(stalls)
-    stalls.report(took, dispatching, list(events))
+    stalls.report(took, dispatching, list(events), hub)
     return lines, hub.stats
 
 
@@ -579,9 +576,9 @@ def test_a_stall_names_the_command_when_no_hook_explains_it():
 
 def test_a_stall_outside_the_handlers_is_put_on_the_timers_and_repeats_are_held_back():
     hub, lines = StallHub(), []
-    stalls = Stalls(hub, lambda level, text: lines.append(text))
+    stalls = Stalls(lambda level, text: lines.append(text))
     for _ in range(3):
-        stalls.report(2.0, 0.1, [])
+        stalls.report(2.0, 0.1, [], hub)
     assert lines == ["loop stalled 2.0 s in timers (ticks, keepalives, journal syncs): "
                      "every client waited meanwhile"]
     assert hub.stats["loop_stalls"] == 3 and hub.stats["longest_stall"] == 2.0

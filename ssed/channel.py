@@ -1,0 +1,134 @@
+"""What the hub keeps per service path across reloads (`Channel`: its clients, history,
+journal and counters) and per open stream (`Client`).
+
+A channel's history and its journal go together: `record` keeps an event (written to the
+journal first, since an event that cannot be kept must not be heard), `restore` refills the
+history after a restart. A failing journal is logged once per episode (journal.Journal's
+Episodes), counted, and refuses the publishes it cannot keep.
+"""
+from .history import Event, History
+
+
+class PublishError(Exception):
+    """A publish that cannot be done; the text goes back to the publisher."""
+
+
+class Client:
+    """One open stream. What waits to be sent (`pending`, `queued`, `sent`) belongs to the
+    outbox; `send` (its socket's) and `conn` to the loop."""
+    __slots__ = ("id", "address", "since", "channels", "last_event_id", "idle_since", "sent",
+                 "send", "pending", "queued", "conn")
+
+    def __init__(self, id, address, since, channels, last_event_id=None):
+        self.id = id
+        self.last_event_id = last_event_id      # what it resumes after (None: a new one)
+        self.address = address
+        self.since = since
+        self.channels = channels
+        self.idle_since = since
+        self.sent = 0
+        self.send = None
+        self.pending = None
+        self.queued = 0
+        self.conn = None
+
+    def info(self):
+        return {"id": self.id, "address": self.address, "since": self.since,
+                "bytes_sent": self.sent, "bytes_queued": self.queued}
+
+
+class Channel:
+    """A service path: its clients, history, journal and counters."""
+
+    def __init__(self, config, now):
+        self.path = config.path
+        self.config = config
+        self.clients = set()
+        self.members = 0            # bumped when `clients` changes: broadcasts of one
+                                    # membership may share a write (outbox.Outbox.fan_out)
+        self.history = History(config.history)
+        self.service = None
+        self.next_tick = None
+        self.last_sent = now        # when it last broadcast
+        self.published = 0
+        self.delivered = 0
+        self.child = None           # the run of its command (an orders.Spawn), if any
+        self.journal = None         # its Journal, when its history is durable
+        self.journal_failures = 0   # publishes refused because the journal write failed
+
+    # -- the history, durable when there is a journal --------------------------------------
+
+    def record(self, ev, now):
+        """Keep a broadcast event: in the journal first (PublishError if it cannot be
+        kept), then in the history."""
+        journal = self.journal
+        if journal is None:
+            self.history.append(ev)
+            return
+        try:
+            journal.append(ev)
+        except OSError as exc:
+            why = f"write failed: {exc.strerror or exc}"
+            self.journal_failures += 1
+            journal.trouble.failed(now, why + "; publishes are refused")
+            raise PublishError(f"{self.path}: journal {why}") from None
+        if journal.trouble.failing:
+            journal.trouble.recovered(now)
+        self.history.append(ev)
+        self.compact(self.config.history, now)
+
+    def open_journal(self, opener, sc, log, now, restore):
+        """Open the journal `sc` names (with `opener(path)`); the keys of the events it
+        gave back to the history (on start: what a restart must not lose), else ()."""
+        try:
+            self.journal = opener(sc.journal)
+            records = self.journal.load(sc.history if restore else 0)
+        except OSError as exc:
+            self.journal = None
+            log("error", f"service {sc.path}: journal {sc.journal}: {exc.strerror or exc}; "
+                "history will not survive a restart")
+            return ()
+        for key, type_, data in records:
+            self.history.append(Event(key, data, type_))
+        if not restore:
+            self.compact(sc.history, now, force=True)
+        elif records:
+            log("info", f"service {sc.path}: {len(records)} events restored from {sc.journal}")
+        return [key for key, _, _ in records]
+
+    def retune_journal(self, opener, sc, log, now):
+        """A reload changed the service: follow a journal path that changed (or went)."""
+        if sc.journal == self.config.journal:
+            return
+        self.close_journal()
+        if sc.journal:
+            self.open_journal(opener, sc, log, now, restore=False)
+
+    def compact(self, keep, now, force=False):
+        journal = self.journal
+        try:
+            if journal.compact(self.history.ring, keep, force):
+                journal.compaction.recovered(now)
+        except OSError as exc:
+            journal.compaction.failed(now, f"{exc.strerror or exc}; the file grows until it "
+                                      "succeeds")
+
+    def sync(self, now):
+        """The once-a-second fsync (journal_sync = everysec), part of the failure episode."""
+        journal = self.journal
+        if journal is None:
+            return
+        try:
+            if journal.sync() and journal.trouble.failing:
+                journal.trouble.recovered(now)
+        except OSError as exc:
+            journal.trouble.failed(now, f"fsync failed: {exc.strerror or exc}")
+
+    @property
+    def journal_failing(self):
+        return self.journal is not None and self.journal.trouble.failing
+
+    def close_journal(self):
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
