@@ -494,6 +494,57 @@ def test_file_publishes_at_start_and_on_change_but_not_when_unchanged(daemon, tm
         "all good", "degraded\nsince noon"]
 
 
+def held_id(d, path):
+    """The last held event id of `path`, once it has one (polled with a bound)."""
+    end = time.monotonic() + TIMEOUT
+    while True:
+        found = {s["path"]: s["last_id"] for s in d.ctl({"cmd": "list"})["services"]}
+        if found.get(path):
+            return found[path]
+        assert time.monotonic() < end, f"{path} published nothing"
+        time.sleep(0.02)
+
+
+def test_a_new_subscriber_to_a_file_gets_its_content_at_once_and_a_resuming_one_no_copy(
+        daemon, tmp_path):
+    """The content is the service's state: a new subscriber gets the last held event at once
+    (as a replay would give it), then the priming id, not a wait for the next change."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write(conf / "status.txt", "all good\n")
+    d = start_in(daemon, conf, "[/status]\nsource = file\nfile = status.txt\ninterval = 60\n")
+    last = held_id(d, "/status")
+    s = d.stream("/status")
+    first = s.wait_events(1)[0]
+    assert (first.id, first.data) == (last, "all good")
+    s.wait_bytes(b"data: all good\n\nid: ")     # then the bare priming id
+    prime = re.search(rb"data: all good\n\nid: (\d+)-(\d+)\n\n", bytes(s.body))
+    assert prime and (int(prime[1]), int(prime[2])) > tuple(map(int, last.split("-")))
+    resumed = d.stream(f"/status?lastEventId={last}")
+    resumed.wait_bytes(b"\n\nid: ")
+    assert b"all good" not in resumed.body
+
+
+def test_a_new_subscriber_to_quotes_gets_every_quote_known_at_once(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write(conf / "prices.txt", "ACME 12.5\nFOO 3\n")
+    d = start_in(daemon, conf, "[/q]\nsource = quotes\nfile = prices.txt\ninterval = 0.05\n"
+                               "event = quote\n")
+    first = held_id(d, "/q")
+    write(conf / "prices.txt", "ACME 12.5\nFOO 4\n")
+    end = time.monotonic() + TIMEOUT
+    while held_id(d, "/q") == first:
+        assert time.monotonic() < end, "the change was never published"
+        time.sleep(0.02)
+    s = d.stream("/q")
+    snapshot = s.wait_events(1)[0]
+    assert (snapshot.type, json.loads(snapshot.data)) == ("quote", {"ACME": 12.5, "FOO": 4})
+    resumed = d.stream(f"/q?lastEventId={first}")       # resumes: the change, no snapshot
+    change = resumed.wait_events(1)[0]
+    assert json.loads(change.data) == {"FOO": 4}
+
+
 def test_missing_file_is_logged_and_published_once_it_appears(daemon, tmp_path):
     conf = tmp_path / "conf"
     conf.mkdir()
