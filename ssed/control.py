@@ -4,11 +4,11 @@
 starts with `{` is JSON and is answered in JSON; any other line is the text a person types.
 `daemon` gives what needs more than the hub: `reload()` and `rss()`.
 """
-import ipaddress
 import json
 import math
 import re
 
+from .addresses import network_of
 from .hub import PublishError
 
 MAX_LINE = 1 << 20
@@ -60,20 +60,12 @@ def _absent(answer, absent):
     return answer
 
 
-_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
-
-
 def _network(text):
-    """An address or range to ban; IPv4-mapped IPv6 (::ffff:a.b.c.d) is the IPv4 it maps,
-    since clients are matched by their IPv4 address (as nginx does)."""
+    """An address or range to ban (addresses.network_of), or the command's error."""
     try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise CommandError(f"not an IP address or CIDR range: {text!r}") from None
-    if network.version == 6 and network.subnet_of(_MAPPED):
-        network = ipaddress.ip_network(
-            (network.network_address.ipv4_mapped, network.prefixlen - 96))
-    return network
+        return network_of(text)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _ban(hub, daemon, req):

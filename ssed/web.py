@@ -4,13 +4,13 @@ POST publishing live here. No sockets: the hub and the peer's address come in as
 """
 import functools
 import hmac
-import ipaddress
 import json
-import random
 from importlib import resources
 from urllib.parse import parse_qs
 
-from . import metrics
+from . import admission, metrics
+from .addresses import in_networks
+from .admission import retry_after  # noqa: F401  (web.retry_after: the name loop.py uses)
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
 from .http1 import HttpError, error_reply, keeps_alive, reply, response_head
 from .hub import PublishError
@@ -55,8 +55,8 @@ def refusal(status, text, reason, headers=()):
 def handle(hub, request, address):
     """Route one request from `address`: a Reply or a Stream."""
     try:
-        if hub.banned(address):
-            return refusal(403, "address banned", "banned")
+        if hub.banned(address):     # the "request" ladder, whose one rung is a ban
+            return _refused(admission.refusal("request", hub.config, banned=True))
         if request.path in STATUS_PATHS:
             return _status(hub, request, address)
         channel = hub.channels.get(request.path)
@@ -74,6 +74,11 @@ def handle(hub, request, address):
         return Reply(exc.reply(), f"http_{exc.status}")
 
 
+def _refused(refused):
+    """The Reply for an admission.Refusal."""
+    return Reply(refused.reply(), refused.reason)
+
+
 def _only(request, methods):
     if request.method not in methods:
         return refusal(405, f"{request.method} not allowed here", "method",
@@ -81,21 +86,11 @@ def _only(request, methods):
     return None
 
 
-def _allowed_status(hub, address):
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in hub.config.status_allow)
-
-
 def _status(hub, request, address):
     refused = _only(request, ("GET", "HEAD"))
     if refused:
         return refused
-    if not _allowed_status(hub, address):
+    if not in_networks(address, hub.config.status_allow):
         return refusal(403, f"{request.path} is not open to {address}", "status_forbidden")
     status = 200
     if request.path == "/healthz":
@@ -198,11 +193,10 @@ def _subscribe(hub, request, address, channels):
     client_id = request.first("client")
     if client_id is not None and not CLIENT_ID.match(client_id):
         raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
-    if hub.client_count >= hub.config.max_clients:
-        return refusal(503, "too many clients", "max_clients", [("Retry-After", retry_after())])
-    if hub.per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
-        return refusal(429, "too many streams from your address", "max_clients_per_ip",
-                       [("Retry-After", retry_after())])
+    refused = admission.refusal("stream", hub.config, hub.per_ip.get(address, 0),
+                                hub.client_count)
+    if refused is not None:
+        return _refused(refused)
     cors = _cors(hub, request, channels)
     head = response_head(200, STREAM_HEADERS + tuple(cors)) if cors else STREAM_HEAD
     if request.method == "HEAD":
@@ -215,11 +209,6 @@ def _subscribe(hub, request, address, channels):
     except Refuse as refuse:
         return refusal(refuse.status, refuse.reason, "refused_by_service")
     return Stream(head + preamble, client)
-
-
-def retry_after():
-    """Retry-After spread over 1-10 s so refused clients do not all come back at once."""
-    return str(random.randint(1, 10))
 
 
 def _publish(hub, request, channel):
