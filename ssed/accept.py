@@ -11,10 +11,10 @@ import socket
 import _socket
 import time
 
-from . import web
+from . import admission
+from .addresses import peer_host
 from .conns import HttpConn
 from .controlconns import ControlConn
-from .http1 import error_reply
 
 ACCEPT_BURST = 64
 EMFILE_PAUSE = 0.5
@@ -34,7 +34,7 @@ class Acceptor:
         self.paused_until = None        # accepting paused after EMFILE until then
         self.accept_failed = False      # logged once per episode of EMFILE
         self.pending = set()            # HTTP connections still sending their request
-        self.pending_per_ip = {}
+        self.pending_per_ip = admission.PerAddress()
         self.lingering = 0              # answered connections draining before they close
 
     def start(self):
@@ -74,24 +74,20 @@ class Acceptor:
     def _new_http(self, sock, peer):
         """Refuse what can be refused before reading a byte; else the loop takes it."""
         sock.setblocking(False)
-        address = peer if type(peer) is str else peer_address(peer)
+        address = peer if type(peer) is str else peer_host(peer)
         loop = self.loop
         hub = loop.hub
-        if loop.stopping is not None:
-            return self.refuse(sock, 503, "shutting down", "shutting_down", address)
-        if hub.banned(address):
-            return self.refuse(sock, 403, "address banned", "banned", address)
-        if self.pending_per_ip.get(address, 0) >= hub.config.max_clients_per_ip:
-            return self.refuse(sock, 429, "too many connections from your address",
-                               "max_clients_per_ip", address)
-        if len(self.pending) >= hub.config.max_clients:
-            return self.refuse(sock, 503, "too many connections", "max_clients", address)
+        refused = admission.refusal("connect", hub.config, self.pending_per_ip.get(address, 0),
+                                    len(self.pending), loop.stopping is not None,
+                                    hub.banned(address))
+        if refused is not None:
+            return self.refuse(sock, refused, address)
         loop.take_request(sock, address)
 
     def waiting(self, conn):
         """`conn` waits for (the rest of) its request: it counts against the limits."""
         self.pending.add(conn)
-        self.pending_per_ip[conn.address] = self.pending_per_ip.get(conn.address, 0) + 1
+        self.pending_per_ip.add(conn.address)
 
     def done(self, conn, lingering=0):
         """An HTTP connection stopped waiting for its request (answered, streaming, gone);
@@ -99,25 +95,22 @@ class Acceptor:
         self.lingering += lingering
         if conn in self.pending:
             self.pending.discard(conn)
-            left = self.pending_per_ip.pop(conn.address) - 1
-            if left:
-                self.pending_per_ip[conn.address] = left
+            self.pending_per_ip.remove(conn.address)
 
-    def refuse(self, sock, status, text, reason, address="-"):
-        """Answer before reading the request. The answer lingers (half-close, drain) so the
-        peer reads it rather than a reset for the request it was still sending; past
-        MAX_LINGERING such connections (a flood) they are simply closed."""
-        headers = [("Retry-After", web.retry_after())] if status in (503, 429) else []
-        data = error_reply(status, text, headers)
+    def refuse(self, sock, refused, address="-"):
+        """Answer before reading the request (an admission.Refusal). The answer lingers
+        (half-close, drain) so the peer reads it rather than a reset for the request it was
+        still sending; past MAX_LINGERING such connections (a flood) they are simply closed."""
+        data = refused.reply()
         if self.lingering >= MAX_LINGERING:
-            self.loop.hub.refused[reason] += 1
+            self.loop.hub.refused[refused.reason] += 1
             try:
                 sock.send(data)
             except OSError:
                 pass
             sock.close()
             return
-        HttpConn(self.loop, sock, address).reply(data, reason)
+        HttpConn(self.loop, sock, address).reply(data, refused.reason)
 
     def _pause(self, exc):
         """Out of descriptors: stop accepting (HTTP and control) for a moment instead of
@@ -214,11 +207,3 @@ def tune_listener(sock, send_timeout):
             sock.setsockopt(level, name, value)
         except OSError:
             pass
-
-
-def peer_address(addr):
-    """The peer's IP as text; IPv4-mapped IPv6 as plain IPv4, so limits and bans match."""
-    host = addr[0] if isinstance(addr, tuple) else str(addr)
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host

@@ -6,7 +6,6 @@ control commands), and after each call carries out the work orders the hub left 
 `orders` (orders.FanOut, Close, Spawn, Kill). The hub never calls the loop.
 """
 import base64
-import ipaddress
 import json
 import os
 import secrets
@@ -14,6 +13,8 @@ import traceback
 from collections import Counter
 
 from . import sse
+from .addresses import in_networks
+from .admission import PerAddress
 from .channel import Channel, Client, PublishError
 from .history import Event, IdClock
 from .journal import open_journal
@@ -43,7 +44,7 @@ class Hub:
         self.clock = IdClock()
         self.channels = {}
         self.by_id = {}             # client id -> Client, or a tuple when streams share it
-        self.per_ip = Counter()
+        self.per_ip = PerAddress()      # address -> open streams
         self.client_count = 0       # open streams (the sum of per_ip, kept, not summed)
         self.bans = {}              # ip_network -> until
         self.started = now
@@ -291,7 +292,7 @@ class Hub:
             channel.members += 1
         same = self.by_id.get(client.id)
         self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
-        self.per_ip[address] = self.per_ip.get(address, 0) + 1     # no Counter.__missing__ call
+        self.per_ip.add(address)
         self.client_count += 1
         if joining is None:
             return client, preamble(self.config.retry, self.clock, int(self.now * 1000),
@@ -354,9 +355,7 @@ class Hub:
         else:
             self.by_id[client.id] = rest[0] if len(rest) == 1 else rest
         self.client_count -= 1
-        self.per_ip[client.address] -= 1
-        if self.per_ip[client.address] <= 0:
-            del self.per_ip[client.address]
+        self.per_ip.remove(client.address)
         if reason not in CLIENT_LEFT:
             self.dropped[reason] += 1
 
@@ -374,7 +373,7 @@ class Hub:
         """Refuse `network` (an ip_network) for `seconds`; close its open streams."""
         self.bans[network] = self.now + seconds
         doomed = {c for ch in self.channels.values() for c in ch.clients
-                  if _address_in(c.address, network)}
+                  if in_networks(c.address, (network,))}
         self.orders.extend(Close(c, "banned") for c in doomed)
         return len(doomed)
 
@@ -387,7 +386,7 @@ class Hub:
         for network, until in list(self.bans.items()):
             if until <= self.now:
                 del self.bans[network]
-            elif _address_in(address, network):
+            elif in_networks(address, (network,)):
                 return True
         return False
 
@@ -418,13 +417,3 @@ class Hub:
 
 def _untimed(path, hook, method, args):
     return method(*args)
-
-
-def _address_in(address, network):
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None and network.version == 4:
-        ip = ip.ipv4_mapped
-    return ip.version == network.version and ip in network

@@ -10,7 +10,6 @@ from urllib.parse import parse_qs
 
 from . import admission, metrics
 from .addresses import in_networks
-from .admission import retry_after  # noqa: F401  (web.retry_after: the name loop.py uses)
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
 from .http1 import HttpError, error_reply, keeps_alive, reply, response_head
 from .hub import PublishError

@@ -109,7 +109,7 @@ def hub():
     config = configmod.parse("[ssed]\nlisten = 127.0.0.1:0\n[/s]\nsource = none\n", "t.ini")
     log = lambda level, text: None     # noqa: E731
     log.debug = False
-    return Hub(config, None, log, now=time.time())
+    return Hub(config, log, now=time.time())
 
 
 @pytest.mark.parametrize("line, answer", [

@@ -152,7 +152,7 @@ def make_hub(top=""):
                              f"max_clients_per_ip = 2\n{top}[/s]\nsource = none\n", "t.ini")
     log = lambda level, text: None     # noqa: E731
     log.debug = False
-    hub = Hub(config, None, log, now=time.time())
+    hub = Hub(config, log, now=time.time())
     hub.start()
     return hub
 
