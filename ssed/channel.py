@@ -6,6 +6,9 @@ journal first, since an event that cannot be kept must not be heard), `restore` 
 history after a restart. A failing journal is logged once per episode (journal.Journal's
 Episodes), counted, and refuses the publishes it cannot keep.
 """
+import json
+
+from . import sse
 from .history import Event, History
 
 
@@ -55,6 +58,26 @@ class Channel:
         self.child = None           # the run of its command (an orders.Spawn), if any
         self.journal = None         # its Journal, when its history is durable
         self.journal_failures = 0   # publishes refused because the journal write failed
+
+    def event(self, data, event, clock, now_ms):
+        """The Event a publish makes, framed once, with the next id of `clock`; or
+        PublishError (data not text, a type that would inject fields, not JSON where the
+        service takes JSON only)."""
+        if not isinstance(data, str):
+            raise PublishError("data must be a string")
+        problem = sse.bad_event_type(event)
+        if problem:
+            raise PublishError(problem)
+        if self.config.json:
+            try:
+                json.loads(data)
+            except ValueError as exc:
+                raise PublishError(f"{self.path} takes JSON data only: {exc}") from None
+        try:
+            # A publisher that names no type gets the service's `event` (SPEC 3).
+            return Event(clock.next(now_ms), data, event or self.config.event or None)
+        except UnicodeEncodeError:
+            raise PublishError("data is not valid Unicode text") from None
 
     # -- the history, durable when there is a journal --------------------------------------
 

@@ -27,6 +27,40 @@ REAP_BURST = 256
 NAMES = ("output", "stderr")
 
 
+class Children(list):
+    """The commands running now (ChildProcs), for the loop."""
+
+    def start(self, loop, order):
+        """Carry out an orders.Spawn: start its run, or tell its `done` why not."""
+        try:
+            order.child = ChildProc(loop, order.command, order.timeout, order.done,
+                                    order.name, order.cwd)
+        except OSError as exc:
+            # Not logged here: `done` hears it, and a source logs it once per episode (out of
+            # descriptors, that was two lines every tick).
+            order.done(b"", f"cannot start it: {exc.strerror or exc}")
+            return
+        self.append(order.child)
+
+    def finished(self, child):
+        if child in self:
+            self.remove(child)
+
+    def next_deadline(self):
+        return min((c.deadline for c in self), default=float("inf"))
+
+    def check(self, now):
+        """Finish the runs whose shell has exited; kill the overdue."""
+        for child in list(self):
+            child.check(now)
+
+    def reap(self, now):
+        """A child exited (SIGCHLD): finish the runs whose shell did (at once, not at the
+        next deadline), and reap the orphans we adopted as they exit."""
+        self.check(now)
+        reap_adopted({child.pid for child in self})
+
+
 class ChildProc:
     """One run of a service's command; `done(output, error)` once it is over."""
 
@@ -130,7 +164,7 @@ class ChildProc:
 
     def _finish(self):
         self.finished = True
-        self.loop.child_done(self)
+        self.loop.children.finished(self)
         status = self.proc.returncode
         error = self.error
         if error is None and status != 0:

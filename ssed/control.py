@@ -84,8 +84,7 @@ def _unban(hub, daemon, req):
 
 
 def _bans(hub, daemon, req):
-    hub.banned("")      # drops expired bans
-    return {"bans": [{"ip": str(net), "until": until} for net, until in hub.bans.items()]}
+    return {"bans": [{"ip": str(net), "until": until} for net, until in hub.bans.current(hub.now)]}
 
 
 def _stats(hub, daemon, req):

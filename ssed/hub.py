@@ -6,7 +6,6 @@ control commands), and after each call carries out the work orders the hub left 
 `orders` (orders.FanOut, Close, Spawn, Kill). The hub never calls the loop.
 """
 import base64
-import json
 import os
 import secrets
 import traceback
@@ -15,8 +14,9 @@ from collections import Counter
 from . import sse
 from .addresses import in_networks
 from .admission import PerAddress
+from .bans import Bans
 from .channel import Channel, Client, PublishError
-from .history import Event, IdClock
+from .history import IdClock
 from .journal import open_journal
 from .joining import Joining, joined, preamble
 from .log import Throttle
@@ -46,7 +46,7 @@ class Hub:
         self.by_id = {}             # client id -> Client, or a tuple when streams share it
         self.per_ip = PerAddress()      # address -> open streams
         self.client_count = 0       # open streams (the sum of per_ip, kept, not summed)
-        self.bans = {}              # ip_network -> until
+        self.bans = Bans()
         self.started = now
         self._ids = []              # a pool of fresh client ids
         self.due = now              # when tick() next has something to do
@@ -153,7 +153,7 @@ class Hub:
         channel = self.channels.get(path)
         if channel is None:
             raise PublishError(f"no service {path}")
-        ev = self._event(channel, data, event)
+        ev = channel.event(data, event, self.clock, int(self.now * 1000))
         if client_id is None:
             try:
                 channel.record(ev, self.now)
@@ -174,25 +174,6 @@ class Hub:
             self.orders.append(FanOut(ev.wire, targets, (channel, channel.members)
                                       if client_id is None else None))
         return ev, len(targets)
-
-    def _event(self, channel, data, event):
-        """The Event a publish makes, framed once, with the next id; or PublishError."""
-        if not isinstance(data, str):
-            raise PublishError("data must be a string")
-        problem = sse.bad_event_type(event)
-        if problem:
-            raise PublishError(problem)
-        if channel.config.json:
-            try:
-                json.loads(data)
-            except ValueError as exc:
-                raise PublishError(f"{channel.path} takes JSON data only: {exc}") from None
-        try:
-            # A publisher that names no type gets the service's `event` (SPEC 3).
-            return Event(self.clock.next(int(self.now * 1000)), data,
-                         event or channel.config.event or None)
-        except UnicodeEncodeError:
-            raise PublishError("data is not valid Unicode text") from None
 
     def _one_client(self, channel, to, ev):
         """The open streams of this service an event for one client reaches: a Client, that
@@ -381,14 +362,7 @@ class Hub:
         return 1 if self.bans.pop(network, None) is not None else 0
 
     def banned(self, address):
-        if not self.bans:
-            return False
-        for network, until in list(self.bans.items()):
-            if until <= self.now:
-                del self.bans[network]
-            elif in_networks(address, (network,)):
-                return True
-        return False
+        return self.bans.banned(address, self.now)
 
     # -- children --------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from time import monotonic
 
 from . import control, sse, web
 from .accept import Acceptor
-from .children import ChildProc, reap_adopted
+from .children import Children
 from .conns import HttpConn, StreamConn
 from .controlconns import Console
 from .http1 import error_reply, whole_request
@@ -54,7 +54,7 @@ class Loop:
         self.deadlines = []             # heap of (when, seq, conn)
         self.heap_limit = HEAP_FLOOR
         self.seq = 0
-        self.children = []              # ChildProcs running
+        self.children = Children()      # the commands running
         self.backlog = set()            # control connections (and the console) with lines waiting
         self.stopping = None            # the time a graceful shutdown must end by
         self.running = True
@@ -154,7 +154,7 @@ class Loop:
                     if not order.client.conn.closed:
                         order.client.conn.close(order.reason)
                 elif kind is Spawn:
-                    self._spawn(order)
+                    self.children.start(self, order)
                 elif kind is Kill and order.spawn.child is not None:
                     order.spawn.child.kill(order.why)
         self._close_doomed()
@@ -231,8 +231,7 @@ class Loop:
 
     def _next_deadline(self):
         ahead = self.deadlines[0][0] if self.deadlines else float("inf")
-        if self.children:
-            ahead = min(ahead, min(c.deadline for c in self.children))
+        ahead = min(ahead, self.children.next_deadline())
         return min(ahead, self.acceptor.paused_until or ahead)
 
     def _expire(self, now):
@@ -240,8 +239,7 @@ class Loop:
             when, _, conn = heapq.heappop(self.deadlines)
             if conn.deadline == when and not conn.closed:
                 conn.expired()
-        for child in list(self.children):
-            child.check(now)
+        self.children.check(now)
         self.acceptor.check(now)
 
     # -- requests and streams ------------------------------------------------------------
@@ -297,30 +295,6 @@ class Loop:
             self.outbox.send(stream.data, (stream.client,), self.hub.now)
         except Exception:
             self._bug(conn)
-
-    # -- children --------------------------------------------------------------------
-
-    def _spawn(self, order):
-        try:
-            order.child = ChildProc(self, order.command, order.timeout, order.done,
-                                    order.name, order.cwd)
-        except OSError as exc:
-            # Not logged here: `done` hears it, and a source logs it once per episode (out of
-            # descriptors, that was two lines every tick).
-            order.done(b"", f"cannot start it: {exc.strerror or exc}")
-            return
-        self.children.append(order.child)
-
-    def child_done(self, child):
-        if child in self.children:
-            self.children.remove(child)
-
-    def _reap(self, now):
-        """A child exited: finish the commands whose shell did (at once, not at the next
-        deadline), and reap the orphans we adopted as they exit."""
-        for child in list(self.children):
-            child.check(now)
-        reap_adopted({child.pid for child in self.children})
 
     # -- timers ----------------------------------------------------------------------
 
@@ -394,7 +368,7 @@ class Loop:
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown(signal.Signals(signum).name)
         if signal.SIGCHLD in signals:
-            self._reap(self.hub.now)
+            self.children.reap(self.hub.now)
 
     def shutdown(self, why):
         """Stop accepting, tell every stream when to come back (spread out), then flush."""
