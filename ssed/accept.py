@@ -11,7 +11,7 @@ import socket
 import _socket
 import time
 
-from . import admission
+from . import admission, reasons
 from .addresses import peer_host
 from .conns import HttpConn
 from .controlconns import ControlConn
@@ -121,7 +121,7 @@ class Acceptor:
             self.accept_failed = True
             self.loop.log("error", f"accept failed ({exc.strerror}): pausing new connections "
                           "until descriptors free up")
-        self.loop.hub.refused["out_of_descriptors"] += 1
+        self.loop.hub.refused[reasons.OUT_OF_DESCRIPTORS] += 1
         for sock, _ in self._acceptors():
             self.loop.unwatch(sock)
         self.paused_until = time.time() + EMFILE_PAUSE

@@ -11,7 +11,7 @@ import selectors
 import socket
 import traceback
 
-from . import web
+from . import reasons, web
 from .http1 import HttpError, RequestParser, error_reply, whole_request
 from .outbox import failed
 
@@ -74,7 +74,7 @@ class HttpConn:
     def take(self, data):
         """Bytes the peer sent (b"" at EOF): parse them and answer what they complete."""
         if not data:
-            return self.close("eof")
+            return self.close(reasons.EOF_)
         if self.replied:
             return      # draining what the peer still sends after our reply
         # Pipelined requests behind a kept-alive answer are taken in turn, in this loop.
@@ -92,10 +92,10 @@ class HttpConn:
             else:
                 request = self.parser.feed(data)
         except HttpError as exc:
-            return self.reply(exc.reply(), f"http_{exc.status}")
+            return self.reply(exc.reply(), reasons.http(exc.status))
         except Exception:
             self.loop.log("error", "bug: request parser raised\n" + traceback.format_exc())
-            return self.reply(error_reply(500, "internal error"), "bug")
+            return self.reply(error_reply(500, "internal error"), reasons.BUG)
         if request is None:
             if self.parser.continue_needed:
                 self.parser.continue_needed = False
@@ -128,7 +128,7 @@ class HttpConn:
         if self.closed:
             return None
         if sum(map(len, self.out)) > MAX_UNREAD:     # pipelining without reading answers
-            return self.close("slow")
+            return self.close(reasons.SLOW)
         self.parser = None
         self.served += 1
         self.loop.deadline(self, self.loop.hub.now + self.loop.hub.config.header_timeout)
@@ -152,7 +152,7 @@ class HttpConn:
         try:
             _, self.out = _send(self.sock, self.out)
         except OSError:
-            return self.close("error")
+            return self.close(reasons.ERROR)
         if self.out:
             self.watch(READ | WRITE)
             return
@@ -162,15 +162,15 @@ class HttpConn:
             try:
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError:
-                self.close("error")
+                self.close(reasons.ERROR)
 
     def expired(self):
         if self.replied:
-            self.close("done")
+            self.close(reasons.DONE)
         elif self.served and not (self.parser is not None and self.parser.buffer):
-            self.close("idle")      # a kept-alive connection nobody used again: no 408
+            self.close(reasons.IDLE)      # a kept-alive connection nobody used again: no 408
         else:
-            self.reply(error_reply(408, "request head not complete in time"), "header_timeout")
+            self.reply(error_reply(408, "request head not complete in time"), reasons.HEADER_TIMEOUT)
 
     def close(self, reason):
         if self.closed:

@@ -10,6 +10,7 @@ import struct
 import sys
 from collections import deque
 
+from . import reasons
 from .conns import _recv, _send
 from .control import LineSplitter
 
@@ -95,7 +96,7 @@ class ControlConn:
             try:
                 n, self.out = _send(self.sock, self.out)
             except OSError:
-                return self.close("error")
+                return self.close(reasons.ERROR)
             self.queued = sum(map(len, self.out))
         self._next()
 
@@ -107,7 +108,7 @@ class ControlConn:
         else:
             self.loop.lines_waiting(self, False)
             if self.eof and not self.lines and not self.out:
-                return self.close("eof")
+                return self.close(reasons.EOF_)
         if ahead and not self.held_back:
             self.held_back = True
             self.loop.log("info", f"control ({self.peer}): {self.queued} bytes of answers "
@@ -171,7 +172,7 @@ class Console:
         except OSError:
             data = b""
         if not data:
-            self.close("eof")
+            self.close(reasons.EOF_)
             self.loop.log("info", "console: end of input")
             return
         self.lines.extend(self.splitter.feed(data))

@@ -23,11 +23,10 @@ from .log import Throttle
 from .orders import Close, FanOut, Kill, Spawn
 from .plugins import service_class
 from .service import Refuse, Service
+from . import reasons
 
 __all__ = ["Hub", "Client", "PublishError"]
 
-# Reasons a stream ends that are the client's doing or a clean stop, not a drop.
-CLIENT_LEFT = ("eof", "reset", "shutdown")
 HOOK_LOG_EVERY = 60.0   # seconds between two tracebacks of one service's hook
 
 
@@ -130,7 +129,7 @@ class Hub:
         for path in [p for p in self.channels if p not in wanted]:
             channel = self.channels.pop(path)
             self._stop_service(channel, closing=True)
-            self.orders.extend(Close(client, "removed") for client in channel.clients)
+            self.orders.extend(Close(client, reasons.REMOVED) for client in channel.clients)
         for sc in config.services:
             channel = self.channels.get(sc.path)
             if channel is None:
@@ -337,7 +336,7 @@ class Hub:
             self.by_id[client.id] = rest[0] if len(rest) == 1 else rest
         self.client_count -= 1
         self.per_ip.remove(client.address)
-        if reason not in CLIENT_LEFT:
+        if reason not in reasons.LEFT:
             self.dropped[reason] += 1
 
     def kick(self, path, client_id):
@@ -345,7 +344,7 @@ class Hub:
         if channel is None:
             raise PublishError(f"no service {path}")
         doomed = [c for c in self.streams_of(client_id) if channel in c.channels]
-        self.orders.extend(Close(c, "kicked") for c in doomed)
+        self.orders.extend(Close(c, reasons.KICKED) for c in doomed)
         return len(doomed)
 
     # -- bans ------------------------------------------------------------------------
@@ -355,7 +354,7 @@ class Hub:
         self.bans[network] = self.now + seconds
         doomed = {c for ch in self.channels.values() for c in ch.clients
                   if in_networks(c.address, (network,))}
-        self.orders.extend(Close(c, "banned") for c in doomed)
+        self.orders.extend(Close(c, reasons.BANNED) for c in doomed)
         return len(doomed)
 
     def unban(self, network):

@@ -15,7 +15,7 @@ import time
 import traceback
 from time import monotonic
 
-from . import control, sse, web
+from . import control, reasons, sse, web
 from .accept import Acceptor
 from .children import Children
 from .conns import HttpConn, StreamConn
@@ -186,7 +186,7 @@ class Loop:
         close = getattr(handler, "close", None)
         if close is not None:
             try:
-                close("bug")
+                close(reasons.BUG)
             except Exception:
                 self.log("error", "bug: closing after a bug failed\n" + traceback.format_exc())
 
@@ -280,7 +280,7 @@ class Loop:
         except Exception:
             self.log("error", f"bug: handling {redact(repr(request))}\n"
                      + traceback.format_exc())
-            return web.Reply(error_reply(500, "internal error"), "bug")
+            return web.Reply(error_reply(500, "internal error"), reasons.BUG)
 
     def open_stream(self, sock, stream, target):
         """A routed request's socket becomes its stream: watched for the peer leaving and
@@ -392,5 +392,5 @@ class Loop:
         if now < self.stopping and self.outbox.busy:
             return
         for client in self._all_clients():
-            client.conn.close("shutdown")
+            client.conn.close(reasons.SHUTDOWN)
         self.running = False

@@ -12,6 +12,8 @@ queue exists only while a write was partial.
 import errno
 from collections import deque
 
+from .reasons import ERROR, RESET, SLOW, STALLED
+
 SLICE = 256         # clients a fan-out reaches per loop turn (~1-3 ms of sends)
 
 
@@ -102,12 +104,12 @@ class Outbox:
                     self.writing[c] = now
                     c.conn.want_write()
                     if c.queued > limit:
-                        self.doomed.append((c, "slow"))
+                        self.doomed.append((c, SLOW))
             else:
                 c.pending.append(wire)
                 c.queued += size
                 if c.queued > limit:
-                    self.doomed.append((c, "slow"))
+                    self.doomed.append((c, SLOW))
         self.stats["bytes_sent"] += sent
 
     def flush(self, client, now):
@@ -141,7 +143,7 @@ class Outbox:
 
     def stalled(self, now, timeout):
         """Doom the streams whose queue made no progress for `timeout` seconds."""
-        self.doomed.extend((c, "stalled") for c, since in self.writing.items()
+        self.doomed.extend((c, STALLED) for c, since in self.writing.items()
                            if now - since > timeout)
 
 
@@ -149,6 +151,6 @@ def failed(exc):
     """The close reason for a stream's socket error. ETIMEDOUT is the kernel saying what
     `send_timeout` says (TCP_USER_TIMEOUT is set to it; keepalive gave up): no progress."""
     if exc.errno == errno.ETIMEDOUT:
-        return "stalled"
+        return STALLED
     # A peer that closed with bytes unread (RST) or went away mid-write: it left, not a drop.
-    return "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else "error"
+    return RESET if exc.errno in (errno.ECONNRESET, errno.EPIPE) else ERROR
