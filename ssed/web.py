@@ -11,6 +11,7 @@ from importlib import resources
 from urllib.parse import parse_qs
 
 from . import metrics
+from .config import RESERVED
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
 from .http1 import HttpError, error_reply, keeps_alive, reply, response_head
 from .hub import PublishError
@@ -19,7 +20,6 @@ from .service import Refuse
 STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                   ("X-Accel-Buffering", "no"), ("Connection", "close"))
 STREAM_HEAD = response_head(200, STREAM_HEADERS)
-STATUS_PATHS = ("/healthz", "/metrics")
 # What browsers ask of every server: nothing to show, and not a refusal to count. A day's
 # max-age so that a browser does not ask again on every page.
 FAVICON = response_head(204, (("Cache-Control", "max-age=86400"), ("Connection", "close")))
@@ -57,7 +57,7 @@ def handle(hub, request, address):
     try:
         if hub.banned(address):
             return refusal(403, "address banned", "banned")
-        if request.path in STATUS_PATHS:
+        if request.path in RESERVED:     # /healthz, /metrics
             return _status(hub, request, address)
         channel = hub.channels.get(request.path)
         if channel is not None:
