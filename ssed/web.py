@@ -133,7 +133,7 @@ def _service(hub, request, address, channels):
             result = _subscribe(hub, request, address, channels)
         else:
             result = _only(request, ("GET", "HEAD", "OPTIONS") + (
-                ("POST",) if channels[0].config.publish_token and request.path != "/" else ()))
+                ("POST",) if _takes_post(request, channels) else ()))
     except HttpError as exc:
         result = Reply(exc.reply(), f"http_{exc.status}")
     if isinstance(result, Reply) and result.refused:
@@ -141,6 +141,33 @@ def _service(hub, request, address, channels):
         # (or 400, 429...) instead of seeing only a network error.
         result.data = _add_headers(result.data, _cors(hub, request, channels))
     return result
+
+
+def _takes_post(request, channels):
+    """Whether a POST here publishes: one service (not a multiplexed stream) with a
+    publish_token."""
+    return bool(channels[0].config.publish_token) and request.path != "/"
+
+
+def http_error(hub, exc, request):
+    """The reply to an HttpError the request parser raised (a body over max_body, a bad
+    chunk...) once it had read the head of `request` (None: it had not), with the CORS
+    headers of the service(s) it was for, as every refusal there has, so that a page on an
+    allowed origin can read it."""
+    channels = _channels(hub, request) if request is not None else None
+    data = exc.reply()
+    return _add_headers(data, _cors(hub, request, channels)) if channels else data
+
+
+def _channels(hub, request):
+    """The services a request is for, or None (the index, a status path, an unknown one)."""
+    channel = hub.channels.get(request.path)
+    if channel is not None:
+        return [channel]
+    if request.path == "/" and "service" in request.query:
+        found = [hub.channels.get(path) for path in request.query["service"]]
+        return found if all(found) else None
+    return None
 
 
 def _add_headers(data, headers):
@@ -169,7 +196,8 @@ def _preflight(hub, request, channels):
     headers = _cors(hub, request, channels)
     if not any(name == "Access-Control-Allow-Origin" for name, _ in headers):
         return Reply(reply(204, b"", headers=headers))
-    headers += [("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
+    methods = "GET, HEAD, POST, OPTIONS" if _takes_post(request, channels) else "GET, HEAD, OPTIONS"
+    headers += [("Access-Control-Allow-Methods", methods),
                 ("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Content-Type"),
                 ("Access-Control-Max-Age", "600")]
     return Reply(reply(204, b"", headers=headers))
