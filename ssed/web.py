@@ -330,12 +330,14 @@ def _index_template():
 
 
 def public_services(hub):
-    """What the index shows: services without a token, with the event types to listen for."""
+    """What the index shows: services without a token, with the event types to listen for
+    (every type the service has broadcast, held or not: the page can listen only for types
+    it names)."""
     out = []
     for channel in hub.channels.values():
         if channel.config.token:
             continue
-        types = {"message", "session"} | {e.type for e in channel.history.ring if e.type}
+        types = {"message", "session"} | channel.history.types.keys()
         if channel.config.event:
             types.add(channel.config.event)
         out.append({"path": channel.path, "source": channel.config.cls or channel.config.source,

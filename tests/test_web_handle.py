@@ -448,3 +448,14 @@ def test_index_false_or_a_service_at_the_root(text, status):
     assert handle(hub, "GET", "/favicon.ico").status == 204
     if status == 404:       # multiplexing at the root still works
         assert handle(hub, "HEAD", "/?service=/chat").stream
+
+
+def test_index_lists_every_type_a_service_broadcast_held_or_not():
+    hub = make_hub("[/ticker]\nhistory = 0\n[/chat]\nhistory = 1\nevent = said\n")
+    hub.publish("/ticker", "1", "quote")
+    hub.publish("/chat", "a", "joined")
+    hub.publish("/chat", "b")                   # the service's own type, `said`
+    listed = json.loads(handle(hub, "GET", "/", ["Accept: application/json"]).body)
+    assert {s["path"]: s["types"] for s in listed} == {
+        "/ticker": ["message", "quote", "session"],
+        "/chat": ["joined", "message", "said", "session"]}
