@@ -11,6 +11,7 @@ the flags come in as values; the answer's bytes come from `Refusal.reply()`.
 """
 import random
 
+from . import reasons
 from .http1 import error_reply
 
 
@@ -46,25 +47,25 @@ STOPPING, BANNED, FROM_ADDRESS, TOTAL = "stopping", "banned", "from_address", "t
 
 # A ban turns away a connection at once, and any request that arrives anyway (one accepted
 # before the ban, kept alive): one answer for both.
-_BANNED = Refusal(403, "address banned", "banned")
+_BANNED = Refusal(403, "address banned", reasons.BANNED)
 
 # stage -> its rungs in order: (what trips it, the refusal). The order is part of the
 # contract: a client that trips two rungs gets the first one's answer.
 LADDERS = {
     "connect": (
-        (STOPPING, Refusal(503, "shutting down", "shutting_down")),
+        (STOPPING, Refusal(503, "shutting down", reasons.SHUTTING_DOWN)),
         (BANNED, _BANNED),
         (FROM_ADDRESS, Refusal(429, "too many connections from your address",
-                               "max_clients_per_ip")),
-        (TOTAL, Refusal(503, "too many connections", "max_clients")),
+                               reasons.MAX_CLIENTS_PER_IP)),
+        (TOTAL, Refusal(503, "too many connections", reasons.MAX_CLIENTS)),
     ),
     "request": (
         (BANNED, _BANNED),
     ),
     "stream": (
-        (TOTAL, Refusal(503, "too many clients", "max_clients")),
+        (TOTAL, Refusal(503, "too many clients", reasons.MAX_CLIENTS)),
         (FROM_ADDRESS, Refusal(429, "too many streams from your address",
-                               "max_clients_per_ip")),
+                               reasons.MAX_CLIENTS_PER_IP)),
     ),
 }
 

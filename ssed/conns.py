@@ -92,7 +92,10 @@ class HttpConn:
             else:
                 request = self.parser.feed(data)
         except HttpError as exc:
-            return self.reply(exc.reply(), reasons.http(exc.status))
+            # An error found after the head was read carries the CORS of its service.
+            request = self.parser.request if self.parser is not None else None
+            return self.reply(web.http_error(self.loop.hub, exc, request),
+                              reasons.http(exc.status))
         except Exception:
             self.loop.log("error", "bug: request parser raised\n" + traceback.format_exc())
             return self.reply(error_reply(500, "internal error"), reasons.BUG)

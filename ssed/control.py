@@ -1,15 +1,19 @@
 """The control line protocol (SPEC section 5): JSON or text lines in, one answer line out.
 
 `handle_line(line, hub, daemon)` is all the loop and the stdin console need. A line that
-starts with `{` is JSON and is answered in JSON; any other line is the text a person types.
-`daemon` gives what needs more than the hub: `reload()` and `rss()`.
+starts with `{` is JSON and is answered in JSON; any other line is the text a person types
+(read and answered by textform.py). `daemon` gives what needs more than the hub: `reload()`
+and `rss()`. The `COMMANDS` table holds each command's handler, fields, text arguments, and
+whether and how it is logged (`log_line`).
 """
 import json
 import math
 import re
 
+from . import textform
 from .addresses import network_of
 from .hub import PublishError
+from .textform import QUOTING, render as render_text
 
 MAX_LINE = 1 << 20
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
@@ -130,14 +134,17 @@ def _channel(hub, path):
 
 
 class Spec:
-    """A command: its handler, its JSON fields (name -> allowed types, required?) and
-    the names of its text-form arguments."""
+    """A command: its handler, its JSON fields (name -> allowed types, required?), the names
+    of its text-form arguments, whether it changes the daemon's state, and at what level a
+    control connection logs it (`log_line`): a change of state is always logged, by default
+    at info; one that can come thousands a second (publish) at debug."""
 
-    def __init__(self, run, fields=(), text_args=(), changes_state=False):
+    def __init__(self, run, fields=(), text_args=(), changes_state=False, log="info"):
         self.run = run
         self.fields = dict(fields)
         self.text_args = text_args
         self.changes_state = changes_state
+        self.log = log if changes_state else None
 
 
 STR, OPT_STR = (str,), (str, type(None))
@@ -146,7 +153,7 @@ NUMBER = (int, float)
 COMMANDS = {
     "publish": Spec(_publish, {"service": (STR, True), "data": (STR, True),
                                "event": (OPT_STR, False), "client": (OPT_STR, False)},
-                    ("SERVICE", "[-e EVENT]", "[--client ID]", "DATA..."), True),
+                    ("SERVICE", "[-e EVENT]", "[--client ID]", "DATA..."), True, log="debug"),
     "list": Spec(_list),
     "clients": Spec(_clients, {"service": (STR, True)}, ("SERVICE",)),
     "kick": Spec(_kick, {"service": (STR, True), "client": (STR, True)},
@@ -163,6 +170,22 @@ COMMANDS = {
 }
 
 
+def log_line(request, debug=True):
+    """(level, text) for the log line a control connection writes about `request` (a
+    request dict, or None for a line that could not be read), or None: not logged. The text
+    leaves out the peer, which the caller adds, and the data, which it gives as its size in
+    bytes. With `debug` false, commands logged at debug give None, before any text is made
+    (publishes come thousands a second)."""
+    name = request.get("cmd") if request is not None else None
+    spec = COMMANDS.get(name) if isinstance(name, str) else None
+    if spec is None or spec.log is None or (spec.log == "debug" and not debug):
+        return None
+    shown = {k: v for k, v in request.items() if k != "data"}
+    if isinstance(request.get("data"), str):
+        shown["bytes"] = len(request["data"].encode("utf-8", "replace"))
+    return spec.log, " ".join(f"{k}={v}" for k, v in shown.items())
+
+
 # -- parsing and answering -----------------------------------------------------------
 
 def parse_json(line):
@@ -176,97 +199,11 @@ def parse_json(line):
 
 
 def parse_text(line):
-    """A line a person typed to the request dict its JSON form would be. Words are read as a
-    POSIX shell reads them (QUOTING says how); publish's DATA is the exception."""
-    _, head, rest = _first_word(line.strip(), "command")
-    if head.startswith("/"):
-        return {"cmd": "admin", "service": head, "args": _words(rest, head)}
-    if head == "publish":
-        return _parse_text_publish(rest)
-    spec = COMMANDS.get(head)
-    if spec is None:
-        return {"cmd": head}
-    words = _words(rest, head)
-    names = list(spec.fields)
-    if head == "admin":
-        return {"cmd": "admin", "service": words[0] if words else None, "args": words[1:]}
-    if len(words) > len(names):
-        raise CommandError(f"{head}: too many arguments (usage: {head} {' '.join(spec.text_args)})")
-    req = {"cmd": head, **dict(zip(names, words))}
-    if head == "ban" and "seconds" in req:
-        req["seconds"] = _number(req["seconds"])
-    return req
-
-
-QUOTING = ("words are split at spaces; quote a word with '...' (taken as is) or \"...\" "
-           "(where \\\" and \\\\ are \" and \\), or escape one character with \\, as in "
-           "a shell. publish's DATA is the rest of the line as typed, quotes and spaces "
-           "included, unless it starts with a quote: then it is one quoted word")
-
-# One piece of a shell word: a plain character, a backslash escape, or a quoted string.
-_PIECE = r"[^ \t'\"\\]|\\.|'[^']*'|" + r'"(?:[^"\\]|\\.)*"'
-_WORD = re.compile(f"(?:{_PIECE})+")
-_FLAG = re.compile(r"[ \t]*(-e|--event|--client)(?=[ \t]|\Z)")
-
-
-def _first_word(text, command):
-    """The first word of `text` as typed and unquoted (both '' at the end of the line), and
-    the text after it."""
-    text = text.lstrip(" \t")
-    match = _WORD.match(text)
-    end = match.end() if match else 0
-    if end < len(text) and text[end] not in " \t":     # a quote or a backslash that is open
-        raise CommandError(f"{command}: " + ("nothing after the final \\ to escape"
-                                             if text[end] == "\\" else f"no closing {text[end]}"))
-    raw = text[:end]
-    return raw, re.sub(_PIECE, _unquote, raw), text[end:]
-
-
-def _unquote(piece):
-    text = piece.group()
-    if text[0] == "'":
-        return text[1:-1]
-    if text[0] == '"':
-        return re.sub(r'\\([\\"])', r"\1", text[1:-1])
-    return text[-1]     # a plain character, or the one a backslash escapes
-
-
-def _words(text, command):
-    words = []
-    while True:
-        raw, word, text = _first_word(text, command)
-        if not raw:
-            return words
-        words.append(word)
-
-
-def _parse_text_publish(rest):
-    """publish SERVICE [-e EVENT] [--client ID] DATA: the options end at the first word that
-    is not one; DATA is the rest as typed (`it's`, JSON with its quotes, runs of spaces) unless
-    it starts with a quote, which makes it one quoted word (to keep leading spaces, or to
-    send data that looks like an option)."""
-    raw, service, rest = _first_word(rest, "publish")
-    req = {"cmd": "publish", "service": service if raw else None}
-    while flag := _FLAG.match(rest):
-        raw, value, rest = _first_word(rest[flag.end():], "publish")
-        if not raw:
-            raise CommandError(f"publish: {flag[1]} needs a value")
-        req["client" if flag[1] == "--client" else "event"] = value
-    data = rest.lstrip(" \t")
-    if data[:1] in ("'", '"'):
-        _, data, after = _first_word(data, "publish")
-        if after.strip(" \t"):
-            raise CommandError("publish: text after the quoted DATA (quote all of it, or "
-                               "start it with another character to send it as typed)")
-    req["data"] = data
-    return req
-
-
-def _number(text):
+    """A line a person typed to the request dict its JSON form would be (see textform)."""
     try:
-        return float(text) if "." in text else int(text)
-    except ValueError:
-        raise CommandError(f"not a number: {text!r}") from None
+        return textform.parse(line, COMMANDS)
+    except textform.TextError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def validate(req):
@@ -322,36 +259,6 @@ def handle_line(line, hub, daemon):
         answer = execute(req, hub, daemon)
     text = json.dumps(answer, separators=(",", ":")) if as_json else render_text(answer)
     return (text + "\n").encode(), req
-
-
-def render_text(answer):
-    """An answer as one line for a person: `ok key=value ...` or `error: ...`; control
-    characters (a service's multi-line admin text, a CR in a typed path) escaped."""
-    if not answer.get("ok"):
-        return "error: " + _one_line(answer.get("error", "failed"))
-    parts = ["ok"]
-    for key, value in answer.items():
-        if key == "ok" or key in NOTES:
-            continue
-        if isinstance(value, (list, dict)):
-            value = json.dumps(value, separators=(",", ":"))
-        elif value is None:
-            value = "-"
-        parts.append(f"{key}={value}")
-    parts.extend(f"({note})" for key, note in NOTES.items() if answer.get(key) is True)
-    return _one_line(" ".join(parts))
-
-
-# Flags of an answer that the text form shows as a note rather than as key=value.
-NOTES = {"no_such_client": "no such client now"}
-
-
-_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _one_line(text):
-    return _CONTROL_CHAR.sub(lambda m: _NAMED.get(m.group(), "\\x%02x" % ord(m.group())), text)
 
 
 class LineSplitter:

@@ -12,7 +12,7 @@ from collections import deque
 
 from . import reasons
 from .conns import _recv, _send
-from .control import LineSplitter
+from .control import LineSplitter, log_line
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 CONTROL_READ = 65536        # bytes read from a control client (or stdin) at once
@@ -79,13 +79,9 @@ class ControlConn:
 
     def _answer(self, line):
         answer, request = self.loop.control_line(line)
-        cmd = request.get("cmd") if request is not None else None
-        if cmd in CHANGES_STATE:
-            # Publishes can come thousands a second: at debug only. Other changes always.
-            if cmd != "publish":
-                self.loop.log("info", f"control ({self.peer}): {_describe(request)}")
-            elif self.loop.debug:
-                self.loop.log("debug", f"control ({self.peer}): {_describe(request)}")
+        entry = log_line(request, self.loop.debug)
+        if entry is not None:
+            self.loop.log(entry[0], f"control ({self.peer}): {entry[1]}")
         self.out.append(answer)
         self.queued += len(answer)
 
@@ -137,17 +133,6 @@ class ControlConn:
         self.lines.clear()
         self.loop.unwatch(self.sock)
         self.sock.close()
-
-
-def _describe(request):
-    """A state-changing command for the log, without its data."""
-    shown = {k: v for k, v in request.items() if k not in ("data",)}
-    if "data" in request and isinstance(request["data"], str):
-        shown["bytes"] = len(request["data"].encode("utf-8", "replace"))
-    return " ".join(f"{k}={v}" for k, v in shown.items())
-
-
-CHANGES_STATE = ("publish", "kick", "ban", "unban", "reload", "admin")
 
 
 class Console:

@@ -200,13 +200,14 @@ def _config_socket(path):
     tolerantly: judging the rest of the file is the daemon's job (a broken config is what
     `ssectl -c FILE reload` is for), so nothing else in it stops ssectl from asking. A
     relative path and the default resolve against the file's directory, as the daemon's do."""
-    from . import config        # the daemon's line reader, so comments read the same
+    from . import config, ini   # the daemon's line reader, so comments read the same
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8", "replace").removeprefix("\ufeff")
     except OSError as e:
         raise Exit(USAGE, f"{path}: cannot read: {e.strerror or e}") from None
-    ssed = next((s for s in config._read(text, lambda line, why: None) if s.name == "ssed"), None)
+    sections = ini.read_sections(text, lambda line, why: None)
+    ssed = next((s for s in sections if s.name == "ssed"), None)
     given = [value for key, value, _ in (ssed.entries if ssed else ()) if key == "control"]
     control = given[0] if given else next(k.default for k in config.KEYS if k.name == "control")
     if not control:

@@ -56,17 +56,30 @@ class IdClock:
         return f"{ms}-{seq}"
 
 
+# Event types a History remembers having seen: enough for any real service, bounded so that
+# a publisher who makes up a type per event cannot grow it without end.
+MAX_TYPES = 64
+
+
 class History:
-    """The last `size` events of one service, oldest first."""
+    """The last `size` events of one service, oldest first; and `types`, the event types it
+    has been given (held or not; the MAX_TYPES newest to appear), which the index page
+    listens for."""
 
     def __init__(self, size):
         self.ring = deque(maxlen=size)
+        self.types = {}     # an ordered set
 
     def resize(self, size):
         if size != self.ring.maxlen:
             self.ring = deque(self.ring, maxlen=size)
 
     def append(self, event):
+        types = self.types
+        if event.type is not None and event.type not in types:
+            types[event.type] = None
+            if len(types) > MAX_TYPES:
+                del types[next(iter(types))]
         if self.ring.maxlen:
             self.ring.append(event)
 

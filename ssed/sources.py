@@ -1,4 +1,9 @@
-"""The built-in sources, each a `Service` subclass written with the public API only."""
+"""The built-in sources, each a `Service` subclass written with the public API only.
+
+Each declares the config keys it reads beside it: `uses`, the source keys it reads (config.py
+refuses any other source key set in its section, since it would be ignored), and `needs`,
+the keys of which exactly one must be set.
+"""
 import datetime
 import json
 import os
@@ -20,6 +25,7 @@ def _text(raw):
 
 class Time(Service):
     """The time every `interval` seconds: iso (local, with offset), unix, or a strftime."""
+    uses, needs = ("interval", "format"), ()
 
     def on_tick(self):
         self.publish(format_time(self.now, self.config.format))
@@ -36,6 +42,7 @@ def format_time(now, fmt):
 
 class Messages(Service):
     """One message per tick, round robin, from `messages` or the lines of `file`."""
+    uses, needs = ("interval", "file", "messages"), ("file", "messages")
 
     def on_start(self):
         self.lines = list(self.config.messages)
@@ -102,6 +109,7 @@ class Fed(Service):
 
 class Command(Fed):
     """Each tick, run `command` (one at a time, killed after `interval`); publish its output."""
+    uses, needs = ("interval", "command"), ("command",)
 
     def on_tick(self):
         self.spawn(self.config.command, self.on_output)
@@ -135,6 +143,7 @@ def parse_quotes(text):
 
 class Quotes(Fed):
     """Each tick, read quotes from `command` or `file`; publish the ones that changed."""
+    uses, needs = ("interval", "command", "file"), ("command", "file")
 
     def on_start(self):
         self.last = {}
@@ -220,6 +229,7 @@ class File(Service):
     """The content of `file` at start and whenever it changes (checked every `interval`); a
     new subscriber gets the content held now at once."""
 
+    uses, needs = ("interval", "file"), ("file",)
     replay_last = True
 
     def on_start(self):
@@ -273,7 +283,9 @@ def check(config):
 
 class Publishers(Service):
     """`source = none`: fed only by publishers."""
+    uses, needs = (), ()
 
 
-SOURCES = {"time": Time, "messages": Messages, "quotes": Quotes, "command": Command,
-           "file": File, "none": Publishers}
+# The `source` names, in the order config errors list them.
+SOURCES = {"none": Publishers, "time": Time, "messages": Messages, "quotes": Quotes,
+           "command": Command, "file": File}

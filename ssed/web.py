@@ -8,8 +8,9 @@ import json
 from importlib import resources
 from urllib.parse import parse_qs
 
-from . import admission, metrics
+from . import admission, metrics, reasons
 from .addresses import in_networks
+from .config import RESERVED
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
 from .http1 import HttpError, error_reply, keeps_alive, reply, response_head
 from .hub import PublishError
@@ -18,7 +19,6 @@ from .service import Refuse
 STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                   ("X-Accel-Buffering", "no"), ("Connection", "close"))
 STREAM_HEAD = response_head(200, STREAM_HEADERS)
-STATUS_PATHS = ("/healthz", "/metrics")
 # What browsers ask of every server: nothing to show, and not a refusal to count. A day's
 # max-age so that a browser does not ask again on every page.
 FAVICON = response_head(204, (("Cache-Control", "max-age=86400"), ("Connection", "close")))
@@ -56,7 +56,7 @@ def handle(hub, request, address):
     try:
         if hub.banned(address):     # the "request" ladder, whose one rung is a ban
             return _refused(admission.refusal("request", hub.config, banned=True))
-        if request.path in STATUS_PATHS:
+        if request.path in RESERVED:     # /healthz, /metrics
             return _status(hub, request, address)
         channel = hub.channels.get(request.path)
         if channel is not None:
@@ -68,9 +68,9 @@ def handle(hub, request, address):
                 return _multiplexed(hub, request, address)
             if hub.config.index:
                 return _only(request, ("GET", "HEAD")) or _index(hub, request)
-        return refusal(404, f"no service at {request.path}", "not_found")
+        return refusal(404, f"no service at {request.path}", reasons.NOT_FOUND)
     except HttpError as exc:
-        return Reply(exc.reply(), f"http_{exc.status}")
+        return Reply(exc.reply(), reasons.http(exc.status))
 
 
 def _refused(refused):
@@ -80,7 +80,7 @@ def _refused(refused):
 
 def _only(request, methods):
     if request.method not in methods:
-        return refusal(405, f"{request.method} not allowed here", "method",
+        return refusal(405, f"{request.method} not allowed here", reasons.METHOD,
                        [("Allow", ", ".join(methods))])
     return None
 
@@ -90,7 +90,7 @@ def _status(hub, request, address):
     if refused:
         return refused
     if not in_networks(address, hub.config.status_allow):
-        return refusal(403, f"{request.path} is not open to {address}", "status_forbidden")
+        return refusal(403, f"{request.path} is not open to {address}", reasons.STATUS_FORBIDDEN)
     status = 200
     if request.path == "/healthz":
         # A journal that cannot be written refuses every publish to its service.
@@ -111,7 +111,7 @@ def _multiplexed(hub, request, address):
     for path in request.query["service"]:
         channel = hub.channels.get(path)
         if channel is None:
-            return refusal(404, f"no service at {path}", "not_found")
+            return refusal(404, f"no service at {path}", reasons.NOT_FOUND)
         if channel not in channels:
             channels.append(channel)
     return _service(hub, request, address, channels)
@@ -127,14 +127,41 @@ def _service(hub, request, address, channels):
             result = _subscribe(hub, request, address, channels)
         else:
             result = _only(request, ("GET", "HEAD", "OPTIONS") + (
-                ("POST",) if channels[0].config.publish_token and request.path != "/" else ()))
+                ("POST",) if _takes_post(request, channels) else ()))
     except HttpError as exc:
-        result = Reply(exc.reply(), f"http_{exc.status}")
+        result = Reply(exc.reply(), reasons.http(exc.status))
     if isinstance(result, Reply) and result.refused:
         # A refusal carries CORS too, so that a page on an allowed origin can read the 401
         # (or 400, 429...) instead of seeing only a network error.
         result.data = _add_headers(result.data, _cors(hub, request, channels))
     return result
+
+
+def _takes_post(request, channels):
+    """Whether a POST here publishes: one service (not a multiplexed stream) with a
+    publish_token."""
+    return bool(channels[0].config.publish_token) and request.path != "/"
+
+
+def http_error(hub, exc, request):
+    """The reply to an HttpError the request parser raised (a body over max_body, a bad
+    chunk...) once it had read the head of `request` (None: it had not), with the CORS
+    headers of the service(s) it was for, as every refusal there has, so that a page on an
+    allowed origin can read it."""
+    channels = _channels(hub, request) if request is not None else None
+    data = exc.reply()
+    return _add_headers(data, _cors(hub, request, channels)) if channels else data
+
+
+def _channels(hub, request):
+    """The services a request is for, or None (the index, a status path, an unknown one)."""
+    channel = hub.channels.get(request.path)
+    if channel is not None:
+        return [channel]
+    if request.path == "/" and "service" in request.query:
+        found = [hub.channels.get(path) for path in request.query["service"]]
+        return found if all(found) else None
+    return None
 
 
 def _add_headers(data, headers):
@@ -163,7 +190,8 @@ def _preflight(hub, request, channels):
     headers = _cors(hub, request, channels)
     if not any(name == "Access-Control-Allow-Origin" for name, _ in headers):
         return Reply(reply(204, b"", headers=headers))
-    headers += [("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
+    methods = "GET, HEAD, POST, OPTIONS" if _takes_post(request, channels) else "GET, HEAD, OPTIONS"
+    headers += [("Access-Control-Allow-Methods", methods),
                 ("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Content-Type"),
                 ("Access-Control-Max-Age", "600")]
     return Reply(reply(204, b"", headers=headers))
@@ -187,7 +215,7 @@ def _subscribe(hub, request, address, channels):
             # Every token presented counts: a browser can name several only in the query.
             presented = presented or [_bearer(request), *request.query.get("access_token", ())]
             if not any(_token_ok(token, p) for p in presented):
-                return refusal(401, f"{channel.path} needs a token", "unauthorized",
+                return refusal(401, f"{channel.path} needs a token", reasons.UNAUTHORIZED,
                                [("WWW-Authenticate", 'Bearer realm="ssed"')])
     client_id = request.first("client")
     if client_id is not None and not CLIENT_ID.match(client_id):
@@ -206,17 +234,17 @@ def _subscribe(hub, request, address, channels):
     try:
         client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:
-        return refusal(refuse.status, refuse.reason, "refused_by_service")
+        return refusal(refuse.status, refuse.reason, reasons.REFUSED_BY_SERVICE)
     return Stream(head + preamble, client)
 
 
 def _publish(hub, request, channel):
     token = channel.config.publish_token
     if not token:
-        return refusal(405, f"{channel.path} does not take POST", "method",
+        return refusal(405, f"{channel.path} does not take POST", reasons.METHOD,
                        [("Allow", "GET, HEAD, OPTIONS")])
     if not _token_ok(token, _bearer(request)):
-        return refusal(401, "publishing needs the publish token", "unauthorized",
+        return refusal(401, "publishing needs the publish token", reasons.UNAUTHORIZED,
                        [("WWW-Authenticate", 'Bearer realm="ssed publish"')])
     data, event, client = _post_body(request)
     try:
@@ -290,12 +318,14 @@ def _index_template():
 
 
 def public_services(hub):
-    """What the index shows: services without a token, with the event types to listen for."""
+    """What the index shows: services without a token, with the event types to listen for
+    (every type the service has broadcast, held or not: the page can listen only for types
+    it names)."""
     out = []
     for channel in hub.channels.values():
         if channel.config.token:
             continue
-        types = {"message", "session"} | {e.type for e in channel.history.ring if e.type}
+        types = {"message", "session"} | channel.history.types.keys()
         if channel.config.event:
             types.add(channel.config.event)
         out.append({"path": channel.path, "source": channel.config.cls or channel.config.source,

@@ -8,11 +8,12 @@ is bounded (reports from a queue with a timeout, page conditions checked with a 
 Without Chromium these tests fail under CI=true and skip elsewhere (browser.require_chromium).
 """
 import json
+import time
 from urllib.parse import quote, urlencode
 
 import pytest
 
-from browser import Browser, PageServer, require_chromium
+from browser import TIMEOUT, Browser, PageServer, require_chromium
 
 RETRY = 300     # ms: the reconnection delay the daemon tells browsers in these tests
 
@@ -303,3 +304,45 @@ def test_index_page_shows_a_new_visitor_the_last_five_events_then_live_ones(daem
     assert len({row[0] for row in shown(tab, "/chat")}) == 6        # none twice
     # The browser asked for no /favicon.ico, and nothing was refused.
     assert d.ctl({"cmd": "stats"})["refused"] == {}
+
+
+def stream_ids(d, path):
+    """The client ids of the streams open on `path`."""
+    return {c["id"] for c in d.ctl({"cmd": "clients", "service": path})["clients"]}
+
+
+def test_index_page_shows_events_of_a_type_it_learns_after_the_load(daemon, tab):
+    # An EventSource hands over only the types it listens for. A type first published after
+    # the page loaded is learnt from the JSON index (the tab getting the focus asks at once),
+    # and the stream reopens after the last event shown, so the missed ones are replayed:
+    # here the card has shown none yet, so it replays from the page's start.
+    d = daemon("[/chat]\n", top=f"retry = {RETRY}")
+    tab.goto(f"http://127.0.0.1:{d.port}/")
+    tab.wait(f"{card('/chat')}.dataset.state === 'open'", what="the /chat card open")
+    said = d.publish("/chat", "in a new type", event="said")
+    tab.evaluate("window.dispatchEvent(new Event('focus'))")
+    tab.wait(f"{card('/chat')}.dataset.count === '1'", what="the event of the new type")
+    assert shown(tab, "/chat") == [[said["id"], "said", "in a new type"]]
+    live = d.publish("/chat", "and live", event="said")
+    tab.wait(f"{card('/chat')}.dataset.count === '2'", what="a live event of that type")
+    assert shown(tab, "/chat")[-1] == [live["id"], "said", "and live"]
+
+
+def test_index_page_learns_types_the_service_no_longer_holds(daemon, tab):
+    # history = 0: the type is in no held event, yet the index lists it (the hub remembers the
+    # types a service broadcast), so the page listens for the next one.
+    d = daemon("[/ticker]\nhistory = 0\n", top=f"retry = {RETRY}")
+    tab.goto(f"http://127.0.0.1:{d.port}/")
+    tab.wait(f"{card('/ticker')}.dataset.state === 'open'", what="the /ticker card open")
+    before = stream_ids(d, "/ticker")
+    assert len(before) == 1
+    d.publish("/ticker", "unseen", event="quote")
+    tab.evaluate("window.dispatchEvent(new Event('focus'))")
+    deadline = time.monotonic() + TIMEOUT      # the page reopens its stream once it knows
+    while len(now := stream_ids(d, "/ticker")) != 1 or now == before:
+        assert time.monotonic() < deadline, "the page never reopened for the new type"
+        tab.evaluate("new Promise((done) => setTimeout(done, 50))")
+    tab.wait(f"{card('/ticker')}.dataset.state === 'open'", what="reopened")
+    ev = d.publish("/ticker", "seen", event="quote")
+    tab.wait(f"{card('/ticker')}.dataset.count === '1'", what="the next event of that type")
+    assert shown(tab, "/ticker") == [[ev["id"], "quote", "seen"]]

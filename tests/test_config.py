@@ -66,6 +66,46 @@ def test_key_table_defaults_match_dataclass_defaults():
             assert getattr(s, "cls" if key.name == "class" else key.name) == key.parse(key.default)
 
 
+def test_each_key_is_a_field_of_its_dataclass_and_nothing_else_is():
+    """KEYS alone names the settings: the dataclasses hold a field per key (`class` as
+    `cls`) besides where things were written (and a plugin's own keys)."""
+    attr = {"class": "cls"}
+    top = [attr.get(k.name, k.name) for k in config.KEYS if k.scope != "service"]
+    svc = [attr.get(k.name, k.name) for k in config.KEYS if k.scope != "ssed"]
+    assert [f.name for f in dataclasses.fields(config.Config)] == ["file", *top, "services"]
+    assert [f.name for f in dataclasses.fields(ServiceConfig)] == [
+        "path", "line", "lines", *svc, "options"]
+    assert ServiceConfig.__module__ == config.Config.__module__ == "ssed.config"
+
+
+def test_the_keys_each_source_reads_are_declared_by_its_class():
+    from ssed.sources import SOURCES
+    assert list(SOURCES) == ["none", "time", "messages", "quotes", "command", "file"]
+    for name, cls in SOURCES.items():
+        assert {"uses", "needs"} <= set(vars(cls)), name      # beside the class, not inherited
+        assert set(cls.needs) <= set(cls.uses), name
+        sc = one(f"[/a]\nsource = {name}\n" + "".join(f"{k} = x\n" for k in cls.needs[:1]))
+        assert sc.source == name
+
+
+@pytest.mark.parametrize("body, top, expected", [
+    ("journal = off\n", "state_dir = st\n", None),
+    ("journal = off\n", "", None),
+    ("", "state_dir = st\n", "/cfg/st/a.journal"),
+    ("journal = ./off\n", "state_dir = st\n", "/cfg/off"),
+    ("journal = j/a.log\n", "state_dir = st\n", "/cfg/j/a.log"),
+], ids=["off-with-state_dir", "off-alone", "state_dir", "a-file-named-off", "own-file"])
+def test_journal_off_means_none_even_with_state_dir(body, top, expected):
+    assert ok(f"[ssed]\n{top}[/a]\n{body}").services[0].journal == expected
+
+
+def test_two_services_with_journal_off_do_not_clash():
+    c = ok("[ssed]\nstate_dir = st\n[/a]\njournal = off\n[/b]\njournal = off\n")
+    assert [s.journal for s in c.services] == [None, None]
+    assert config.diff(ok("[ssed]\nstate_dir = st\n[/a]\n"), c) == [
+        "changed /a: journal", "added /b"]
+
+
 def test_history_and_cors_are_inherited_from_ssed_and_overridable():
     c = ok("""
         [ssed]

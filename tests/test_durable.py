@@ -207,6 +207,22 @@ def test_state_dir_journals_every_service_unless_it_names_its_own(daemon, tmp_pa
     assert {s["path"]: s["last_id"] for s in again.ctl({"cmd": "list"})["services"]} == ids
 
 
+def test_journal_off_keeps_a_service_out_of_state_dir(daemon, tmp_path):
+    conf = tmp_path / "conf"
+    body = "[/kept]\n[/volatile]\njournal = off\n"
+    top = "state_dir = state\njournal_sync = always"
+    d = start_in(daemon, conf, body, top=top)
+    kept = d.publish("/kept", "kept")["id"]
+    d.publish("/volatile", "gone")
+    assert [p.name for p in (conf / "state").iterdir()] == ["kept.journal"]
+    assert not (conf / "off").exists()
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(TIMEOUT)
+    again = start_in(daemon, conf, body, top=top)
+    assert {s["path"]: s["last_id"] for s in again.ctl({"cmd": "list"})["services"]} == {
+        "/kept": kept, "/volatile": None}
+
+
 def test_without_a_journal_history_is_gone_after_a_restart(daemon, tmp_path):
     conf = tmp_path / "conf"
     d = start_in(daemon, conf, "[/chat]\n")

@@ -193,3 +193,15 @@ def test_merge_of_one_history_is_its_since():
 
 def test_merge_with_an_empty_history():
     assert keys(merge([History(5), ring(5, KEYS)], (10, 1))) == KEYS[2:]
+
+
+def test_history_remembers_the_types_it_was_given_held_or_not_and_boundedly():
+    from ssed.history import MAX_TYPES
+    h = History(0)
+    for n, type_ in enumerate(["a", None, "b", "a"]):
+        h.append(Event((1, n), "x", type_))
+    assert (list(h.ring), list(h.types)) == ([], ["a", "b"])
+    for n in range(MAX_TYPES + 5):
+        h.append(Event((2, n), "x", f"t{n}"))
+    assert len(h.types) == MAX_TYPES and list(h.types)[-1] == f"t{MAX_TYPES + 4}"
+    assert "a" not in h.types       # the oldest to appear went first

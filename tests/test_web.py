@@ -151,45 +151,10 @@ def test_stream_from_an_allowed_origin_gets_that_origin_back_and_vary_origin(d):
         assert r.cors == [(ALLOW, origin), VARY]
 
 
-@pytest.mark.parametrize("origin", ["http://c.example", "https://a.example",
-                                    "http://a.example:8080", "http://a.example.evil", "null"])
-def test_stream_from_an_origin_not_allowed_gets_no_cors_headers_but_vary(d, origin):
-    r = stream_head(d, "/pub", [f"Origin: {origin}"])
-    assert r.status == 200      # the browser, not the server, withholds the stream
-    assert r.cors == [VARY]
-
-
 def test_stream_without_origin_gets_no_cors_headers(d):
     r = stream_head(d, "/pub")
     assert r.status == 200
     assert not [n for n, _ in r.pairs if n.startswith("access-control-")]
-
-
-def test_wildcard_service_answers_star_to_any_origin(d):
-    r = stream_head(d, "/star", ["Origin: http://anything.example"])
-    assert r.cors == [(ALLOW, "*"), VARY]
-
-
-def test_service_cors_origins_replace_the_global_ones(d):
-    assert stream_head(d, "/own", ["Origin: http://own.example"]).cors == [
-        (ALLOW, "http://own.example"), VARY]
-    assert stream_head(d, "/own", ["Origin: http://a.example"]).cors == [VARY]
-    assert stream_head(d, "/pub", ["Origin: http://own.example"]).cors == [VARY]
-
-
-def test_multiplexed_stream_allows_an_origin_only_if_every_service_does(d):
-    assert stream_head(d, "/?service=/pub&service=/star", ["Origin: http://a.example"]).cors == [
-        (ALLOW, "http://a.example"), VARY]      # the origin itself, since /pub is not "*"
-    assert stream_head(d, "/?service=/pub&service=/star",
-                       ["Origin: http://z.example"]).cors == [VARY]
-    assert stream_head(d, "/?service=/pub&service=/own",
-                       ["Origin: http://a.example"]).cors == [VARY]
-
-
-def test_head_request_gets_the_same_cors_headers(d):
-    r = request(d, "HEAD", "/pub", ["Origin: http://a.example"])
-    assert (r.status, r.body) == (200, b"")
-    assert r.cors == [(ALLOW, "http://a.example"), VARY]
 
 
 PREFLIGHT = ["Access-Control-Request-Method: GET",
@@ -204,26 +169,6 @@ def test_preflight_from_an_allowed_origin_is_204_with_methods_headers_and_max_ag
                       ("access-control-allow-methods", "GET, HEAD, POST, OPTIONS"),
                       ("access-control-allow-headers", "Authorization, Last-Event-ID, Content-Type"),
                       ("access-control-max-age", "600")]
-
-
-def test_preflight_from_an_origin_not_allowed_gets_no_cors_headers(d):
-    r = request(d, "OPTIONS", "/pub", ["Origin: http://c.example", *PREFLIGHT])
-    assert r.status == 204
-    assert r.cors == [VARY]
-
-
-def test_preflight_to_a_token_service_needs_no_token(d):
-    # Browsers never send credentials on a preflight; the token is checked on the GET.
-    r = request(d, "OPTIONS", "/secret", ["Origin: http://b.example", *PREFLIGHT])
-    assert (r.status, r.cors[0]) == (204, (ALLOW, "http://b.example"))
-
-
-def test_preflight_on_a_multiplexed_stream_and_the_wildcard(d):
-    r = request(d, "OPTIONS", "/?service=/pub&service=/secret",
-                ["Origin: http://a.example", *PREFLIGHT])
-    assert (r.status, r.cors[0]) == (204, (ALLOW, "http://a.example"))
-    r = request(d, "OPTIONS", "/star", ["Origin: http://x.example", *PREFLIGHT])
-    assert (r.status, r.cors[0]) == (204, (ALLOW, "*"))
 
 
 def test_post_reply_carries_cors_for_an_allowed_origin(d):
@@ -255,6 +200,19 @@ def test_refusals_carry_cors_so_an_allowed_page_can_read_them(d, method, target,
     assert (r.status, r.cors) == (status, [VARY])
 
 
+@pytest.mark.parametrize("headers, body", [
+    (["Content-Length: 1025"], b"x" * 1025),
+    (["Transfer-Encoding: chunked"], b"400\r\n" + b"x" * 1024 + b"\r\n1\r\nx\r\n0\r\n\r\n"),
+], ids=["content-length", "chunked"])
+def test_a_body_over_max_body_refused_by_the_parser_carries_cors_too(d, headers, body):
+    # The 413 comes from the request parser, before routing (issue 13.8: it had no CORS).
+    for origin, cors in (("http://a.example", [(ALLOW, "http://a.example"), VARY]),
+                         ("http://c.example", [VARY])):
+        r = request(d, "POST", "/pub", [f"Origin: {origin}", "Authorization: Bearer ptok",
+                                        *headers], body)
+        assert (r.status, r.cors) == (413, cors), r
+
+
 # -- subscriber tokens -------------------------------------------------------------------------
 
 def test_token_service_accepts_the_bearer_header_and_streams(d):
@@ -264,42 +222,11 @@ def test_token_service_accepts_the_bearer_header_and_streams(d):
     s.close()
 
 
-def test_token_service_accepts_the_scheme_in_any_case(d):
-    for auth in ("bearer stok", "BEARER stok", "Bearer   stok"):
-        assert stream_head(d, "/secret", [f"Authorization: {auth}"]).status == 200, auth
-
-
 def test_token_service_accepts_access_token_in_the_query(d):
     s = subscribed(d, "/secret?access_token=stok&client=q1")
     d.publish("/secret", "via query")
     assert s.wait_events(1)[0].data == "via query"
     s.close()
-
-
-@pytest.mark.parametrize("headers,target", [
-    ([], "/secret"),
-    (["Authorization: Bearer wrong"], "/secret"),
-    (["Authorization: Bearer STOK"], "/secret"),
-    (["Authorization: Bearer sto"], "/secret"),
-    (["Authorization: Bearer stokk"], "/secret"),
-    (["Authorization: Basic c3Rvaw=="], "/secret"),
-    (["Authorization: stok"], "/secret"),
-    ([], "/secret?access_token="),
-    ([], "/secret?access_token=stok2"),         # another service's token
-    (["Authorization: Bearer stok2"], "/secret"),
-], ids=["none", "wrong", "case", "prefix", "longer", "basic", "no-scheme", "empty-query",
-        "other-service-query", "other-service-header"])
-def test_missing_or_wrong_token_is_401_with_www_authenticate(d, headers, target):
-    r = request(d, "GET", target, headers)
-    assert r.status == 401, r
-    assert r.headers["www-authenticate"] == 'Bearer realm="ssed"'
-    assert r.headers["content-type"].startswith("text/plain")
-    assert b"stok" not in r.body and b"event-stream" not in r.body
-
-
-def test_head_on_a_token_service_needs_the_token_too(d):
-    assert request(d, "HEAD", "/secret").status == 401
-    assert request(d, "HEAD", "/secret?access_token=stok").status == 200
 
 
 def test_multiplexed_stream_includes_a_token_service_only_with_its_token(d):
@@ -388,18 +315,6 @@ def test_post_without_the_publish_token_is_401_and_publishes_nothing(d, token):
     s.close()
 
 
-@pytest.mark.parametrize("path", ["/own", "/secret"])
-def test_post_where_publishing_is_not_enabled_is_405_with_allow(d, path):
-    r = post(d, path, "x")
-    assert r.status == 405
-    assert r.headers["allow"] == "GET, HEAD, OPTIONS"
-
-
-def test_post_to_the_index_is_405_with_allow(d):
-    r = post(d, "/", "x")
-    assert (r.status, r.headers["allow"]) == (405, "GET, HEAD")
-
-
 def test_post_body_of_exactly_max_body_is_taken_one_more_byte_is_413(d):
     assert post(d, "/pub", "x" * 1024).status == 200
     r = post(d, "/pub", "x" * 1025)
@@ -438,35 +353,6 @@ def test_post_chunked_body_over_max_body_is_413(d):
     assert r.status == 413
 
 
-@pytest.mark.parametrize("ctype", ["application/xml", "text/html", "multipart/form-data; boundary=x",
-                                   "application/octet-stream"])
-def test_post_with_another_content_type_is_415(d, ctype):
-    assert post(d, "/pub", "x", ctype=ctype).status == 415
-
-
-@pytest.mark.parametrize("body,ctype", [
-    (b"{not json", "application/json"),
-    (b'["data"]', "application/json"),
-    (b'{"event": "x"}', "application/json"),
-    (b'{"data": 5}', "application/json"),
-    (b'{"data": "x", "event": 5}', "application/json"),
-    (b'{"data": "x", "event": "a\\nb"}', "application/json"),
-    (b'{"data": "x", "event": "a\\rb"}', "application/json"),
-    (b'{"data": "x", "id": "1-1"}', "application/json"),
-    (b"event=x", "application/x-www-form-urlencoded"),
-    (b"data=x&event=a%0Db", "application/x-www-form-urlencoded"),
-    (b"data=x&event=a%00b", "application/x-www-form-urlencoded"),
-    (b"caf\xe9", "text/plain"),
-    (b'{"data": "caf\xe9"}', "application/json"),
-], ids=["malformed-json", "json-array", "json-no-data", "json-data-not-string",
-        "json-event-not-string", "json-event-lf", "json-event-cr", "json-id", "form-no-data",
-        "form-event-cr", "form-event-nul", "text-not-utf8", "json-not-utf8"])
-def test_post_malformed_body_or_bad_event_type_is_400(d, body, ctype):
-    r = post(d, "/pub", body, ctype=ctype)
-    assert r.status == 400, r
-    assert r.headers["content-type"].startswith("text/plain")
-
-
 @pytest.mark.parametrize("body,ctype", [
     (json.dumps({"data": "to c1", "client": "c1"}), "application/json"),
     ("data=to+c1&client=c1", "application/x-www-form-urlencoded"),
@@ -487,45 +373,12 @@ def test_post_with_client_sends_to_that_client_id_only(d, body, ctype):
         s.close()
 
 
-@pytest.mark.parametrize("body,ctype,named", [
-    (b'{"data": "x", "cliend": "c1"}', "application/json", "'cliend'"),
-    (b'{"data": "x", "to": "c1", "retry": 5}', "application/json", "'retry', 'to'"),
-    (b'{"data": "x", "extra": null}', "application/json", "'extra'"),
-    (b'{"data": "x", "client": 7}', "application/json", "client must be a string"),
-    (b'{"data": "x", "client": "a b"}', "application/json", "client must be 1-64"),
-    (b'{"data": "x", "client": ""}', "application/json", "client must be 1-64"),
-    (b'{"data": "x", "client": "' + b"c" * 65 + b'"}', "application/json", "client must be 1-64"),
-    (b"data=x&cliend=c1", "application/x-www-form-urlencoded", "'cliend'"),
-    (b"data=x&client=", "application/x-www-form-urlencoded", "client must be 1-64"),
-    (b"data=x&client=a%0Ab", "application/x-www-form-urlencoded", "client must be 1-64"),
-    (b"data=x&client=c1&client=c2", "application/x-www-form-urlencoded", "more than once"),
-    (b"data=x&id=1-1", "application/x-www-form-urlencoded", "ids are made by the daemon"),
-    (b'{"data": "x", "id": "1-1", "foo": 1}', "application/json", "ids are made by the daemon"),
-], ids=["json-misspelt-client", "json-two-unknown", "json-unknown-null", "json-client-number",
-        "json-client-space", "json-client-empty", "json-client-too-long", "form-misspelt-client",
-        "form-client-empty", "form-client-lf", "form-client-twice", "form-id", "json-id-first"])
-def test_post_with_an_unknown_key_or_a_bad_client_is_400_and_publishes_nothing(d, body, ctype,
-                                                                             named):
-    s = subscribed(d, "/direct?client=c1")
-    r = post(d, "/direct", body, ctype=ctype)
-    assert r.status == 400, r
-    assert named in r.body.decode(), r
-    post(d, "/direct", "marker")
-    assert [e.data for e in s.wait_events(1)] == ["marker"]
-    s.close()
-
-
 def test_post_text_plain_body_is_all_data_even_when_it_looks_like_keys(d):
     s = subscribed(d, "/direct?client=c2")
     r = post(d, "/direct", 'client=c1&foo=1')
     assert r.status == 200, r
     assert s.wait_events(1)[0].data == "client=c1&foo=1"
     s.close()
-
-
-def test_post_to_a_json_only_service_needs_json_data(d):
-    assert post(d, "/jsononly", "not json").status == 400
-    assert post(d, "/jsononly", '{"price": 1}').status == 200
 
 
 def test_post_with_expect_100_continue_gets_continue_then_the_answer(d):
@@ -614,14 +467,6 @@ def test_index_json_variant_has_exact_keys_and_counts(daemon):
         s.close()
 
 
-def test_index_head_is_the_get_head_without_a_body(d):
-    get = request(d, "GET", "/")
-    head = request(d, "HEAD", "/")
-    assert head.status == 200 and head.body == b""
-    assert head.headers["content-length"] == get.headers["content-length"]
-    assert head.headers["content-type"] == get.headers["content-type"]
-
-
 def test_index_page_escapes_data_that_could_close_its_script(daemon):
     d = daemon("[/chat]\n")
     d.publish("/chat", "x", event="</script><script>alert(1)</script>")
@@ -668,12 +513,6 @@ def test_a_service_at_favicon_ico_is_served_instead(daemon):
     s = subscribed(d, "/favicon.ico")
     assert s.headers["content-type"] == "text/event-stream"
     s.close()
-
-
-def test_index_false_means_404_at_the_root(daemon):
-    d = daemon("[/chat]\n", top="index = false")
-    assert request(d, "GET", "/").status == 404
-    assert stream_head(d, "/?service=/chat").status == 200     # multiplexing still works
 
 
 def test_service_at_the_root_is_served_instead_of_the_index(daemon):

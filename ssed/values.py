@@ -1,0 +1,206 @@
+"""The config's value parsers: the text of one key to its value, or ValueError with a
+reason a person can act on (config.py adds the file, the line and the key's name).
+
+Pure: they read no file and no clock. `KEYS` in config.py names the parser of each key.
+"""
+import datetime
+import difflib
+import ipaddress
+import math
+import re
+import sys
+
+from .sse import bad_event_type
+
+
+def match(pattern, expected, convert):
+    def parse(text):
+        if not re.fullmatch(pattern, text):
+            raise ValueError(f"expected {expected}, got {text!r}")
+        return convert(text)
+    return parse
+
+
+def optional(text):
+    return text or None  # empty means unset
+
+
+def path(text):
+    if "\n" in text:
+        raise ValueError("a path is one line (is the next line indented by mistake?)")
+    return text or None
+
+
+def number(low, strict):
+    """A plain decimal number (no exponent, no `_`, ASCII digits) above or from `low`."""
+    def parse(text):
+        ok = re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text)
+        value = float(text) if ok else math.nan
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise ValueError(f"expected a number {'>' if strict else '>='} {low}, got {text!r}")
+        return value
+    return parse
+
+
+def integer(low):
+    def parse(text):
+        if not re.fullmatch(r"[0-9]+", text) or int(text) < low:
+            raise ValueError(f"expected an integer >= {low}, got {text!r}")
+        return int(text)
+    return parse
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}
+boolean = match(r"(?i)true|false|yes|no|on|off|1|0", "true or false (or yes/no, on/off, 1/0)",
+                lambda text: _BOOLS[text.lower()])
+octal = match(r"(0o)?[0-7]{1,4}", "an octal file mode such as 0660",
+              lambda text: int(text.removeprefix("0o"), 8))
+group = match(r"([A-Za-z0-9_][A-Za-z0-9_.-]*\$?)?", "a group name or number", optional)
+class_name = match(r"([^\W\d]\w*(\.[^\W\d]\w*)*:[^\W\d]\w*)?",
+                   "module:Class, as in mypkg.chat:Chat", optional)
+
+
+# A token travels in an Authorization header or a query string: visible ASCII only.
+def secret(text):
+    """A token; the error never quotes the value (it ends up in logs and --check output)."""
+    if not re.fullmatch(r"[\x21-\x7e]*", text):
+        bad = next(c for c in text if not "\x21" <= c <= "\x7e")
+        raise ValueError("expected visible ASCII characters without spaces, got a value "
+                         f"with {_character(bad)} in it (value not shown)")
+    return optional(text)
+
+
+def _character(c):
+    return {" ": "a space", "\n": "a line break", "\t": "a tab"}.get(c, f"U+{ord(c):04X}")
+
+
+NO_JOURNAL = False      # `journal = off`: no journal, even where `state_dir` would give one
+
+
+def journal(text):
+    """A journal file, or `off` (NO_JOURNAL) for none; a file named off is `./off`."""
+    return NO_JOURNAL if text == "off" else path(text)
+
+
+# The strftime directives that Python and glibc render. glibc prints any other as it is
+# written, so a typo such as %Q would be published literally every tick: refuse it here.
+# %f, %z and %Z are Python's own (no flags); the rest are glibc's, which takes a flag and a
+# width, and the E and O modifiers on the conversions that have them.
+_DIRECTIVE = re.compile(r"%(?:[fzZ%]" + (r"|:z" if sys.version_info >= (3, 12) else "")
+                        + r"|[-_0^#]?[0-9]*(?:[aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyY]"
+                          r"|E[cCxXyY]|O[deHImMSuUVwWy]))")
+
+
+def time_format(text):
+    if text in ("iso", "unix"):
+        return text
+    if "%" not in text:
+        raise ValueError(f"expected iso, unix, or a strftime pattern with %, got {text!r}")
+    at = text.find("%")
+    while at >= 0:
+        found = _DIRECTIVE.match(text, at)
+        if found is None:
+            raise ValueError(f"unknown strftime directive {text[at:at + 2]!r} in {text!r} "
+                             "(see `man strftime`)")
+        at = text.find("%", found.end())
+    try:    # a fixed moment: this checks the pattern, not the clock
+        datetime.datetime(2000, 1, 2, tzinfo=datetime.timezone.utc).strftime(text)
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError(f"strftime cannot render {text!r}: {exc}") from None
+    return text
+
+
+def event(text):
+    reason = bad_event_type(text)  # the same rule the hub applies to published events
+    if reason:
+        raise ValueError(reason)
+    return text or None
+
+
+def messages(text):
+    return tuple(line.strip() for line in text.split("\n") if line.strip())
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _hostname(host):
+    if not _HOSTNAME.fullmatch(host) or len(host) > 253:
+        raise ValueError(host)
+
+
+def _address(item):
+    host, _, port = item.rpartition(":")
+    if host[:1] == "[" and host[-1:] == "]":
+        host, check = host[1:-1], ipaddress.IPv6Address
+    else:  # an unbracketed IPv6 address fails here too: ':' is not in a host name
+        check = ipaddress.IPv4Address if re.fullmatch(r"[0-9.]+", host) else _hostname
+    try:
+        check(host)
+        if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+            raise ValueError(port)
+    except ValueError:
+        raise ValueError("expected host:port with a port 0..65535 and IPv6 in brackets "
+                         f"(as in [::1]:8080), got {item!r}") from None
+    return host, int(port)
+
+
+def listen(text):
+    addresses = tuple(_address(item) for item in text.split())
+    if not addresses:
+        raise ValueError("expected one or more host:port")
+    for i, (host, port) in enumerate(addresses):
+        if port and (host, port) in addresses[:i]:  # two port 0s are two ephemeral ports
+            raise ValueError(f"{host}:{port} is listed twice")
+    return addresses
+
+
+def networks(text):
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in text.split())
+    except ValueError as e:
+        raise ValueError(f"expected IP addresses or CIDR networks: {e}") from None
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def origins(text):
+    origins = tuple(item.lower() for item in text.split())  # browsers send them lowercased
+    if "*" in origins and len(origins) > 1:
+        raise ValueError("'*' must stand alone")
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ValueError("expected an origin such as https://example.com (no path), "
+                             f"got {origin!r}")
+    return origins
+
+
+
+
+_PATH = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
+
+
+def bad_service_path(path, reserved):
+    """Why `path` cannot be a service path (`reserved`: paths the daemon serves), or None."""
+    if path in reserved:
+        return f"path {path} clashes with the built-in {path} endpoint"
+    end = _PATH.match(path).end()
+    if end < len(path):
+        reason = f"character {path[end]!r} is not allowed (RFC 3986 path characters only)"
+    elif "//" in path:
+        reason = "empty segment (//)"
+    elif path != "/" and path.endswith("/"):
+        reason = "trailing /"
+    elif any(segment in (".", "..") for segment in path.split("/")):
+        reason = "'.' and '..' segments are not allowed"
+    else:
+        return None
+    return f"invalid service path {path!r}: {reason}"
+
+
+
+def did_you_mean(name, names):
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
