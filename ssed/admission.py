@@ -12,7 +12,7 @@ the flags come in as values; the answer's bytes come from `Refusal.reply()`.
 import random
 
 from . import reasons
-from .http1 import error_reply
+from .responses import error_reply
 
 
 class Refusal:

@@ -12,7 +12,8 @@ import socket
 import traceback
 
 from . import reasons, web
-from .http1 import HttpError, RequestParser, error_reply, whole_request
+from .http1 import HttpError, RequestParser, whole_request
+from .responses import error_reply
 from .outbox import failed
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE

@@ -20,10 +20,11 @@ from .accept import Acceptor
 from .children import Children
 from .conns import HttpConn, StreamConn
 from .controlconns import Console
-from .http1 import error_reply, whole_request
+from .http1 import whole_request
 from .log import Throttle, redact
 from .orders import Close, FanOut, Kill, Spawn
 from .outbox import Outbox
+from .responses import error_reply
 from .stalls import STALL_AFTER, Stalls
 from .wakeup import Wakeup
 

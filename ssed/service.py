@@ -3,6 +3,7 @@
 A service knows its clients and publishes events; it never sees a socket. Everything it asks
 of the daemon goes through the hub it was given.
 """
+from .channel import Client
 
 
 class Refuse(Exception):
@@ -54,7 +55,6 @@ class Service:
         TypeError.
         """
         if client is not None and not isinstance(client, str):
-            from .channel import Client     # here, since the hub imports this module
             if type(client) is not Client:
                 raise TypeError(f"{self.path}: publish(client=...) takes a Client or a client "
                                 f"id (str), not {type(client).__name__}")

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 
+from .channel import PublishError
 from .log import Episode, Throttle
 from .limits import MAX_MESSAGES_FILE, MAX_SOURCE_EVENT
 from .service import Service
@@ -99,7 +100,6 @@ class Fed(Service):
     def fed(self, text):
         """Publish `text`; a publish the hub refuses (not JSON under `json = true`) is a
         failure of the feed, in one line."""
-        from .hub import PublishError   # not at the top: the hub imports the sources
         try:
             self.publish(text)
         except PublishError as exc:

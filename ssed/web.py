@@ -12,7 +12,8 @@ from . import admission, metrics, reasons
 from .addresses import in_networks
 from .config import RESERVED
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
-from .http1 import HttpError, error_reply, keeps_alive, reply, response_head
+from .http1 import HttpError
+from .responses import error_reply, keeps_alive, reply, response_head
 from .hub import PublishError
 from .service import Refuse
 

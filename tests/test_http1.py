@@ -7,8 +7,8 @@ one-match `whole_request` (tried first at accept) must agree with the parser or 
 """
 import pytest
 
-from ssed.http1 import (MAX_HEAD, HttpError, RequestParser, error_reply, reply,
-                        response_head, whole_request)
+from ssed.http1 import MAX_HEAD, HttpError, RequestParser, whole_request
+from ssed.responses import error_reply, reply, response_head
 
 MAX_BODY = 64
 
