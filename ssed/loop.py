@@ -48,7 +48,7 @@ class Loop:
         self.console = console
         self.clock = clock
         self.stalls = stalls or Stalls(log)
-        self.selector = selectors.DefaultSelector()
+        self.selector = None            # made by start(): an epoll descriptor
         self.acceptor = Acceptor(self, listeners, control_sock)
         self.outbox = Outbox(hub.stats, hub.config.send_buffer)
         self.throttle = Throttle(log)   # lines that can repeat without end (commands' stderr)
@@ -67,6 +67,7 @@ class Loop:
 
     def start(self):
         """Watch the listeners, the control socket, the console and the signals."""
+        self.selector = selectors.DefaultSelector()
         self.acceptor.start()
         if self.console is not None:
             try:
