@@ -285,13 +285,13 @@ def make_hub(ini):
 
 
 def test_parsed_requests_are_routed_to_a_reply_or_a_stream():
-    hub, io = make_hub(ROUTE_INI)
+    hub, orders = make_hub(ROUTE_INI)
     for path in ("/chat", "/json"):     # someone to deliver POSTed events to
         hub.subscribe([path], None, "10.9.9.9", None, None)
     rng = random.Random(7)
     kinds = set()
     for _ in range(CASES):
-        before = len(io.fanouts)
+        before = len(orders.fanouts)
         data = mutate(rng, rng.choice(ROUTE_CORPUS), ROUTE_CORPUS, HTTP_TOKENS)
         parser = RequestParser(hub.config.max_body)
         try:
@@ -312,9 +312,9 @@ def test_parsed_requests_are_routed_to_a_reply_or_a_stream():
             assert result.data.startswith(b"HTTP/1.1 200 OK\r\n")
             kinds.add("stream")
             if result.client is not None:
-                io.close(result.client, "eof")
+                orders.close(result.client, "eof")
         assert hub.client_count == 2
-        for wire, _ in io.fanouts[before:]:     # a POST published: framed, nothing injected
+        for wire, _ in orders.fanouts[before:]:     # a POST published: framed, nothing injected
             held = hub.channels[request.path].history.since(None)[-1]
             assert held.wire == wire
             event = wire_event(wire)
@@ -375,8 +375,8 @@ class FakeDaemon:
 @pytest.fixture
 def control_rig(monkeypatch):
     monkeypatch.setitem(sys.modules, "fuzzplugins", sys.modules[__name__])
-    hub, io = make_hub(CONTROL_INI)
-    return hub, io, FakeDaemon()
+    hub, orders = make_hub(CONTROL_INI)
+    return hub, orders, FakeDaemon()
 
 
 def ensure_subscribers(hub):
@@ -420,9 +420,9 @@ def wire_event(wire):
     return events[0]
 
 
-def check_fanout(hub, io, request, answer_obj, before):
+def check_fanout(hub, orders, request, answer_obj, before):
     """A publish that succeeded went out once, framed so that its data cannot add fields."""
-    new = io.fanouts[before:]
+    new = orders.fanouts[before:]
     if request is None or request.get("cmd") != "publish":
         assert not new, (request, new)
         return
@@ -446,16 +446,16 @@ def check_fanout(hub, io, request, answer_obj, before):
         assert event.id == answer_obj["id"]
 
 
-def control_case(hub, io, daemon, line):
+def control_case(hub, orders, daemon, line):
     ensure_subscribers(hub)
-    before = len(io.fanouts)
+    before = len(orders.fanouts)
     if isinstance(line, CommandError):      # the splitter's placeholder for a bad line
         as_json = getattr(line, "as_json", False)
     else:
         as_json = line.lstrip().startswith("{")
     answer, request = handle_line(line, hub, daemon)
     obj = check_answer(line, answer, as_json)
-    check_fanout(hub, io, request, obj, before)
+    check_fanout(hub, orders, request, obj, before)
     return obj
 
 
@@ -471,8 +471,8 @@ CONTROL_REGRESSIONS = [
 
 @pytest.mark.parametrize("line", CONTROL_REGRESSIONS)
 def test_control_regressions_found_by_fuzzing(control_rig, line):
-    hub, io, daemon = control_rig
-    control_case(hub, io, daemon, line)
+    hub, orders, daemon = control_rig
+    control_case(hub, orders, daemon, line)
 
 
 def random_text(rng):
@@ -494,7 +494,7 @@ def generated_publish(rng):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_control_lines_always_get_one_answer_line_and_never_raise(control_rig, seed):
-    hub, io, daemon = control_rig
+    hub, orders, daemon = control_rig
     rng = random.Random(seed)
     oks = errors = 0
     for _ in range(CASES):
@@ -505,7 +505,7 @@ def test_control_lines_always_get_one_answer_line_and_never_raise(control_rig, s
             # What the line splitter makes of one line: a str, or its error placeholder.
             line = LineSplitter().feed(raw.replace(b"\n", b" ") + b"\n")[0]
         try:
-            obj = control_case(hub, io, daemon, line)
+            obj = control_case(hub, orders, daemon, line)
         except AssertionError:
             raise
         except Exception as exc:
@@ -513,7 +513,7 @@ def test_control_lines_always_get_one_answer_line_and_never_raise(control_rig, s
         if obj is not None:
             oks += obj["ok"]
             errors += not obj["ok"]
-    assert oks and errors and io.fanouts
+    assert oks and errors and orders.fanouts
 
 
 @pytest.mark.parametrize("seed", SEEDS)
