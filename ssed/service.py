@@ -72,9 +72,10 @@ class Service:
           limit, cannot run), and `output` then holds what it wrote before that (b"" if it
           never ran). An error is never raised: check it in the callback.
 
-        Returns True once the command runs. One child at a time per service: while one is
-        still running, returns False and the callback is not called; a command that cannot
-        be started returns False too, after its callback got the error. The child is killed
+        Returns True once the run is asked for (the loop starts it as soon as the calling
+        hook returns). One child at a time per service: while one is still running, returns
+        False and the callback is not called; a command that cannot be started reaches the
+        callback with the error (`cannot start it: ...`). The child is killed
         after `timeout` seconds (default: the service's interval), or when the service stops
         (after `on_stop`; its callback then gets an error).
         """
