@@ -9,7 +9,7 @@ import time
 
 from . import __version__
 from . import config as configmod
-from . import plugins, sources
+from . import auth, plugins, sources
 from .control import CommandError
 from .hub import Hub
 from .children import become_subreaper, kill_descendants
@@ -39,7 +39,7 @@ def read_config(path, loader=None):
     every error in one pass; ConfigError otherwise. `loader`: the daemon's Plugins, which
     keeps what changed on disk aside until `commit`."""
     loader = loader or plugins.Plugins()
-    checks = (configmod.has_services, sources.check, loader.check)
+    checks = (configmod.has_services, sources.check, loader.check, auth.check)
     if not path:
         return configmod.default(checks)
     plugin_dir = os.path.dirname(os.path.abspath(path))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from importlib import resources
 from typing import Callable, Mapping
 
+from . import jwt
 from . import values as V
 from .ini import read_sections
 from .sources import SOURCES
@@ -89,6 +90,13 @@ KEYS = (
     Key("status_allow", "ssed", V.networks, "127.0.0.0/8 ::1",
         "space-separated addresses or CIDR networks that may read `/healthz` and `/metrics`"),
     Key("index", "ssed", V.boolean, "true", "serve the HTML index of public services at `/`"),
+    Key("jwt_key", "ssed", V.optional, "", "`ALG:FILE`, one or more: hs256/384/512 (a secret "
+        "file) or rs256/384/512 (a PEM public key or JWK set), for `auth = jwt`"),
+    Key("jwt_issuer", "ssed", V.optional, "", "if set, a token's `iss` must equal it"),
+    Key("jwt_audience", "ssed", V.optional, "", "if set, a token's `aud` must be or hold it"),
+    Key("jwt_cookie", "ssed", V.cookie, "", "if set, the token may also come in this cookie"),
+    Key("jwt_leeway", "ssed", V.number(0, False), "30",
+        "seconds of clock skew allowed on a token's `exp`, `nbf` and `iat`"),
     Key("source", "service", _source, "none",
         "what feeds the service: time, messages, quotes, command, file, or none (publishers only)"),
     Key("interval", "service", V.number(0.01, False), "1", "seconds between the source's ticks"),
@@ -105,6 +113,10 @@ KEYS = (
         "shell command run each tick by the command and quotes sources"),
     Key("token", "service", V.secret, "", "if set, subscribers must present it"),
     Key("publish_token", "service", V.secret, "", "if set, `POST` with this bearer token publishes"),
+    Key("auth", "service", V.auth, "", "`jwt`: subscribers must present a JWT whose claims "
+        "cover the path (instead of `token`)"),
+    Key("publish_auth", "service", V.auth, "", "`jwt`: `POST` takes a JWT whose claims cover "
+        "the path (instead of `publish_token`)"),
     Key("session_event", "service", V.boolean, "false",
         "first send a new stream an `event: session` with its client id"),
     Key("json", "service", V.boolean, "false", "refuse published data that is not valid JSON"),
@@ -172,6 +184,8 @@ def _value(key, text, base):
     value = key.parse(text)
     if key.name in _PATHS and value:
         value = os.path.abspath(os.path.join(base, value))
+    elif key.name == "jwt_key" and value:
+        value = jwt.load_keys(value, base)     # read now, so --check finds a bad key
     return value
 
 

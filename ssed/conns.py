@@ -86,9 +86,10 @@ class HttpConn:
         """Parse; route a whole request. The bytes after it, when the connection stays."""
         try:
             if self.parser is None:
-                request = whole_request(data)
+                hub = self.loop.hub
+                request = whole_request(data, hub.max_head)
                 if request is None:
-                    self.parser = RequestParser(self.loop.hub.config.max_body)
+                    self.parser = RequestParser(hub.config.max_body, hub.max_head)
                     request = self.parser.feed(data)
             else:
                 request = self.parser.feed(data)

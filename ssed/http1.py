@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, unquote
 from .responses import error_reply
 
 MAX_HEAD = 8192
+JWT_HEAD = 16384          # with JWT keys configured (SPEC 11): room for an 8 KiB token
 MAX_CHUNK_LINE = 4096     # a chunk size line or a trailer line
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -64,11 +65,12 @@ class Request:
 
 class RequestParser:
     """Feed it bytes until it returns a Request. One request per parser."""
-    __slots__ = ("max_body", "buffer", "request", "continue_needed", "trailing", "_body",
-                 "_scanned")
+    __slots__ = ("max_body", "max_head", "buffer", "request", "continue_needed", "trailing",
+                 "_body", "_scanned")
 
-    def __init__(self, max_body=65536):
+    def __init__(self, max_body=65536, max_head=MAX_HEAD):
         self.max_body = max_body
+        self.max_head = max_head
         self.buffer = bytearray()
         self.request = None         # set once the head is parsed
         self.continue_needed = False
@@ -102,15 +104,16 @@ class RequestParser:
             del buffer[:2 if buffer[0] == 13 else 1]
         # Search only the new bytes (and 3 before them, where an end may have begun): a
         # head trickled a byte at a time must not be rescanned from the start each time.
-        m = _HEAD_END.search(buffer, max(0, self._scanned - 3), MAX_HEAD + 4)
+        limit = self.max_head
+        m = _HEAD_END.search(buffer, max(0, self._scanned - 3), limit + 4)
         if m is None:
             self._scanned = len(buffer)
-            # Over only once no end of head (up to 4 bytes) can start within MAX_HEAD.
-            if len(buffer) >= MAX_HEAD + 4:
-                raise HttpError(431, "request head over 8 KiB")
+            # Over only once no end of head (up to 4 bytes) can start within the limit.
+            if len(buffer) >= limit + 4:
+                raise HttpError(431, f"request head over {limit // 1024} KiB")
             return False
-        if m.start() > MAX_HEAD:
-            raise HttpError(431, "request head over 8 KiB")
+        if m.start() > limit:
+            raise HttpError(431, f"request head over {limit // 1024} KiB")
         self.request = request = parse_head(bytes(buffer[:m.start()]))
         del buffer[:m.end()]
         self._body = body_reader(request, self.max_body)
@@ -124,13 +127,13 @@ class RequestParser:
 VERSION_NAMES = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
 
 
-def whole_request(data):
+def whole_request(data, max_head=MAX_HEAD):
     """`data` as a Request when it is exactly one complete head of the common form with no
     body; None otherwise (more to come, a body, repeated headers, anything odd), for the
     general parser. Same result as RequestParser, with a few string methods instead of
     regexes: letters for a method, printable ASCII for a target, CRLF line ends, letters,
     digits and '-' for header names, printable values."""
-    if len(data) > MAX_HEAD + 2 or not data.endswith(b"\r\n\r\n"):
+    if len(data) > max_head + 2 or not data.endswith(b"\r\n\r\n"):
         return None
     lines = data.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")

@@ -11,9 +11,11 @@ import secrets
 import traceback
 from collections import Counter
 
-from . import sse
+from . import jwt, sse
 from .addresses import in_networks
 from .admission import PerAddress
+from .auth import Expiring
+from .http1 import JWT_HEAD, MAX_HEAD
 from .bans import Bans
 from .channel import Channel, Client, PublishError
 from .history import IdClock
@@ -57,6 +59,8 @@ class Hub:
         self.refused = Counter()    # reason -> connections refused for it
         self.joining = None         # the Joining whose on_connect hooks are running
         self.throttle = Throttle(log, every=HOOK_LOG_EVERY)
+        self.expiring = Expiring()  # streams to close when their JWT expires
+        self._auth(config)
 
     # -- services --------------------------------------------------------------------
 
@@ -122,9 +126,21 @@ class Hub:
         self.throttle((path, hook), self.now, "error",
                       f"service {path}: {hook} failed: {exc!r}\n" + traceback.format_exc())
 
+    def _auth(self, config):
+        """The JWT verifier (None without `jwt_key`) and the request head limit with it."""
+        self.jwt = None if not config.jwt_key else jwt.Verifier(
+            config.jwt_key, config.jwt_issuer, config.jwt_audience, config.jwt_leeway)
+        self.max_head = JWT_HEAD if config.jwt_key else MAX_HEAD
+
+    def expire_at(self, client, when):
+        """Close `client` at `when` (its token's exp plus the leeway)."""
+        self.expiring.add(client, when, self.client_count)
+        self.due = min(self.due, when)
+
     def reload(self, config):
         """Take a new, valid config: start, stop and restart services; keep open streams."""
         self.config = config
+        self._auth(config)
         wanted = {sc.path: sc for sc in config.services}
         for path in [p for p in self.channels if p not in wanted]:
             channel = self.channels.pop(path)
@@ -207,7 +223,8 @@ class Hub:
         if now >= self.next_keepalive:
             # At the next client's due time, but sweeping at most 10 times a second.
             self.next_keepalive = max(self._keepalive(now), now + 0.1)
-        self.due = min(due, self.next_keepalive)
+        self.orders.extend(Close(c, reasons.EXPIRED) for c in self.expiring.due(now))
+        self.due = min(due, self.next_keepalive, self.expiring.next())
         return self.due
 
     def _keepalive(self, now):

@@ -13,6 +13,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # shape, not the configured values: replacing every occurrence of a configured token garbled
 # unrelated words ("SIGHU***: reloading" for a token "P") and so told the reader the token.
 _TOKENS = re.compile(r"(?i)(access_token=|bearer\s+)[^&\s\"']+")
+# Anything shaped like a JWT (a base64url JSON header, two more segments), wherever it came
+# from: a cookie, a header, a query, a plugin's own line.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 
 def escape(text):
@@ -22,7 +25,7 @@ def escape(text):
 
 def redact(text):
     """`text` (a request target, a header) with the token values in it as `***`."""
-    return _TOKENS.sub(r"\1***", text)
+    return _JWT.sub("***", _TOKENS.sub(r"\1***", text))
 
 
 def under_journald(env, stderr_stat):

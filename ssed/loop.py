@@ -256,7 +256,7 @@ class Loop:
             data = None
         except OSError:
             return sock.close()     # reset before it sent a byte
-        request = whole_request(data) if data else None
+        request = whole_request(data, self.hub.max_head) if data else None
         if request is not None:
             result = self.route(request, address)
             if type(result) is web.Stream and not result.head_only:

@@ -12,6 +12,7 @@ SLOW = "slow"               # more than `send_buffer` bytes waiting
 STALLED = "stalled"         # its queue made no progress for `send_timeout`
 ERROR = "error"             # a socket error other than the peer leaving
 BUG = "bug"                 # a bug while serving it (logged with its traceback)
+EXPIRED = "expired"         # its JWT expired (the client comes back with a new one)
 
 # -- streams that end by the client's doing or a clean stop: not drops ------------------------
 EOF_ = "eof"                # the peer closed
@@ -32,6 +33,7 @@ HEADER_TIMEOUT = "header_timeout"
 NOT_FOUND = "not_found"
 METHOD = "method"
 UNAUTHORIZED = "unauthorized"
+FORBIDDEN = "forbidden"     # a valid JWT that does not cover the path (or another client id)
 STATUS_FORBIDDEN = "status_forbidden"
 REFUSED_BY_SERVICE = "refused_by_service"
 

@@ -75,6 +75,11 @@ def _character(c):
     return {" ": "a space", "\n": "a line break", "\t": "a tab"}.get(c, f"U+{ord(c):04X}")
 
 
+auth = match(r"(jwt)?", "jwt (or empty: no JWT)", optional)
+# A cookie name is an RFC 6265 token.
+cookie = match(r"[!#$%&'*+.^_`|~0-9A-Za-z-]*", "a cookie name", optional)
+
+
 NO_JOURNAL = False      # `journal = off`: no journal, even where `state_dir` would give one
 
 

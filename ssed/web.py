@@ -8,7 +8,7 @@ import json
 from importlib import resources
 from urllib.parse import parse_qs
 
-from . import admission, metrics, reasons
+from . import admission, auth, jwt, metrics, reasons
 from .addresses import in_networks
 from .config import RESERVED
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
@@ -141,7 +141,8 @@ def _service(hub, request, address, channels):
 def _takes_post(request, channels):
     """Whether a POST here publishes: one service (not a multiplexed stream) with a
     publish_token."""
-    return bool(channels[0].config.publish_token) and request.path != "/"
+    config = channels[0].config
+    return bool(config.publish_token or config.publish_auth) and request.path != "/"
 
 
 def http_error(hub, exc, request):
@@ -184,7 +185,11 @@ def _cors(hub, request, channels):
             wildcard = False
             if origin.lower() not in allowed:
                 return [("Vary", "Origin")]
-    return [("Access-Control-Allow-Origin", "*" if wildcard else origin), ("Vary", "Origin")]
+    if wildcard or not hub.config.jwt_cookie:
+        return [("Access-Control-Allow-Origin", "*" if wildcard else origin), ("Vary", "Origin")]
+    # A listed origin may send the JWT cookie (SPEC 11); `*` never goes with credentials.
+    return [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin")]
 
 
 def _preflight(hub, request, channels):
@@ -221,6 +226,14 @@ def _subscribe(hub, request, address, channels):
     client_id = request.first("client")
     if client_id is not None and not CLIENT_ID.match(client_id):
         raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
+    claims = None
+    if hub.jwt is not None and any(ch.config.auth for ch in channels):
+        try:
+            claims, client_id = auth.subscriber(hub, request, channels, client_id)
+        except jwt.JwtError as exc:
+            return _jwt_refusal(hub, exc)
+        except auth.Forbidden as exc:
+            return refusal(403, str(exc), reasons.FORBIDDEN)
     refused = admission.refusal("stream", hub.config, hub.per_ip.get(address, 0),
                                 hub.client_count)
     if refused is not None:
@@ -236,15 +249,31 @@ def _subscribe(hub, request, address, channels):
         client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:
         return refusal(refuse.status, refuse.reason, reasons.REFUSED_BY_SERVICE)
+    if claims is not None:
+        hub.expire_at(client, claims.exp + hub.config.jwt_leeway)
     return Stream(head + preamble, client)
+
+
+def _jwt_refusal(hub, exc):
+    """A refused token: 401 or 403 with its WWW-Authenticate; the reason logged (a minute
+    apart per reason), never the token."""
+    hub.throttle(("jwt", exc.reason), hub.now, "info", f"JWT refused: {exc.reason}")
+    return refusal(exc.status, "the token does not allow this" if exc.status == 403
+                   else "a valid token is needed", reasons.FORBIDDEN if exc.status == 403
+                   else reasons.UNAUTHORIZED, [("WWW-Authenticate", exc.www_authenticate())])
 
 
 def _publish(hub, request, channel):
     token = channel.config.publish_token
-    if not token:
+    if channel.config.publish_auth and hub.jwt is not None:
+        try:
+            auth.claims(hub, request, [channel.path], "publish")
+        except jwt.JwtError as exc:
+            return _jwt_refusal(hub, exc)
+    elif not token:
         return refusal(405, f"{channel.path} does not take POST", reasons.METHOD,
                        [("Allow", "GET, HEAD, OPTIONS")])
-    if not _token_ok(token, _bearer(request)):
+    elif not _token_ok(token, _bearer(request)):
         return refusal(401, "publishing needs the publish token", reasons.UNAUTHORIZED,
                        [("WWW-Authenticate", 'Bearer realm="ssed publish"')])
     data, event, client = _post_body(request)
