@@ -90,7 +90,9 @@ def _decode(token):
             token = token.decode("ascii")
         except UnicodeDecodeError:
             raise _invalid("not base64url") from None
-    if not isinstance(token, str) or len(token) > MAX_TOKEN:
+    if not isinstance(token, str):
+        raise _invalid("not base64url")
+    if len(token) > MAX_TOKEN:
         raise _invalid("token over 8 KiB")
     parts = token.split(".")
     if len(parts) != 3:
@@ -275,7 +277,9 @@ class Verifier:
     def verify(self, token, now):
         if not token:
             raise missing()
-        if not isinstance(token, str) or len(token) > MAX_TOKEN:
+        if not isinstance(token, str):
+            raise _invalid("not base64url")
+        if len(token) > MAX_TOKEN:
             raise _invalid("token over 8 KiB")
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         claims = self._cache.pop(digest, None)
