@@ -166,7 +166,10 @@ def emsa_pkcs1_v15(hash_name, message, k):
 
 
 def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A NumericDate we can compute with: not a bool, within +-2**53 (a huge integer would be
+    a deadline no clock or float could hold)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and -2 ** 53 < value < 2 ** 53)
 
 
 def _claims(payload, now, leeway, issuer, audience):

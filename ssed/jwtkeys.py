@@ -19,6 +19,7 @@ HASHES = {"256": "sha256", "384": "sha384", "512": "sha512"}
 HASH_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
 ALGS = tuple(f"{kind}{bits}" for kind in ("HS", "RS") for bits in HASHES)
 MIN_RSA_BITS = 2048
+MAX_FILE = 1 << 20
 # AlgorithmIdentifier content for rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters.
 RSA_ALGORITHM = bytes.fromhex("06092a864886f70d0101010500")
 SEQUENCE, INTEGER, BIT_STRING = 0x30, 0x02, 0x03
@@ -77,11 +78,19 @@ def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")      # 1e400 reads as infinity: an exp never met
+    return value
+
+
 def strict_json(data):
-    """UTF-8 JSON bytes to a value: duplicate keys, NaN and Infinity refused (ValueError)."""
+    """UTF-8 JSON bytes to a value: duplicate keys, NaN, Infinity and numbers that overflow to
+    infinity refused (ValueError)."""
     try:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                          parse_constant=_no_constant)
+                          parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError("nested too deep") from None
 
@@ -102,9 +111,11 @@ def load_keys(spec_text, base_dir):
         path = os.path.join(base_dir, name)
         try:
             with open(path, "rb") as f:
-                data = f.read(1 << 20)
+                data = f.read(MAX_FILE + 1)
         except OSError as e:
             raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+        if len(data) > MAX_FILE:
+            raise ValueError(f"{path}: over 1 MiB, not a key file")
         try:
             read = _secret if alg.upper().startswith("HS") else _rsa_keys
             keys.extend(read(alg.upper(), data, path))

@@ -27,13 +27,13 @@ NOW = 1_800_000_000
 
 # ---- RFC 7515 Appendix A ---------------------------------------------------------------------
 
-A1_TOKEN = ("eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"
-            ".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
+RFC_PAYLOAD = ("eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19y"
+               "b290Ijp0cnVlfQ")
+A1_TOKEN = ("eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9." + RFC_PAYLOAD +
             ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
 A1_K = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"
 A2_TOKEN = (
-    "eyJhbGciOiJSUzI1NiJ9"
-    ".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
+    "eyJhbGciOiJSUzI1NiJ9." + RFC_PAYLOAD +
     ".cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp"
     "5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb"
     "1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOY"
@@ -348,6 +348,10 @@ def _corpus():
         ("exp null", hs_token(h, {**GOOD, "exp": None}), "no numeric exp"),
         ("exp NaN", hs_token(h, b'{"sub":"a","exp":NaN}'), "not JSON"),
         ("exp Infinity", hs_token(h, b'{"sub":"a","exp":Infinity}'), "not JSON"),
+        ("exp 1e400 (infinity)", hs_token(h, b'{"sub":"a","exp":1e400}'), "not JSON"),
+        ("exp 2**53", hs_token(h, {**GOOD, "exp": 2 ** 53}), "no numeric exp"),
+        ("exp 10**400", hs_token(h, b'{"sub":"a","exp":1' + b"0" * 400 + b'}'), "no numeric exp"),
+        ("iat -1e300", hs_token(h, {**GOOD, "iat": -1e300}), "iat not a number"),
         ("wrong iss", hs_token(h, {**GOOD, "iss": "evil"}), "wrong iss", KEYS, {"issuer": "app"}),
         ("no iss", hs_token(h, GOOD), "wrong iss", KEYS, {"issuer": "app"}),
         ("wrong aud", hs_token(h, {**GOOD, "aud": "other"}), "wrong aud", KEYS,
@@ -416,7 +420,8 @@ def _noncanonical(header):
     assert base64.urlsafe_b64decode(spelt + "=" * (-len(spelt) % 4)) == \
         base64.urlsafe_b64decode(h + "=" * (-len(h) % 4))
     signing_input = f"{spelt}.{seg(GOOD)}"
-    return f"{signing_input}.{b64url_encode(hmac.new(SECRET, signing_input.encode(), 'sha256').digest())}"
+    mac = hmac.new(SECRET, signing_input.encode(), "sha256").digest()
+    return f"{signing_input}.{b64url_encode(mac)}"
 
 
 CORPUS = _corpus()
@@ -578,6 +583,7 @@ def _refusals(tmp_path):
         ("hs256", b"k" * 31 + b"\n", "hs256 secret is 31 bytes"),
         ("hs384", b"k" * 47, "hs384 secret is 47 bytes, at least 48 needed"),
         ("hs512", b"", "hs512 secret is 0 bytes, at least 64 needed"),
+        ("hs256", b"k" * (1 << 20) + b"\n", "over 1 MiB, not a key file"),
         ("hs256", SPKI_PEM, "holds a PEM or JSON key, not an HMAC secret"),
         ("hs256", json.dumps({"keys": [{"kty": "RSA", "n": A2_N}]}).encode(), "not an HMAC"),
         ("rs256", pem("PUBLIC KEY", spki(small_n, 65537)), "modulus is 1024 bits"),
@@ -719,7 +725,7 @@ def test_openssl_agrees_our_test_pem_is_a_public_key(openssl_keys, tmp_path):
     assert b"Public-Key: (2048 bit)" in text
 
 
-# ---- ssectl token ---------------------------------------------------------------------------------
+# ---- ssectl token ------------------------------------------------------------------------------
 
 def run_ctl(*argv, env=None, cwd=None):
     base = {k: v for k, v in os.environ.items() if k not in ("SSED_CONFIG", "SSED_SOCKET")}
