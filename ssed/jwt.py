@@ -11,7 +11,7 @@ The rules a reviewer looks for, and where they live:
   block is built and compared with `hmac.compare_digest`; the decrypted block is never parsed,
   which is what python-rsa (CVE-2016-1494) and node-forge got forged through (`_rsa_ok`);
 - strict input: 8 KiB, three canonical base64url segments, UTF-8 JSON objects without duplicate
-  keys, NaN or Infinity; keys: >= 2048-bit moduli, odd e >= 3, HMAC secrets >= the hash size,
+  keys, NaN or Infinity, the payload read only once the signature holds; keys: >= 2048-bit moduli, odd e >= 3, HMAC secrets >= the hash size,
   DER read by a small strict reader (minimal lengths and integers, no trailing bytes);
 - a JwtError's reason is fixed text: it never holds the token or anything decoded from it.
 """
@@ -79,12 +79,13 @@ def verify(token, keys, now, leeway=30, issuer=None, audience=None):
     header, payload, signing_input, signature = _decode(token)
     if not any(_signature_ok(key, signing_input, signature) for key in _candidates(keys, header)):
         raise _invalid("bad signature")
-    return _claims(payload, now, leeway, issuer, audience)
+    return _claims(_object(payload), now, leeway, issuer, audience)
 
 
 def _decode(token):
-    """The header and payload objects, the signing input and the signature, of a token that
-    is well formed; JwtError otherwise."""
+    """The header object, the payload's bytes (read only once the signature holds, so that
+    unauthenticated input meets no more than the header's JSON), the signing input and the
+    signature, of a token that is well formed; JwtError otherwise."""
     if isinstance(token, bytes):
         try:
             token = token.decode("ascii")
@@ -101,20 +102,25 @@ def _decode(token):
         raw = [b64url_decode(p) for p in parts]
     except ValueError:
         raise _invalid("not base64url") from None
+    header = _header(_object(raw[0]))
+    return header, raw[1], f"{parts[0]}.{parts[1]}".encode("ascii"), raw[2]
+
+
+def _object(data):
     try:
-        header, payload = strict_json(raw[0]), strict_json(raw[1])
+        value = strict_json(data)
     except ValueError:      # UnicodeDecodeError and json's errors are ValueErrors
         raise _invalid("not JSON") from None
-    if not isinstance(header, dict) or not isinstance(payload, dict):
+    if not isinstance(value, dict):
         raise _invalid("header or payload not a JSON object")
-    return _header(header), payload, f"{parts[0]}.{parts[1]}".encode("ascii"), raw[2]
+    return value
 
 
 def _header(header):
     if any(name in header for name in REFUSED_HEADERS):
         raise _invalid("refused header parameter (jku, jwk, x5u, x5c, crit, cty or b64)")
     typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in TYPES):
+    if "typ" in header and (not isinstance(typ, str) or typ.lower() not in TYPES):
         raise _invalid("typ is not JWT")
     if not isinstance(header.get("alg"), str):
         raise _invalid("no alg")

@@ -334,6 +334,8 @@ def _corpus():
                        ("cty", "JWT"), ("b64", False))],
         ("typ dpop+jwt", hs_token({**h, "typ": "dpop+jwt"}, GOOD), "typ is not JWT"),
         ("typ number", hs_token({**h, "typ": 1}, GOOD), "typ is not JWT"),
+        ("typ null", hs_token({**h, "typ": None}, GOOD), "typ is not JWT"),
+        ("payload not JSON, unsigned", f"{seg(h)}.{seg(b'{')}.{seg(b'x' * 32)}", bad),
         ("unknown kid", rs_token({**r, "kid": "other"}, GOOD), "unknown kid", rs_only),
         ("kid not a string", hs_token({**h, "kid": 7}, GOOD), "kid not a string"),
         # claims
