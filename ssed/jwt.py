@@ -11,8 +11,9 @@ The rules a reviewer looks for, and where they live:
   block is built and compared with `hmac.compare_digest`; the decrypted block is never parsed,
   which is what python-rsa (CVE-2016-1494) and node-forge got forged through (`_rsa_ok`);
 - strict input: 8 KiB, three canonical base64url segments, UTF-8 JSON objects without duplicate
-  keys, NaN or Infinity, the payload read only once the signature holds; keys: >= 2048-bit moduli, odd e >= 3, HMAC secrets >= the hash size,
-  DER read by a small strict reader (minimal lengths and integers, no trailing bytes);
+  keys, NaN or Infinity, the payload read only once the signature holds; keys (jwtkeys.py):
+  >= 2048-bit moduli, odd e >= 3, HMAC secrets >= the hash size, DER read by a small strict
+  reader (minimal lengths and integers, no trailing bytes);
 - a JwtError's reason is fixed text: it never holds the token or anything decoded from it.
 """
 import hashlib
