@@ -1,6 +1,7 @@
 """ssectl, the control tool (SPEC section 6): one JSON request line to the daemon's control
 socket, one answer line back, shown as a table or, with --json, as it came. And `listen`,
-which prints a stream's events as they arrive (the client itself is in `sseclient`).
+which prints a stream's events as they arrive (the client itself is in `sseclient`), and
+`token`, which mints a JWT with the config's hs key (SPEC section 11).
 
 COMMANDS is the one table of control commands: each one's arguments, how its request is
 built from them, and how its answer is shown to a person.
@@ -14,6 +15,7 @@ import os
 import socket
 import sys
 import textwrap
+import time
 from datetime import datetime
 from typing import Callable, NamedTuple
 
@@ -200,7 +202,19 @@ def _config_socket(path):
     tolerantly: judging the rest of the file is the daemon's job (a broken config is what
     `ssectl -c FILE reload` is for), so nothing else in it stops ssectl from asking. A
     relative path and the default resolve against the file's directory, as the daemon's do."""
-    from . import config, ini   # the daemon's line reader, so comments read the same
+    from . import config
+    control = _config_value(path, "control")
+    if control is None:
+        control = next(k.default for k in config.KEYS if k.name == "control")
+    if not control:
+        raise Exit(USAGE, f"{path}: no control socket configured (control is empty)")
+    return os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(path)), control))
+
+
+def _config_value(path, name):
+    """[ssed]'s `name` in the config at `path` (None if not given), read as the daemon's line
+    reader reads it, so that comments read the same."""
+    from . import ini
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8", "replace").removeprefix("\ufeff")
@@ -208,11 +222,8 @@ def _config_socket(path):
         raise Exit(USAGE, f"{path}: cannot read: {e.strerror or e}") from None
     sections = ini.read_sections(text, lambda line, why: None)
     ssed = next((s for s in sections if s.name == "ssed"), None)
-    given = [value for key, value, _ in (ssed.entries if ssed else ()) if key == "control"]
-    control = given[0] if given else next(k.default for k in config.KEYS if k.name == "control")
-    if not control:
-        raise Exit(USAGE, f"{path}: no control socket configured (control is empty)")
-    return os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(path)), control))
+    given = [value for key, value, _ in (ssed.entries if ssed else ()) if key == name]
+    return given[0] if given else None
 
 
 def ask(path, request, timeout=TIMEOUT):
@@ -320,6 +331,43 @@ def _retrying(why, delay):
     print(f"ssectl: {why}; reconnecting in {delay:g} s", file=sys.stderr, flush=True)
 
 
+# ---- token ----------------------------------------------------------------------------------
+
+def run_token(args, env):
+    """Mint an HS token with the first hs key of the config's jwt_key; print it alone."""
+    from . import jwt
+    path = args.config or env.get("SSED_CONFIG")
+    if not path:
+        raise Exit(USAGE, "token: which config? give -c FILE or set SSED_CONFIG")
+    if not jwt.valid_sub(args.sub):
+        raise Exit(USAGE, "token: --sub must be 1-256 characters without control characters")
+    for selector in args.subscribe + args.publish:
+        if not jwt.valid_selector(selector):
+            raise Exit(USAGE, f"token: {selector!r} is not a selector (an exact path, a path "
+                              f"ending in /*, or *)")
+    key = _mint_key(path, _config_value(path, "jwt_key") or "")
+    iat = int(time.time())
+    claims = {"sub": args.sub, "iat": iat, "exp": iat + args.ttl,
+              "ssed": {"subscribe": args.subscribe, "publish": args.publish}}
+    print(jwt.mint(key, claims))
+    return OK
+
+
+def _mint_key(path, spec):
+    """The first hs key of `spec`; the others are not read (a public key file may be out of
+    this user's reach, and is not needed to mint)."""
+    from . import jwt
+    item = next((i for i in spec.split() if i.lower().startswith("hs")), None)
+    if item is None:
+        raise Exit(USAGE, f"{path}: no hs256, hs384 or hs512 key in jwt_key to mint with")
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        key = jwt.load_keys(item, base).hs_first()
+    except ValueError as e:
+        raise Exit(USAGE, f"{path}: jwt_key: {e}") from None
+    return key
+
+
 # ---- argv ---------------------------------------------------------------------------------
 
 LISTEN_HELP = """\
@@ -354,6 +402,17 @@ def parser():
                     help="exit after N events (session events not counted)")
     lp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                     help="one JSON object per event")
+    tp = sub.add_parser("token", help="mint a JWT with the first hs key of the config's jwt_key",
+                        description="Mint an HS-signed JWT (SPEC section 11) with the first "
+                        "hs256/384/512 key of jwt_key in the config of -c or $SSED_CONFIG, and "
+                        "print it alone on one line. For tests and scripts.")
+    tp.add_argument("--sub", required=True, metavar="ID", help="the client id (sub claim)")
+    tp.add_argument("--subscribe", action="append", default=[], metavar="SEL",
+                    help="a path, PATH/* or * it may subscribe to (repeatable)")
+    tp.add_argument("--publish", action="append", default=[], metavar="SEL",
+                    help="a path, PATH/* or * it may publish to (repeatable)")
+    tp.add_argument("--ttl", type=_positive, default=3600, metavar="SECONDS",
+                    help="seconds until it expires (default 3600)")
     return p
 
 
@@ -376,6 +435,8 @@ def main(argv=None, env=None):
     try:
         if args.command == "listen":
             return run_listen(args)
+        if args.command == "token":
+            return run_token(args, env)
         return run_command(args, env)
     except Exit as e:
         if str(e):
