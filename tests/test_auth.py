@@ -132,7 +132,7 @@ def test_no_token_is_401_with_the_bare_challenge(hub):
     token(exp=T0 - 3600),                               # expired (beyond the leeway)
     token(nbf=T0 + 3600),                               # not yet valid
     mint({"sub": "alice", "exp": T0 + 60}, secret=b"another secret of 32 bytes or more!!"),
-    "not.a.token",
+    "not.a.jwtx9",
     mint({"sub": "alice", "exp": T0 + 60}, header={"alg": "none"}),
 ])
 def test_a_bad_token_is_401_invalid_token_and_never_echoed(hub, bad):
@@ -196,8 +196,8 @@ def test_a_listed_origin_gets_credentials_and_star_never_does(hub):
 # -- heads up to 16 KiB --------------------------------------------------------------------------
 
 def test_with_jwt_keys_a_head_may_hold_an_8_kib_token(hub):
-    big = token(pad="x" * 7000)
-    assert len(big) < 8192 and hub.max_head == 16384
+    big = token(pad="x" * 5950)
+    assert 8000 < len(big) <= 8192 and hub.max_head == 16384
     assert handle(hub, "GET", "/user/alice", bearer(big))[0] == 200
     with pytest.raises(HttpError) as refused:
         request("GET", "/user/alice", [f"X-Pad: {'y' * 17000}"], max_head=hub.max_head)
