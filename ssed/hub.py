@@ -15,17 +15,18 @@ from . import sse
 from .addresses import in_networks
 from .admission import PerAddress
 from .bans import Bans
-from .channel import Channel, Client, PublishError
+from .channel import Channel, ChannelsFull, Client, PublishError
 from .history import IdClock
 from .journal import open_journal
 from .joining import Joining, joined, preamble
 from .log import Throttle
+from .ondemand import OnDemand, Provisional
 from .orders import Close, FanOut, Kill, Spawn
 from .plugins import service_class
 from .service import Refuse, Service
 from . import reasons
 
-__all__ = ["Hub", "Client", "PublishError"]
+__all__ = ["Hub", "Client", "ChannelsFull", "PublishError"]
 
 HOOK_LOG_EVERY = 60.0   # seconds between two tracebacks of one service's hook
 
@@ -41,7 +42,9 @@ class Hub:
         self.journals = journals or open_journal
         self.timed = timed or _untimed
         self.clock = IdClock()
-        self.channels = {}
+        self.channels = {}          # path -> Channel: the services and templates' channels
+        self.ticking = {}           # path -> Channel, of those whose service has on_tick
+        self.ondemand = OnDemand(self)  # the templates and the channels they made
         self.by_id = {}             # client id -> Client, or a tuple when streams share it
         self.per_ip = PerAddress()      # address -> open streams
         self.client_count = 0       # open streams (the sum of per_ip, kept, not summed)
@@ -63,10 +66,11 @@ class Hub:
     def start(self):
         for sc in self.config.services:
             self._add_channel(sc)
+        self.ondemand.start(self.config.templates)
 
     def stop(self):
         for channel in self.channels.values():
-            self._stop_service(channel, closing=True)
+            self.stop_service(channel, closing=True)
 
     def sync_journals(self):
         for channel in self.channels.values():
@@ -80,15 +84,18 @@ class Hub:
         return self.journals(path, self.config.journal_sync, self.log)
 
     def _add_channel(self, sc):
-        channel = Channel(sc, self.now)
-        self.channels[sc.path] = channel
+        self.open_channel(Channel(sc, self.now), sc)
+
+    def open_channel(self, channel, sc):
+        """Put a new channel in place: its journal read back, its service started."""
+        self.channels[channel.path] = channel
         if sc.journal:
             for key in channel.open_journal(self._open_journal, sc, self.log, self.now,
                                             restore=True):
                 self.clock.advance(key)
-        self._start_service(channel, sc)
+        self.start_service(channel, sc)
 
-    def _start_service(self, channel, sc):
+    def start_service(self, channel, sc):
         channel.retune_journal(self._open_journal, sc, self.log, self.now)
         channel.config = sc
         channel.history.resize(sc.history)
@@ -96,10 +103,14 @@ class Hub:
         channel.replay_last = type(service).replay_last
         ticks = type(service).on_tick is not Service.on_tick
         channel.next_tick = self.now if ticks else None     # first tick at once
+        if ticks:
+            self.ticking[channel.path] = channel
+        else:
+            self.ticking.pop(channel.path, None)
         self.due = self.now
         self.call(channel, "on_start")
 
-    def _stop_service(self, channel, closing=False):
+    def stop_service(self, channel, closing=False):
         self.call(channel, "on_stop")
         if closing:
             channel.close_journal()
@@ -125,10 +136,18 @@ class Hub:
     def reload(self, config):
         """Take a new, valid config: start, stop and restart services; keep open streams."""
         self.config = config
+        self.ondemand.reload(config.templates)
         wanted = {sc.path: sc for sc in config.services}
-        for path in [p for p in self.channels if p not in wanted]:
-            channel = self.channels.pop(path)
-            self._stop_service(channel, closing=True)
+        for path in [p for p, ch in self.channels.items() if p not in wanted or
+                     (ch.template is not None and p in wanted)]:    # a service takes its path
+            channel = self.channels[path]
+            if channel.template is not None:
+                if path in wanted:
+                    self.ondemand.drop(channel, reasons.REMOVED)
+                continue
+            del self.channels[path]
+            self.ticking.pop(path, None)
+            self.stop_service(channel, closing=True)
             self.orders.extend(Close(client, reasons.REMOVED) for client in channel.clients)
         for sc in config.services:
             channel = self.channels.get(sc.path)
@@ -136,8 +155,8 @@ class Hub:
                 self._add_channel(sc)
             elif channel.config != sc or type(channel.service) is not service_class(sc):
                 # (new settings, or its module's code was read again)
-                self._stop_service(channel)
-                self._start_service(channel, sc)
+                self.stop_service(channel)
+                self.start_service(channel, sc)
             else:
                 channel.config = sc
         for channel in self.channels.values():
@@ -151,7 +170,7 @@ class Hub:
         an id, or a Client from a service): (Event, delivered)."""
         channel = self.channels.get(path)
         if channel is None:
-            raise PublishError(f"no service {path}")
+            return self.ondemand.publish(path, data, event, client_id)
         ev = channel.event(data, event, self.clock, int(self.now * 1000))
         if client_id is None:
             try:
@@ -165,6 +184,7 @@ class Hub:
             targets = self._one_client(channel, client_id, ev)
             for c in targets:
                 c.idle_since = self.now
+            channel.used = self.now
         channel.published += 1
         channel.delivered += len(targets)
         self.stats["events_published"] += 1
@@ -193,8 +213,8 @@ class Hub:
         went_back, self.ticked_at = now < self.ticked_at, now
         if now < self.due and not went_back:
             return self.due
-        due = float("inf")
-        for channel in list(self.channels.values()):
+        due = self.ondemand.sweep(now)
+        for channel in list(self.ticking.values()):
             if channel.next_tick is not None and channel.next_tick > now + 2 * channel.config.interval:
                 channel.next_tick = now     # the wall clock went back: do not stall
             if channel.next_tick is not None and channel.next_tick <= now:
@@ -251,13 +271,21 @@ class Hub:
         return () if found is None else found if isinstance(found, tuple) else (found,)
 
     def subscribe(self, paths, client_id, address, last_id, request):
-        """Add a stream to the services at `paths`; (client, the bytes it gets before any
-        live event). Raises Refuse."""
-        return self.attach([self.channels[p] for p in paths], client_id, address, last_id,
-                           request)
+        """Add a stream to the services (or templates' channels) at `paths`; (client, the
+        bytes it gets before any live event). Raises Refuse, or ChannelsFull."""
+        return self.attach([self.channels.get(p) or self.ondemand.find(p) for p in paths],
+                           client_id, address, last_id, request)
 
     def attach(self, channels, client_id, address, last_id, request):
-        """`subscribe`, given the services' channels."""
+        """`subscribe`, given the services' channels (or ondemand.Provisional ones, which
+        are made for it: ChannelsFull if one cannot be, none left made if it is refused)."""
+        for channel in channels:
+            if type(channel) is Provisional:
+                return self.ondemand.attach(channels, client_id, address, last_id, request)
+        return self.join(channels, client_id, address, last_id, request)
+
+    def join(self, channels, client_id, address, last_id, request):
+        """`attach`, the channels all made."""
         client = Client(client_id or self.new_client_id(), address, self.now, channels,
                         last_id)
         joining = None
@@ -329,6 +357,9 @@ class Hub:
                 channel.clients.discard(client)
                 channel.members += 1
                 self.call(channel, "on_disconnect", client, reason)
+                if channel.template is not None and not channel.clients:
+                    channel.used = self.now
+                    self.ondemand.went_quiet(channel)
         rest = tuple(c for c in self.streams_of(client.id) if c is not client)
         if not rest:
             self.by_id.pop(client.id, None)
