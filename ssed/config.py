@@ -330,7 +330,8 @@ def diff(old, new):
     """What a reload from `old` to `new` changes, one line per section, [ssed] first."""
     changes = []
     top = [f.name for f in fields(Config)
-           if f.name not in ("file", "services") and getattr(old, f.name) != getattr(new, f.name)]
+           if f.name not in ("file", "services", "templates")
+           and getattr(old, f.name) != getattr(new, f.name)]
     if top:
         changes.append("changed [ssed]: " + ", ".join(top))
     before = {s.path: s for s in old.services + old.templates}
