@@ -18,6 +18,7 @@ from .bans import Bans
 from .channel import Channel, ChannelsFull, Client, PublishError
 from .history import IdClock
 from .journal import open_journal
+from .keepalive import quiet_streams
 from .joining import Joining, joined, preamble
 from .log import Throttle
 from .ondemand import OnDemand, Provisional
@@ -74,7 +75,8 @@ class Hub:
 
     def sync_journals(self):
         for channel in self.channels.values():
-            channel.sync(self.now)
+            if channel.journal is not None:
+                channel.sync(self.now)
 
     def journal_failing(self):
         """Whether a journal is failing now (for /healthz)."""
@@ -135,22 +137,19 @@ class Hub:
 
     def reload(self, config):
         """Take a new, valid config: start, stop and restart services; keep open streams."""
-        self.config = config
+        old, self.config = self.config, config
         self.ondemand.reload(config.templates)
         wanted = {sc.path: sc for sc in config.services}
-        for path in [p for p, ch in self.channels.items() if p not in wanted or
-                     (ch.template is not None and p in wanted)]:    # a service takes its path
-            channel = self.channels[path]
-            if channel.template is not None:
-                if path in wanted:
-                    self.ondemand.drop(channel, reasons.REMOVED)
-                continue
-            del self.channels[path]
+        for path in [sc.path for sc in old.services if sc.path not in wanted]:
+            channel = self.channels.pop(path)
             self.ticking.pop(path, None)
             self.stop_service(channel, closing=True)
             self.orders.extend(Close(client, reasons.REMOVED) for client in channel.clients)
         for sc in config.services:
             channel = self.channels.get(sc.path)
+            if channel is not None and channel.template is not None:
+                self.ondemand.drop(channel, reasons.REMOVED)    # a service takes its path
+                channel = None
             if channel is None:
                 self._add_channel(sc)
             elif channel.config != sc or type(channel.service) is not service_class(sc):
@@ -232,26 +231,10 @@ class Hub:
 
     def _keepalive(self, now):
         """A comment to every stream that has heard nothing for `keepalive` seconds; when
-        the next one will have (an O(clients) pass only over services that fell silent)."""
-        limit = self.config.keepalive
-        wire = sse.comment("keepalive")
-        due = now + limit
-        for channel in self.channels.values():
-            if now - channel.last_sent < limit:
-                due = min(due, channel.last_sent + limit)
-                continue
-            idle = []
-            for c in channel.clients:
-                quiet = max(c.idle_since, *(ch.last_sent for ch in c.channels)) \
-                    if len(c.channels) > 1 else c.idle_since
-                if now - quiet >= limit:
-                    idle.append(c)
-                else:
-                    due = min(due, quiet + limit)
-            for c in idle:
-                c.idle_since = now
-            if idle:
-                self.orders.append(FanOut(wire, idle))
+        the next one will have."""
+        idle, due = quiet_streams(self.channels.values(), now, self.config.keepalive)
+        if idle:
+            self.orders.append(FanOut(sse.comment("keepalive"), idle))
         return due
 
     # -- clients ---------------------------------------------------------------------
