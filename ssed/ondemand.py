@@ -14,11 +14,13 @@ import heapq
 import itertools
 from collections import Counter
 
-from . import reasons, templates
+from . import memory, reasons, templates
 from .channel import Channel, ChannelsFull, PublishError
 from .orders import Close
 from .plugins import service_class
 
+SWEEP_AT_MOST = 1000     # channels removed by one sweep: the rest at the next turn, so that
+                        # 100,000 channels going at once do not stall the loop
 GONE = ("published", "delivered", "journal_failures")   # counters a template keeps of the
                                                         # channels that went (metrics)
 
@@ -63,6 +65,7 @@ class OnDemand:
         self.by_prefix = {}         # "/user/" -> Template
         self._idle = []             # heap of (when it goes, n, channel)
         self._n = itertools.count()  # ties broken by order queued, never by Channel
+        self.removed = 0            # channels dropped since the last compaction
 
     def start(self, configs):
         for sc in configs:
@@ -105,9 +108,14 @@ class OnDemand:
         hub.ticking.pop(channel.path, None)
         for counter in GONE:
             template.gone[counter] += getattr(channel, counter)
+        self.removed += 1
         hub.stop_service(channel, closing=True)
         if reason is not None:
             hub.orders.extend(Close(client, reason) for client in channel.clients)
+        if not channel.clients:
+            # Nothing will call its hooks again (it has no stream for on_disconnect): break
+            # the channel <-> service cycle, so that refcounting frees both now.
+            channel.service = None
 
     # -- making them: publish and subscribe ----------------------------------------------------
 
@@ -161,7 +169,11 @@ class OnDemand:
     def sweep(self, now):
         """Remove the channels whose idle time is up; when the next one may be."""
         heap = self._idle
+        budget = SWEEP_AT_MOST
         while heap and heap[0][0] <= now:
+            if budget == 0:
+                return now      # more are due: at the next turn
+            budget -= 1
             channel = heapq.heappop(heap)[2]
             channel.idle_queued = False
             if channel.clients or channel.template.channels.get(channel.path) is not channel:
@@ -171,7 +183,18 @@ class OnDemand:
                 self._queue(channel, when)      # a publish came meanwhile
             else:
                 self.drop(channel)
+        if self.removed >= max(memory.COMPACT_AFTER, len(self.hub.channels)):
+            self.compact()      # (copying the dicts costs O(live): amortised over removals)
         return heap[0][0] if heap else float("inf")
+
+    def compact(self):
+        """After many channels went: copy the dicts that held them (a dict does not shrink)
+        and give the freed pages back (memory.trim)."""
+        self.removed = 0
+        self.hub.channels = dict(self.hub.channels)
+        for template in self.by_prefix.values():
+            template.channels = dict(template.channels)
+        memory.trim()
 
     # -- reload -------------------------------------------------------------------------------
 

@@ -367,3 +367,16 @@ def test_each_channel_has_a_journal_of_its_own_that_brings_its_history_back(tmp_
     assert "/user/alice" not in rig.hub.channels
     client = rig.hub.subscribe(["/user/alice"], None, "127.0.0.1", "0-0", None)[1]
     assert b"data: kept" in client and b"other" not in client
+
+
+def test_a_sweep_removes_at_most_a_thousand_channels_a_turn_and_compacts_after_many():
+    rig = Rig(USER.replace("max_channels = 3", "max_channels = 5000"))
+    for i in range(2500):
+        rig.hub.publish(f"/user/u{i}", "x")
+    channels = rig.hub.ondemand.by_prefix["/user/"].channels
+    assert rig.hub.tick(T0 + 60) == T0 + 60      # more due: come back at once
+    assert len(channels) == 1500
+    assert rig.hub.tick(T0 + 60) == T0 + 60
+    assert rig.hub.tick(T0 + 60) > T0 + 60 and not channels
+    assert rig.hub.ondemand.removed < 1024       # compacted (the dicts copied) on the way
+    assert list(rig.hub.channels) == ["/chat"]
