@@ -70,7 +70,8 @@ class Hub:
         self.ondemand.start(self.config.templates)
 
     def stop(self):
-        for channel in self.channels.values():
+        # (a list: an on_stop may publish, and so make a template's channel)
+        for channel in list(self.channels.values()):
             self.stop_service(channel, closing=True)
 
     def sync_journals(self):

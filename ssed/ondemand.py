@@ -214,7 +214,7 @@ class OnDemand:
             cls = service_class(sc)
             changed = template.config != sc
             template.config = sc
-            for channel in template.channels.values():
+            for channel in list(template.channels.values()):    # (hooks may make more)
                 if changed or type(channel.service) is not cls:
                     self.hub.stop_service(channel)
                     self.hub.start_service(channel, sc)

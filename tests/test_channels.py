@@ -158,3 +158,21 @@ def test_reload_removing_a_template_closes_its_channels_streams(daemon):
     assert d.publish("/chat", "still")["delivered"] == 1
     c.wait_events(1)
     assert http(d, "GET", "/user/a")[0] == 404
+
+
+def test_bench_channels_runs_and_counts_right_at_a_small_size(tmp_path):
+    """bench/channels.py's figures come from counts that are checked here (not its speed)."""
+    import json
+    import os
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "bench", "channels.py")
+    out = subprocess.run([sys.executable, bench, "--channels", "300", "--subscribers", "40",
+                          "--idle", "0.5"], env=env(), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["memory"]["channels_made"] == 300
+    assert figures["memory"]["channels_after"] == 0
+    fan = figures["fan"]
+    assert fan["connected"] == fan["channels"] == fan["events_right"] == 40
+    assert fan["streams_with_exactly_one"] == 40 and fan["events_wrong"] == 0

@@ -380,3 +380,31 @@ def test_a_sweep_removes_at_most_a_thousand_channels_a_turn_and_compacts_after_m
     assert rig.hub.tick(T0 + 60) > T0 + 60 and not channels
     assert rig.hub.ondemand.removed < 1024       # compacted (the dicts copied) on the way
     assert list(rig.hub.channels) == ["/chat"]
+
+
+def test_a_channels_streams_get_keepalives_and_ids_as_a_services_do():
+    rig = Rig(USER)
+    a = rig.sub("/user/a")
+    chat = rig.sub("/chat")
+    rig.orders.take(a), rig.orders.take(chat)
+    rig.at(15)
+    assert rig.orders.take(a) == b": keepalive\n\n" == rig.orders.take(chat)
+    first = rig.hub.publish("/user/a", "x")[0]
+    second = rig.hub.publish("/chat", "y")[0]
+    assert second.key > first.key           # one id clock for services and channels
+
+
+class Publisher(Service):
+    """On stop, publishes to a channel of its template that does not exist yet."""
+
+    def on_stop(self):
+        self.publish("ignored")
+        self._hub.publish("/room/made-on-stop", "x")
+
+
+def test_hooks_that_make_channels_while_the_hub_stops_or_reloads_break_nothing():
+    rig = Rig("[/chat]\n[/room/*]\nclass = chplugins:Publisher\n")
+    rig.hub.publish("/room/1", "x")
+    rig.hub.reload(parse("[/chat]\n[/room/*]\nclass = chplugins:Publisher\nhistory = 3\n"))
+    assert "/room/made-on-stop" in rig.hub.channels
+    rig.hub.stop()
