@@ -176,7 +176,7 @@ def subscribers_main(pipe, port, count):
         fd = s.fileno()
         socks[fd], channel_of[fd], tails[fd] = s, f"c{i}", b""
         ep.register(fd, select.EPOLLIN)
-    right, wrong, got = {}, 0, {}
+    right, wrong = {}, 0
 
     def read(fd):
         nonlocal wrong

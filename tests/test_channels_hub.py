@@ -324,7 +324,7 @@ def test_reload_removing_a_template_closes_its_streams_and_stops_its_instances()
     assert sorted(rig.orders.closed) == [("a", "removed"), ("both", "removed")]
     assert list(rig.hub.channels) == ["/chat"] and rig.hub.channels["/chat"].clients == {c}
     assert ("stop", "/room/1") in Room.log and ("stop", "/room/2") in Room.log
-    assert a not in rig.hub.streams_of("a")
+    assert a not in rig.hub.streams_of("a") and both not in rig.hub.streams_of("both")
     with pytest.raises(PublishError, match="no service /room/1"):
         rig.hub.publish("/room/1", "x")
 
@@ -351,7 +351,7 @@ def test_reload_adding_a_template_makes_its_channels_and_a_service_takes_a_chann
     rig.hub.reload(parse("[/chat]\n[/user/*]\n"))
     a = rig.sub("/user/a", "a")
     rig.hub.reload(parse("[/chat]\n[/user/*]\n[/user/a]\n"))
-    assert rig.orders.closed == [("a", "removed")]
+    assert rig.orders.closed == [("a", "removed")] and a not in rig.hub.streams_of("a")
     assert rig.hub.channels["/user/a"].template is None
 
 
