@@ -93,7 +93,8 @@ class Hub:
         """Put a new channel in place: its journal read back, its service started."""
         self.channels[channel.path] = channel
         if sc.journal:
-            for key in channel.open_journal(self._open_journal, sc, self.log, self.now,
+            log = self.log if channel.template is None else self.ondemand.log_of(channel)
+            for key in channel.open_journal(self._open_journal, sc, log, self.now,
                                             restore=True):
                 self.clock.advance(key)
         self.start_service(channel, sc)
@@ -132,8 +133,11 @@ class Hub:
     def hook_failed(self, path, hook, exc):
         """Log a service hook's exception with its traceback: the first of each (service,
         hook), then at most one a minute with the count, since a hook that raises on every
-        connect or tick would otherwise flood the log (issue 12: 44 MB in 15 s)."""
-        self.throttle((path, hook), self.now, "error",
+        connect or tick would otherwise flood the log (issue 12: 44 MB in 15 s). A template's
+        channels share their template's key: a thousand channels failing alike, one line."""
+        found = self.channels.get(path)
+        key = path if found is None or found.template is None else found.template.path
+        self.throttle((key, hook), self.now, "error",
                       f"service {path}: {hook} failed: {exc!r}\n" + traceback.format_exc())
 
     def reload(self, config):

@@ -96,6 +96,16 @@ class OnDemand:
             self.went_quiet(channel)
         return channel
 
+    def log_of(self, channel):
+        """A log for what a channel's journal says as it opens: throttled per template and
+        level (hub.throttle), so that channels made by the thousand (whose journals cannot
+        be opened, or each of which restores its events) do not flood the log."""
+        key = ("journal", channel.template.path)
+
+        def log(level, text):
+            self.hub.throttle((*key, level), self.hub.now, level, text)
+        return log
+
     def drop(self, channel, reason=None):
         """Remove a channel: its service stops, its history goes (a journal keeps it on
         disk), its streams are closed for `reason` (if any)."""

@@ -6,6 +6,7 @@ more segments of the allowed characters (no empty, `.` or `..` segment) and the 
 at most MAX_PATH bytes. Paths are taken as sent: `%` is not an allowed character, so a
 percent-encoded path matches no template.
 """
+import hashlib
 import re
 
 MAX_PATH = 256      # bytes in a channel's whole path
@@ -48,8 +49,16 @@ def match(templates, path):
             return template if rest_ok(path[end + 1:]) else None
 
 
+MAX_NAME = 200      # bytes of a journal's file name before its hash (NAME_MAX is 255)
+
+
 def journal_file(path):
     """A service or channel path as a file name in `state_dir`: `/chat` -> `chat.journal`,
-    `/user/alice` -> `user%2Falice.journal`."""
+    `/user/alice` -> `user%2Falice.journal`. A name that would be too long for a file
+    system (a 256-byte path of short segments, each `/` three bytes) is cut and ends in a
+    hash of the whole path, so that it stays one path's own."""
     name = path.strip("/").replace("%", "%25").replace("/", "%2F") or "%2F"
+    if len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha256(path.encode()).hexdigest()[:32]
+        name = name.encode()[:MAX_NAME - 33].decode("utf-8", "ignore") + "~" + digest
     return name + ".journal"

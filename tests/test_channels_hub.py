@@ -408,3 +408,24 @@ def test_hooks_that_make_channels_while_the_hub_stops_or_reloads_break_nothing()
     rig.hub.reload(parse("[/chat]\n[/room/*]\nclass = chplugins:Publisher\nhistory = 3\n"))
     assert "/room/made-on-stop" in rig.hub.channels
     rig.hub.stop()
+
+
+class Crashing(Service):
+    def on_start(self):
+        raise RuntimeError("boom")
+
+
+def test_channels_failing_alike_log_one_line_per_template(tmp_path):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")                 # journals cannot be made under a regular file
+    rig = Rig(f"[/chat]\n[/room/*]\nclass = chplugins:Crashing\njournal = {blocked}\n",
+              top="")
+    for i in range(50):
+        rig.hub.publish(f"/room/{i}", "x")
+    errors = [text for level, text in rig.logged if level == "error"]
+    assert len([e for e in errors if "on_start failed" in e]) == 1
+    assert len([e for e in errors if "journal" in e]) == 1
+    rig.at(61)
+    rig.hub.publish("/room/again", "x")
+    later = [text for level, text in rig.logged if level == "error"][len(errors):]
+    assert any("[49 more like this" in e for e in later)

@@ -131,3 +131,13 @@ def test_diff_adds_changes_and_removes_templates():
     new = parse("[/chat]\n[/user/*]\nidle = 6\n[/doc/*]\n")
     assert configmod.diff(old, new) == ["removed /room/*", "changed /user/*: idle",
                                         "added /doc/*"]
+
+
+def test_a_journal_file_name_stays_under_name_max_and_one_paths_own():
+    deep = "/user/" + "a/" * 124 + "b"            # 255 bytes: a good channel path
+    other = "/user/" + "a/" * 124 + "c"
+    assert match(T, deep) == "user"
+    name = journal_file(deep)
+    assert len(name.encode()) <= 255 and name.endswith(".journal")
+    assert name != journal_file(other)
+    assert name.startswith("user%2Fa%2Fa")
