@@ -270,10 +270,6 @@ class Hub:
         for channel in channels:
             if type(channel) is Provisional:
                 return self.ondemand.attach(channels, client_id, address, last_id, request)
-        return self.join(channels, client_id, address, last_id, request)
-
-    def join(self, channels, client_id, address, last_id, request):
-        """`attach`, the channels all made."""
         client = Client(client_id or self.new_client_id(), address, self.now, channels,
                         last_id)
         joining = None

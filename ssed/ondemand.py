@@ -156,7 +156,7 @@ class OnDemand:
                         made.append(found)
                     channel = found
                 real.append(channel)
-            return self.hub.join(real, client_id, address, last_id, request)
+            return self.hub.attach(real, client_id, address, last_id, request)
         except Exception:
             for channel in made:
                 self.drop(channel)
