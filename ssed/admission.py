@@ -70,6 +70,11 @@ LADDERS = {
 }
 
 
+# A subscribe that would make a channel of a template at its `max_channels` (SPEC 10): after
+# the ladders, since it is known only once the stream would be let in.
+CHANNELS_FULL = Refusal(503, "too many channels", reasons.MAX_CHANNELS)
+
+
 def refusal(stage, limits, from_address=0, total=0, stopping=False, banned=False):
     """The Refusal for a client at `stage`, or None to let it in. `limits` has
     `max_clients` and `max_clients_per_ip` (the Config); `from_address` and `total` are what

@@ -7,13 +7,20 @@ history after a restart. A failing journal is logged once per episode (journal.J
 Episodes), counted, and refuses the publishes it cannot keep.
 """
 import json
+import os
 
 from . import sse
 from .history import Event, History
+from .templates import journal_file
 
 
 class PublishError(Exception):
     """A publish that cannot be done; the text goes back to the publisher."""
+
+
+class ChannelsFull(PublishError):
+    """A publish that would make a channel of a template already at its `max_channels`:
+    come back later (HTTP: 503 with Retry-After)."""
 
 
 class Client:
@@ -41,10 +48,16 @@ class Client:
 
 
 class Channel:
-    """A service path: its clients, history, journal and counters."""
+    """A service path, or a template's channel: its clients, history, journal and counters.
+    A channel shares its template's config (`config.path` is the template's `/user/*`,
+    `path` its own) and knows its `template` (ondemand.Template; None for a service)."""
 
-    def __init__(self, config, now):
-        self.path = config.path
+    def __init__(self, config, now, path=None, template=None):
+        self.path = path or config.path
+        self.template = template
+        self.used = now             # when it last had a subscriber leave or a publish to
+                                    # one client (broadcasts set last_sent): its idle clock
+        self.idle_queued = False    # whether it is in the hub's idle heap
         self.config = config
         self.clients = set()
         self.members = 0            # bumped when `clients` changes: broadcasts of one
@@ -104,11 +117,12 @@ class Channel:
         """Open the journal `sc` names (with `opener(path)`); the keys of the events it
         gave back to the history (on start: what a restart must not lose), else ()."""
         try:
-            self.journal = opener(sc.journal)
+            self.journal = opener(self.journal_path(sc))
             records = self.journal.load(sc.history if restore else 0)
         except OSError as exc:
             self.journal = None
-            log("error", f"service {sc.path}: journal {sc.journal}: {exc.strerror or exc}; "
+            log("error", f"service {self.path}: journal {self.journal_path(sc)}: "
+                f"{exc.strerror or exc}; "
                 "history will not survive a restart")
             return ()
         for key, type_, data in records:
@@ -116,8 +130,16 @@ class Channel:
         if not restore:
             self.compact(sc.history, now, force=True)
         elif records:
-            log("info", f"service {sc.path}: {len(records)} events restored from {sc.journal}")
+            log("info", f"service {self.path}: {len(records)} events restored from "
+                f"{self.journal_path(sc)}")
         return [key for key, _, _ in records]
+
+    def journal_path(self, sc):
+        """The journal file of this channel under `sc`: a template's `journal` is the
+        directory its channels' journals go in, one file each."""
+        if self.template is None or not sc.journal:
+            return sc.journal
+        return os.path.join(sc.journal, journal_file(self.path))
 
     def retune_journal(self, opener, sc, log, now):
         """A reload changed the service: follow a journal path that changed (or went)."""

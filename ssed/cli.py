@@ -130,7 +130,7 @@ MIN_TOKEN = 16      # bytes; a shorter token is a password a client can guess
 def short_tokens(cfg):
     """A warning for each token too short to be secret: where it is set, never its value."""
     warnings = []
-    for sc in cfg.services:
+    for sc in cfg.services + cfg.templates:
         for key in ("token", "publish_token"):
             size = len((getattr(sc, key) or "").encode())
             if 0 < size < MIN_TOKEN:
@@ -199,7 +199,8 @@ class Daemon:
             self.log("error", f"reload refused, config unchanged: {exc}")
             raise
         for name in self.plugins.commit():
-            users = [sc.path for sc in new.services if sc.cls and sc.cls.split(":")[0] == name]
+            users = [sc.path for sc in new.services + new.templates
+                     if sc.cls and sc.cls.split(":")[0] == name]
             changes.append(f"reloaded module {name} (restarts {', '.join(users)})")
         for key in ("control", "control_mode", "control_group"):
             if getattr(new, key) != getattr(self.cfg, key):
@@ -215,10 +216,12 @@ class Daemon:
 def _keeps_a_service(old, new):
     """A reload that would remove every service is refused: it is far more likely a file
     caught half written (or the wrong file) than a wish to drop every stream and history."""
-    kept = {sc.path for sc in new.services} & {sc.path for sc in old.services}
-    if old.services and not kept:
+    kept = ({sc.path for sc in new.services + new.templates}
+            & {sc.path for sc in old.services + old.templates})
+    if (old.services or old.templates) and not kept:
         raise CommandError(
-            "it would remove every service (" + ", ".join(sc.path for sc in old.services)
+            "it would remove every service (" + ", ".join(sc.path for sc in
+                                                          old.services + old.templates)
             + "); to replace them all, add the new services and reload, then remove the old "
               "ones and reload again (or restart)")
 

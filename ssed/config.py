@@ -4,12 +4,13 @@ lists every problem as `FILE:LINE: message` (SPEC section 3).
 One table, `KEYS`, names every key with its scope, its parser, its default (as written in the
 file) and its doc; the two dataclasses' fields, parsing, validation, defaults,
 `keys_markdown()` and `diff()` all read it. The lines come from ini.py's reader, the values
-from values.py's parsers; what each built-in source reads, from its class in sources.py.
+from values.py's parsers; what each built-in source reads, from its class in sources.py (the
+rules about it in sourcerules.py). A section `[/prefix/*]` is a channel template (SPEC 10):
+every service key but `source`, and the template keys `idle` and `max_channels`.
 
 Pure: only `load` reads a file and `default` reads the package's `default.ini`.
 `python3 -m ssed.config --keys` prints the key table in markdown.
 """
-import difflib
 import os
 import sys
 import types
@@ -20,7 +21,8 @@ from typing import Callable, Mapping
 from . import jwt
 from . import values as V
 from .ini import read_sections
-from .sources import SOURCES
+from .sourcerules import check_source, source as _source
+from .templates import is_template, journal_file  # noqa: F401 (journal_file: the API)
 
 # The daemon's own endpoints (web.py serves them): no service may take their paths.
 RESERVED = ("/healthz", "/metrics")
@@ -43,17 +45,6 @@ class Key:
     parse: Callable[[str], object]
     default: str
     doc: str
-
-
-def _source(text):
-    if text not in SOURCES:
-        raise ValueError(f"expected {' | '.join(SOURCES)}, got {text!r}"
-                         + V.did_you_mean(text, SOURCES))
-    return text
-
-
-# Keys a built-in source reads (its class's `uses`); the other service keys apply to all.
-_SOURCE_KEYS = {name for cls in SOURCES.values() for name in cls.uses}
 
 
 _PATHS = ("control", "file", "state_dir", "journal")  # resolved against the config file's directory
@@ -124,7 +115,12 @@ KEYS = (
         "`module:Class`, a `Service` subclass to run; its section may hold keys of its own"),
     Key("journal", "service", V.journal, "", "file that keeps this service's history across "
         "restarts; default: `state_dir`/NAME.journal if `state_dir` is set; `off` = none, "
-        "even with `state_dir` (a file named off: `./off`)"),
+        "even with `state_dir` (a file named off: `./off`); on a template, the directory of "
+        "its channels' journals (default `state_dir`)"),
+    Key("idle", "template", V.number(0, False), "300", "seconds a template's channel lives on "
+        "with no subscriber and no publish (then it and its history go)"),
+    Key("max_channels", "template", V.integer(1), "10000",
+        "channels a template may hold at once"),
 )
 _BY_NAME = {key.name: key for key in KEYS}
 _ATTR = {"class": "cls"}  # INI names that are Python keywords
@@ -143,14 +139,14 @@ def _frozen(name, doc, fields_):
                           namespace={"__doc__": doc, "__module__": __name__})
 
 
-ServiceConfig = _frozen("ServiceConfig", "One service section. Equality ignores where it was "
-                        "written, so reload compares settings.", [
+ServiceConfig = _frozen("ServiceConfig", "One service or template section. Equality ignores "
+                        "where it was written, so reload compares settings.", [
     ("path", str), ("line", int, field(compare=False)), ("lines", Mapping, field(compare=False)),
-    *_key_fields(("service", "both"), defaults=True),
+    *_key_fields(("service", "both", "template"), defaults=True),
     ("options", Mapping, field(default_factory=lambda: types.MappingProxyType({})))])
 Config = _frozen("Config", "The whole file: the [ssed] settings and the services in file "
                  "order.", [("file", str), *_key_fields(("ssed", "both"), defaults=False),
-                            ("services", tuple)])
+                            ("services", tuple), ("templates", tuple, field(default=()))])
 
 
 # --- sections and keys to values ---------------------------------------------------------------
@@ -169,7 +165,11 @@ def _sections(sections, error):
         elif name == "ssed":
             ssed = section
         elif name.startswith("/"):
-            reason = V.bad_service_path(name, RESERVED)
+            # A template's prefix (`/user` of `[/user/*]`) must itself be a good path.
+            reason = V.bad_service_path(name[:-2] or "/" if is_template(name) else name,
+                                        RESERVED)
+            if not reason and is_template(name) and "*" in name[:-1]:
+                reason = f"invalid template path {name!r}: one '*', as its last segment"
             if reason:
                 error(section.line, reason)
             services.append(section)
@@ -198,10 +198,22 @@ def _plugin(section):
     return any(name == "class" and text for name, text, _ in section.entries)
 
 
+def _scope_error(key, scope):
+    """Why `key` may not be set in a section of `scope` ("ssed", "service", "template"), or
+    None: a template takes every service key but `source`, and two of its own."""
+    if key.scope in (scope, "both") or (scope == "template" and key.scope == "service"):
+        if scope == "template" and key.name == "source":
+            return "a template takes no 'source': its channels are fed by publishers"
+        return None
+    return "key {!r} belongs in {}".format(key.name, {
+        "ssed": "[ssed]", "service": "a service section",
+        "template": "a template section ([/path/*])"}[key.scope])
+
+
 def _entries(section, scope, base, error):
     """{name: value} of the section's good keys, the unknown keys a plugin gets, {name: line}."""
     values, options, lines = {}, {}, {}
-    plugin = scope == "service" and _plugin(section)
+    plugin = scope != "ssed" and _plugin(section)
     for name, text, line in section.entries:
         key = _BY_NAME.get(name)
         if name in lines:
@@ -212,9 +224,8 @@ def _entries(section, scope, base, error):
             options[name] = text
         elif key is None:
             error(line, _unknown(name))
-        elif key.scope not in (scope, "both"):
-            where = "[ssed]" if key.scope == "ssed" else "a service section"
-            error(line, f"key {name!r} belongs in {where}")
+        elif _scope_error(key, scope):
+            error(line, _scope_error(key, scope))
         else:
             try:
                 values[name] = _value(key, text, base)
@@ -223,47 +234,17 @@ def _entries(section, scope, base, error):
     return values, options, lines
 
 
-def _check_source(section, values, lines, error):
-    """Keys the built-in source needs, and keys set that it would silently ignore."""
-    source = values.get("source", "none")
-    if "source" in lines and "source" not in values:
-        # A bad source was reported with the one it is closest to: check the keys against
-        # that one, so that their errors come in this pass too (no close one: no guess).
-        text = next(text for name, text, _ in section.entries if name == "source")
-        close = difflib.get_close_matches(text, list(SOURCES), n=1)
-        if close:
-            _unused_keys(close[0], values, lines, error)
-        return
-    _unused_keys(source, values, lines, error)
-    needs = SOURCES[source].needs   # one of them, exactly
-    given = [n for n in needs if values.get(n) not in (None, ())]
-    where = lines.get("source", section.line)
-    if needs and not given:
-        error(where, f"source {source!r} needs " + " or ".join(map(repr, needs)))
-    elif len(given) > 1:
-        error(where, f"source {source!r} takes {given[0]!r} or {given[1]!r}, not both")
-
-
-def _unused_keys(source, values, lines, error):
-    for name, line in lines.items():
-        if (name in _SOURCE_KEYS and name not in SOURCES[source].uses
-                and values.get(name) not in (None, ())):
-            error(line, f"key {name!r} is not used by source {source!r}")
-
-
-def journal_file(service_path):
-    """A service path as a file name in `state_dir`: `/chat` -> `chat.journal`."""
-    name = service_path.strip("/").replace("%", "%25").replace("/", "%2F") or "%2F"
-    return name + ".journal"
-
-
 def _service(section, inherited, base, error):
-    values, options, lines = _entries(section, "service", base, error)
-    if not _plugin(section):
-        _check_source(section, values, lines, error)
+    template = is_template(section.name)
+    values, options, lines = _entries(section, "template" if template else "service", base,
+                                      error)
+    if not _plugin(section) and not template:
+        check_source(section, values, lines, error)
     settings = {k.name: inherited[k.name] for k in KEYS if k.scope != "ssed"} | values
     if settings["journal"] is None and inherited.get("state_dir"):
-        settings["journal"] = os.path.join(inherited["state_dir"], journal_file(section.name))
+        # A template's channels each get a journal of their own in that directory.
+        settings["journal"] = inherited["state_dir"] if template else os.path.join(
+            inherited["state_dir"], journal_file(section.name))
     elif settings["journal"] is V.NO_JOURNAL:
         settings["journal"] = None
     return ServiceConfig(path=section.name, line=section.line,
@@ -280,7 +261,9 @@ def _build(text, filename, base, errors):
     top = {key.name: _value(key, key.default, base) for key in KEYS}
     if ssed:
         top |= _entries(ssed, "ssed", base, error)[0]
-    built = tuple(_service(section, top, base, error) for section in services)
+    built = [_service(section, top, base, error) for section in services]
+    templates = tuple(sc for sc in built if is_template(sc.path))
+    built = tuple(sc for sc in built if not is_template(sc.path))
     for section in duplicates:     # their own errors too, so that one pass finds them all
         if section.name == "ssed":
             _entries(section, "ssed", base, error)
@@ -293,8 +276,8 @@ def _build(text, filename, base, errors):
                   f"journal {sc.journal} is already the journal of {journals[sc.journal]}")
         elif sc.journal:
             journals[sc.journal] = sc.path
-    return Config(file=filename, services=built,
-                  **{k.name: top[k.name] for k in KEYS if k.scope != "service"})
+    return Config(file=filename, services=built, templates=templates,
+                  **{k.name: top[k.name] for k in KEYS if k.scope in ("ssed", "both")})
 
 
 def _finish(text, filename, base_dir, errors, checks):
@@ -351,7 +334,7 @@ def default(checks=()):
 def has_services(config):
     """A check for `parse`/`load`: a daemon's config must define a service. A file with none
     is empty or cut short (a reload reading a half-written file), not something to serve."""
-    if config.services:
+    if config.services or config.templates:
         return []
     return [(1, "no service sections (such as [/time]): nothing to serve; is the file "
                 "empty or only half written?")]
@@ -361,13 +344,14 @@ def diff(old, new):
     """What a reload from `old` to `new` changes, one line per section, [ssed] first."""
     changes = []
     top = [f.name for f in fields(Config)
-           if f.name not in ("file", "services") and getattr(old, f.name) != getattr(new, f.name)]
+           if f.name not in ("file", "services", "templates")
+           and getattr(old, f.name) != getattr(new, f.name)]
     if top:
         changes.append("changed [ssed]: " + ", ".join(top))
-    before = {s.path: s for s in old.services}
-    after = {s.path for s in new.services}
+    before = {s.path: s for s in old.services + old.templates}
+    after = {s.path for s in new.services + new.templates}
     changes += [f"removed {path}" for path in before if path not in after]
-    for service in new.services:
+    for service in new.services + new.templates:
         if service.path not in before:
             changes.append(f"added {service.path}")
         elif service != before[service.path]:
@@ -387,7 +371,8 @@ def _changed(old, new):
     return names
 
 
-_SCOPES = {"ssed": "[ssed]", "service": "service", "both": "[ssed] (default), service"}
+_SCOPES = {"ssed": "[ssed]", "service": "service, template", "both": "[ssed] (default), "
+           "service, template", "template": "template (`[/path/*]`)"}
 
 
 def keys_markdown():

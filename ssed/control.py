@@ -42,9 +42,26 @@ def _publish(hub, daemon, req):
 
 
 def _list(hub, daemon, req):
-    return {"services": [{"path": ch.path, "source": ch.config.cls or ch.config.source,
-                          "clients": len(ch.clients), "last_id": ch.history.last_id}
-                         for ch in hub.channels.values()]}
+    """The services, then each template once with its number of channels (SPEC 10)."""
+    services = [{"path": ch.path, "source": ch.config.cls or ch.config.source,
+                 "clients": len(ch.clients), "last_id": ch.history.last_id}
+                for ch in hub.channels.values() if ch.template is None]
+    services += [{"path": t.path, "source": t.config.cls or t.config.source,
+                  "clients": t.clients(), "last_id": None, "channels": len(t.channels)}
+                 for t in hub.ondemand.by_prefix.values()]
+    return {"services": services}
+
+
+def _channels(hub, daemon, req):
+    """A template's channels: path, clients, last_id, and `idle`, the seconds since one
+    last had a subscriber or a publish (0 while it has subscribers)."""
+    template = hub.ondemand.template(req["template"])
+    if template is None:
+        raise CommandError(f"no template {req['template']} (a template path ends in /*)")
+    return {"channels": [
+        {"path": ch.path, "clients": len(ch.clients), "last_id": ch.history.last_id,
+         "idle": 0 if ch.clients else round(max(0.0, hub.now - max(ch.last_sent, ch.used)), 3)}
+        for ch in template.channels.values()]}
 
 
 def _clients(hub, daemon, req):
@@ -158,6 +175,7 @@ COMMANDS = {
     "clients": Spec(_clients, {"service": (STR, True)}, ("SERVICE",)),
     "kick": Spec(_kick, {"service": (STR, True), "client": (STR, True)},
                  ("SERVICE", "CLIENT"), True),
+    "channels": Spec(_channels, {"template": (STR, True)}, ("TEMPLATE",)),
     "ban": Spec(_ban, {"ip": (STR, True), "seconds": (NUMBER, False)},
                 ("ADDR", "[SECONDS]"), True),
     "unban": Spec(_unban, {"ip": (STR, True)}, ("ADDR",), True),

@@ -61,9 +61,18 @@ def _show_publish(a):
 
 
 def _show_list(a):
-    return _table(["PATH", "SOURCE", "CLIENTS", "LAST_ID"],
-                  [[s.get("path"), s.get("source"), s.get("clients"), s.get("last_id")]
-                   for s in a.get("services", [])])
+    services = a.get("services", [])
+    # A CHANNELS column only when there are templates (SPEC 10), the table as it was else.
+    extra = ["CHANNELS"] if any("channels" in s for s in services) else []
+    return _table(["PATH", "SOURCE", "CLIENTS", "LAST_ID", *extra],
+                  [[s.get("path"), s.get("source"), s.get("clients"), s.get("last_id"),
+                    *[s.get("channels")] * len(extra)] for s in services])
+
+
+def _show_channels(a):
+    return _table(["PATH", "CLIENTS", "LAST_ID", "IDLE"],
+                  [[c.get("path"), c.get("clients"), c.get("last_id"), c.get("idle")]
+                   for c in a.get("channels", [])])
 
 
 def _show_clients(a):
@@ -161,6 +170,9 @@ COMMANDS = {
     "stats": Command("show the daemon's counters", (), lambda a: {"cmd": "stats"}, _show_stats),
     "reload": Command("read the config again", (), lambda a: {"cmd": "reload"}, _show_reload),
     "bans": Command("list the banned addresses", (), lambda a: {"cmd": "bans"}, _show_bans),
+    "channels": Command("list a template's channels", (
+        (("template",), {"metavar": "TEMPLATE", "help": "a template path, e.g. /user/*"}),),
+        lambda a: {"cmd": "channels", "template": a.template}, _show_channels),
     "clients": Command("list a service's clients", (SERVICE,),
                        lambda a: {"cmd": "clients", "service": a.service}, _show_clients),
     "kick": Command("close a client's streams", (SERVICE, (("client",), {"metavar": "CLIENT"})),

@@ -17,17 +17,19 @@ from .admission import PerAddress
 from .auth import Expiring
 from .http1 import JWT_HEAD, MAX_HEAD
 from .bans import Bans
-from .channel import Channel, Client, PublishError
+from .channel import Channel, ChannelsFull, Client, PublishError
 from .history import IdClock
 from .journal import open_journal
+from .keepalive import quiet_streams
 from .joining import Joining, joined, preamble
 from .log import Throttle
+from .ondemand import OnDemand, Provisional
 from .orders import Close, FanOut, Kill, Spawn
 from .plugins import service_class
 from .service import Refuse, Service
 from . import reasons
 
-__all__ = ["Hub", "Client", "PublishError"]
+__all__ = ["Hub", "Client", "ChannelsFull", "PublishError"]
 
 HOOK_LOG_EVERY = 60.0   # seconds between two tracebacks of one service's hook
 
@@ -43,7 +45,9 @@ class Hub:
         self.journals = journals or open_journal
         self.timed = timed or _untimed
         self.clock = IdClock()
-        self.channels = {}
+        self.channels = {}          # path -> Channel: the services and templates' channels
+        self.ticking = {}           # path -> Channel, of those whose service has on_tick
+        self.ondemand = OnDemand(self)  # the templates and the channels they made
         self.by_id = {}             # client id -> Client, or a tuple when streams share it
         self.per_ip = PerAddress()      # address -> open streams
         self.client_count = 0       # open streams (the sum of per_ip, kept, not summed)
@@ -67,14 +71,17 @@ class Hub:
     def start(self):
         for sc in self.config.services:
             self._add_channel(sc)
+        self.ondemand.start(self.config.templates)
 
     def stop(self):
-        for channel in self.channels.values():
-            self._stop_service(channel, closing=True)
+        # (a list: an on_stop may publish, and so make a template's channel)
+        for channel in list(self.channels.values()):
+            self.stop_service(channel, closing=True)
 
     def sync_journals(self):
         for channel in self.channels.values():
-            channel.sync(self.now)
+            if channel.journal is not None:
+                channel.sync(self.now)
 
     def journal_failing(self):
         """Whether a journal is failing now (for /healthz)."""
@@ -84,15 +91,19 @@ class Hub:
         return self.journals(path, self.config.journal_sync, self.log)
 
     def _add_channel(self, sc):
-        channel = Channel(sc, self.now)
-        self.channels[sc.path] = channel
+        self.open_channel(Channel(sc, self.now), sc)
+
+    def open_channel(self, channel, sc):
+        """Put a new channel in place: its journal read back, its service started."""
+        self.channels[channel.path] = channel
         if sc.journal:
-            for key in channel.open_journal(self._open_journal, sc, self.log, self.now,
+            log = self.log if channel.template is None else self.ondemand.log_of(channel)
+            for key in channel.open_journal(self._open_journal, sc, log, self.now,
                                             restore=True):
                 self.clock.advance(key)
-        self._start_service(channel, sc)
+        self.start_service(channel, sc)
 
-    def _start_service(self, channel, sc):
+    def start_service(self, channel, sc):
         channel.retune_journal(self._open_journal, sc, self.log, self.now)
         channel.config = sc
         channel.history.resize(sc.history)
@@ -100,10 +111,14 @@ class Hub:
         channel.replay_last = type(service).replay_last
         ticks = type(service).on_tick is not Service.on_tick
         channel.next_tick = self.now if ticks else None     # first tick at once
+        if ticks:
+            self.ticking[channel.path] = channel
+        else:
+            self.ticking.pop(channel.path, None)
         self.due = self.now
         self.call(channel, "on_start")
 
-    def _stop_service(self, channel, closing=False):
+    def stop_service(self, channel, closing=False):
         self.call(channel, "on_stop")
         if closing:
             channel.close_journal()
@@ -122,8 +137,11 @@ class Hub:
     def hook_failed(self, path, hook, exc):
         """Log a service hook's exception with its traceback: the first of each (service,
         hook), then at most one a minute with the count, since a hook that raises on every
-        connect or tick would otherwise flood the log (issue 12: 44 MB in 15 s)."""
-        self.throttle((path, hook), self.now, "error",
+        connect or tick would otherwise flood the log (issue 12: 44 MB in 15 s). A template's
+        channels share their template's key: a thousand channels failing alike, one line."""
+        found = self.channels.get(path)
+        key = path if found is None or found.template is None else found.template.path
+        self.throttle((key, hook), self.now, "error",
                       f"service {path}: {hook} failed: {exc!r}\n" + traceback.format_exc())
 
     def _auth(self, config):
@@ -139,21 +157,26 @@ class Hub:
 
     def reload(self, config):
         """Take a new, valid config: start, stop and restart services; keep open streams."""
-        self.config = config
+        old, self.config = self.config, config
+        self.ondemand.reload(config.templates)
         self._auth(config)
         wanted = {sc.path: sc for sc in config.services}
-        for path in [p for p in self.channels if p not in wanted]:
+        for path in [sc.path for sc in old.services if sc.path not in wanted]:
             channel = self.channels.pop(path)
-            self._stop_service(channel, closing=True)
+            self.ticking.pop(path, None)
+            self.stop_service(channel, closing=True)
             self.orders.extend(Close(client, reasons.REMOVED) for client in channel.clients)
         for sc in config.services:
             channel = self.channels.get(sc.path)
+            if channel is not None and channel.template is not None:
+                self.ondemand.drop(channel, reasons.REMOVED)    # a service takes its path
+                channel = None
             if channel is None:
                 self._add_channel(sc)
             elif channel.config != sc or type(channel.service) is not service_class(sc):
                 # (new settings, or its module's code was read again)
-                self._stop_service(channel)
-                self._start_service(channel, sc)
+                self.stop_service(channel)
+                self.start_service(channel, sc)
             else:
                 channel.config = sc
         for channel in self.channels.values():
@@ -167,7 +190,7 @@ class Hub:
         an id, or a Client from a service): (Event, delivered)."""
         channel = self.channels.get(path)
         if channel is None:
-            raise PublishError(f"no service {path}")
+            return self.ondemand.publish(path, data, event, client_id)
         ev = channel.event(data, event, self.clock, int(self.now * 1000))
         if client_id is None:
             try:
@@ -181,6 +204,7 @@ class Hub:
             targets = self._one_client(channel, client_id, ev)
             for c in targets:
                 c.idle_since = self.now
+            channel.used = self.now
         channel.published += 1
         channel.delivered += len(targets)
         self.stats["events_published"] += 1
@@ -209,8 +233,8 @@ class Hub:
         went_back, self.ticked_at = now < self.ticked_at, now
         if now < self.due and not went_back:
             return self.due
-        due = float("inf")
-        for channel in list(self.channels.values()):
+        due = self.ondemand.sweep(now)
+        for channel in list(self.ticking.values()):
             if channel.next_tick is not None and channel.next_tick > now + 2 * channel.config.interval:
                 channel.next_tick = now     # the wall clock went back: do not stall
             if channel.next_tick is not None and channel.next_tick <= now:
@@ -229,26 +253,10 @@ class Hub:
 
     def _keepalive(self, now):
         """A comment to every stream that has heard nothing for `keepalive` seconds; when
-        the next one will have (an O(clients) pass only over services that fell silent)."""
-        limit = self.config.keepalive
-        wire = sse.comment("keepalive")
-        due = now + limit
-        for channel in self.channels.values():
-            if now - channel.last_sent < limit:
-                due = min(due, channel.last_sent + limit)
-                continue
-            idle = []
-            for c in channel.clients:
-                quiet = max(c.idle_since, *(ch.last_sent for ch in c.channels)) \
-                    if len(c.channels) > 1 else c.idle_since
-                if now - quiet >= limit:
-                    idle.append(c)
-                else:
-                    due = min(due, quiet + limit)
-            for c in idle:
-                c.idle_since = now
-            if idle:
-                self.orders.append(FanOut(wire, idle))
+        the next one will have."""
+        idle, due = quiet_streams(self.channels.values(), now, self.config.keepalive)
+        if idle:
+            self.orders.append(FanOut(sse.comment("keepalive"), idle))
         return due
 
     # -- clients ---------------------------------------------------------------------
@@ -268,13 +276,17 @@ class Hub:
         return () if found is None else found if isinstance(found, tuple) else (found,)
 
     def subscribe(self, paths, client_id, address, last_id, request):
-        """Add a stream to the services at `paths`; (client, the bytes it gets before any
-        live event). Raises Refuse."""
-        return self.attach([self.channels[p] for p in paths], client_id, address, last_id,
-                           request)
+        """Add a stream to the services (or templates' channels) at `paths`; (client, the
+        bytes it gets before any live event). Raises Refuse, or ChannelsFull."""
+        return self.attach([self.channels.get(p) or self.ondemand.find(p) for p in paths],
+                           client_id, address, last_id, request)
 
     def attach(self, channels, client_id, address, last_id, request):
-        """`subscribe`, given the services' channels."""
+        """`subscribe`, given the services' channels (or ondemand.Provisional ones, which
+        are made for it: ChannelsFull if one cannot be, none left made if it is refused)."""
+        for channel in channels:
+            if type(channel) is Provisional:
+                return self.ondemand.attach(channels, client_id, address, last_id, request)
         client = Client(client_id or self.new_client_id(), address, self.now, channels,
                         last_id)
         joining = None
@@ -346,6 +358,9 @@ class Hub:
                 channel.clients.discard(client)
                 channel.members += 1
                 self.call(channel, "on_disconnect", client, reason)
+                if channel.template is not None and not channel.clients:
+                    channel.used = self.now
+                    self.ondemand.went_quiet(channel)
         rest = tuple(c for c in self.streams_of(client.id) if c is not client)
         if not rest:
             self.by_id.pop(client.id, None)

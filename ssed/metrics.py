@@ -33,20 +33,27 @@ def render(samples):
 
 
 def samples(hub):
-    """The hub's figures as samples for `render`."""
+    """The hub's figures as samples for `render`. A template's channels are summed under
+    the template's path (`service="/user/*"`), so the number of series stays bounded."""
+    services = [ch for ch in hub.channels.values() if ch.template is None]
+    templates = list(hub.ondemand.by_prefix.values())
+
     def per(attr):
-        return [({"service": p}, getattr(ch, attr)) for p, ch in hub.channels.items()]
+        return ([({"service": ch.path}, getattr(ch, attr)) for ch in services]
+                + [({"service": t.path}, t.total(attr)) for t in templates])
 
     return {
-        "ssed_clients": [({"service": p}, len(ch.clients)) for p, ch in hub.channels.items()],
+        "ssed_clients": [({"service": ch.path}, len(ch.clients)) for ch in services]
+                        + [({"service": t.path}, t.clients()) for t in templates],
         "ssed_events_published_total": per("published"),
         "ssed_events_delivered_total": per("delivered"),
         "ssed_bytes_sent_total": [({}, hub.stats["bytes_sent"])],
         "ssed_clients_dropped_total": [({"reason": r}, n) for r, n in sorted(hub.dropped.items())],
         "ssed_connections_refused_total": [({"reason": r}, n)
                                            for r, n in sorted(hub.refused.items())],
-        "ssed_journal_failures_total": [({"service": p}, ch.journal_failures)
-                                        for p, ch in hub.channels.items() if ch.config.journal],
+        "ssed_journal_failures_total": [  # (services and templates have a `config`)
+            sample for sample, owner in zip(per("journal_failures"), services + templates)
+            if owner.config.journal],
         "ssed_uptime_seconds": [({}, round(hub.now - hub.started, 3))],
         "ssed_loop_stalls_total": [({}, hub.stats["loop_stalls"])],
     }

@@ -56,7 +56,7 @@ class Plugins:
         `config.load`. Imports what is new; reads again, aside, what changed on disk."""
         self.fresh = {}
         errors = []
-        for sc in config.services:
+        for sc in config.services + config.templates:
             if sc.cls:
                 try:
                     self._load(sc)

@@ -28,6 +28,7 @@ IDLE = "idle"               # a kept-alive connection nobody used again
 SHUTTING_DOWN = "shutting_down"
 MAX_CLIENTS = "max_clients"
 MAX_CLIENTS_PER_IP = "max_clients_per_ip"
+MAX_CHANNELS = "max_channels"   # a template at its max_channels (SPEC 10)
 OUT_OF_DESCRIPTORS = "out_of_descriptors"
 HEADER_TIMEOUT = "header_timeout"
 NOT_FOUND = "not_found"

@@ -18,7 +18,7 @@ class Refuse(Exception):
 class Service:
     """Base of every service, the built-in sources included.
 
-    Attributes: `path`, `config` (its ServiceConfig), `options` (extra config keys, for
+    Attributes: `path` (on a template: the channel's own), `config` (its ServiceConfig), `options` (extra config keys, for
     plugins), `clients` (the set of subscribed clients), `now` (the loop's wall clock).
     """
 
@@ -30,7 +30,7 @@ class Service:
         self._hub = hub
         self._channel = channel
         self.config = config
-        self.path = config.path
+        self.path = channel.path      # a template's channel: its own path (SPEC 10)
         self.options = config.options
 
     # -- what a service can do --------------------------------------------------------

@@ -14,7 +14,7 @@ from .config import RESERVED
 from .control import CLIENT_ID, NO_PUBLISHER_IDS
 from .http1 import HttpError
 from .responses import error_reply, keeps_alive, reply, response_head
-from .hub import PublishError
+from .hub import ChannelsFull, PublishError
 from .service import Refuse
 
 STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
@@ -69,9 +69,20 @@ def handle(hub, request, address):
                 return _multiplexed(hub, request, address)
             if hub.config.index:
                 return _only(request, ("GET", "HEAD")) or _index(hub, request)
+        channel = _provisional(hub, request)
+        if channel is not None:
+            return _service(hub, request, address, [channel])
         return refusal(404, f"no service at {request.path}", reasons.NOT_FOUND)
     except HttpError as exc:
         return Reply(exc.reply(), reasons.http(exc.status))
+
+
+def _provisional(hub, request):
+    """The channel a template would make at the request's path (not made yet), or None.
+    The path as sent: a percent-encoded one is no channel's (SPEC 10)."""
+    if not hub.ondemand.by_prefix or "%" in request.target.partition("?")[0]:
+        return None
+    return hub.ondemand.find(request.path)
 
 
 def _refused(refused):
@@ -110,10 +121,10 @@ def _multiplexed(hub, request, address):
     """`/?service=/a&service=/b`: one stream for several services."""
     channels = []
     for path in request.query["service"]:
-        channel = hub.channels.get(path)
+        channel = hub.channels.get(path) or hub.ondemand.find(path)
         if channel is None:
             return refusal(404, f"no service at {path}", reasons.NOT_FOUND)
-        if channel not in channels:
+        if all(ch.path != path for ch in channels):
             channels.append(channel)
     return _service(hub, request, address, channels)
 
@@ -157,11 +168,12 @@ def http_error(hub, exc, request):
 
 def _channels(hub, request):
     """The services a request is for, or None (the index, a status path, an unknown one)."""
-    channel = hub.channels.get(request.path)
+    channel = hub.channels.get(request.path) or _provisional(hub, request)
     if channel is not None:
         return [channel]
     if request.path == "/" and "service" in request.query:
-        found = [hub.channels.get(path) for path in request.query["service"]]
+        found = [hub.channels.get(path) or hub.ondemand.find(path)
+                 for path in request.query["service"]]
         return found if all(found) else None
     return None
 
@@ -249,6 +261,8 @@ def _subscribe(hub, request, address, channels):
         client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:
         return refusal(refuse.status, refuse.reason, reasons.REFUSED_BY_SERVICE)
+    except ChannelsFull:
+        return _refused(admission.CHANNELS_FULL)
     if claims is not None:
         hub.expire_at(client, claims.exp + hub.config.jwt_leeway)
     return Stream(head + preamble, client)
@@ -279,6 +293,9 @@ def _publish(hub, request, channel):
     data, event, client = _post_body(request)
     try:
         ev, delivered = hub.publish(channel.path, data, event, client)
+    except ChannelsFull as exc:
+        return refusal(503, str(exc), reasons.MAX_CHANNELS,
+                       [("Retry-After", admission.retry_after())])
     except PublishError as exc:
         raise HttpError(400, str(exc)) from None
     body = json.dumps({"id": ev.id, "delivered": delivered})
@@ -353,8 +370,8 @@ def public_services(hub):
     it names)."""
     out = []
     for channel in hub.channels.values():
-        if channel.config.token:
-            continue
+        if channel.config.token or channel.template is not None:
+            continue    # (a template's channels are someone's own: not listed)
         types = {"message", "session"} | channel.history.types.keys()
         if channel.config.event:
             types.add(channel.config.event)

@@ -70,9 +70,10 @@ def test_each_key_is_a_field_of_its_dataclass_and_nothing_else_is():
     """KEYS alone names the settings: the dataclasses hold a field per key (`class` as
     `cls`) besides where things were written (and a plugin's own keys)."""
     attr = {"class": "cls"}
-    top = [attr.get(k.name, k.name) for k in config.KEYS if k.scope != "service"]
+    top = [attr.get(k.name, k.name) for k in config.KEYS if k.scope in ("ssed", "both")]
     svc = [attr.get(k.name, k.name) for k in config.KEYS if k.scope != "ssed"]
-    assert [f.name for f in dataclasses.fields(config.Config)] == ["file", *top, "services"]
+    assert [f.name for f in dataclasses.fields(config.Config)] == ["file", *top, "services",
+                                                                    "templates"]
     assert [f.name for f in dataclasses.fields(ServiceConfig)] == [
         "path", "line", "lines", *svc, "options"]
     assert ServiceConfig.__module__ == config.Config.__module__ == "ssed.config"
@@ -580,9 +581,9 @@ def test_keys_markdown_documents_every_key():
         assert line.startswith(f"| `{key.name}` | ")
         assert line.count(" | ") == 3  # no unescaped | inside a cell
     assert "| `listen` | [ssed] | `127.0.0.1:8080` |" in text
-    assert "| `history` | [ssed] (default), service | `100` |" in text
+    assert "| `history` | [ssed] (default), service, template | `100` |" in text
     names = {key.name for key in config.KEYS}
-    assert {f.name for f in dataclasses.fields(config.Config)} - {"file", "services"} <= names
+    assert {f.name for f in dataclasses.fields(config.Config)} - {"file", "services", "templates"} <= names
 
 
 def test_keys_command_prints_the_table():

@@ -380,8 +380,8 @@ def test_help_lists_every_command_and_says_how_to_quote(rig):
     assert "'...'" in answer["quoting"] and "DATA" in answer["quoting"]
     assert rig("help").startswith("ok commands=[")
     commands = answer["commands"]
-    assert [c.split()[0] for c in commands] == ["publish", "list", "clients", "kick", "ban",
-                                                "unban", "bans", "stats", "reload", "admin",
+    assert [c.split()[0] for c in commands] == ["publish", "list", "clients", "kick", "channels",
+                                                "ban", "unban", "bans", "stats", "reload", "admin",
                                                 "help"]
 
 
