@@ -65,7 +65,7 @@ def check(config):
     """(line, message) for each service whose auth settings cannot work: a check for
     config.load, so that --check finds them."""
     errors = []
-    for sc in config.services:
+    for sc in (*config.services, *config.templates):
         for key, static in (("auth", "token"), ("publish_auth", "publish_token")):
             if getattr(sc, key) != "jwt":
                 continue

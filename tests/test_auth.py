@@ -250,3 +250,49 @@ def test_a_bad_jwt_key_is_a_config_error_with_its_line(tmp_path):
     with pytest.raises(configmod.ConfigError) as bad:
         configmod.parse("[ssed]\njwt_key = hs256:short\n[/a]\n", str(tmp_path / "x.ini"))
     assert bad.value.errors[0].startswith(f"{tmp_path / 'x.ini'}:2: jwt_key: ")
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+TEMPLATE = """
+[ssed]
+jwt_key = hs256:jwt.secret
+retry = 0
+
+[/inbox/*]
+auth = jwt
+publish_auth = jwt
+"""
+
+
+@pytest.fixture
+def thub(tmp_path):
+    (tmp_path / "jwt.secret").write_bytes(SECRET)
+    h = Hub(configmod.parse(TEMPLATE, str(tmp_path / "ssed.ini")), lambda level, line: None,
+            now=T0)
+    h.start()
+    return h
+
+
+def test_a_template_with_auth_makes_a_channel_only_for_a_token_that_covers_it(thub):
+    assert handle(thub, "GET", "/inbox/alice")[0] == 401
+    assert handle(thub, "GET", "/inbox/bob", bearer(token(subscribe=["/inbox/alice"])))[0] == 403
+    assert "/inbox/alice" not in thub.channels and "/inbox/bob" not in thub.channels
+    status, _, _, result = handle(thub, "GET", "/inbox/alice",
+                                  bearer(token(subscribe=["/inbox/alice"])))
+    assert status == 200 and result.client.id == "alice"
+    assert "/inbox/alice" in thub.channels
+
+
+def test_a_post_to_a_template_channel_takes_a_token_that_may_publish_there(thub):
+    body, ct = b"hello", ["Content-Type: text/plain"]
+    assert handle(thub, "POST", "/inbox/carol", bearer(token()) + ct, body)[0] == 403
+    assert "/inbox/carol" not in thub.channels
+    ok = token(subscribe=[], publish=["/inbox/*"])
+    assert handle(thub, "POST", "/inbox/carol", bearer(ok) + ct, body)[0] == 200
+    assert "/inbox/carol" in thub.channels
+
+
+def test_auth_jwt_on_a_template_without_keys_is_a_config_error():
+    cfg = configmod.parse("[/inbox/*]\nauth = jwt\n", "x.ini")
+    assert auth.check(cfg) == [(2, "auth = jwt needs jwt_key in [ssed]")]
