@@ -8,12 +8,25 @@ token text ever goes into one, nor into a log line.
 import heapq
 
 from . import jwt
+from .http1 import JWT_HEAD, MAX_HEAD
 
 NO_TOKEN = 'Bearer realm="ssed"'
 
 
 class Forbidden(Exception):
     """A valid token that may not do this (a `client` that is not its `sub`)."""
+
+
+def verifier(config):
+    """The JWT verifier of `config`, or None without `jwt_key` (a new one on each reload:
+    its cache is keyed by token alone)."""
+    return None if not config.jwt_key else jwt.Verifier(
+        config.jwt_key, config.jwt_issuer, config.jwt_audience, config.jwt_leeway)
+
+
+def max_head(config):
+    """The request head limit: 16 KiB with JWT keys (room for an 8 KiB token), else 8."""
+    return JWT_HEAD if config.jwt_key else MAX_HEAD
 
 
 def token_of(request, cookie):

@@ -14,12 +14,11 @@ import json
 import os
 import socket
 import sys
-import textwrap
 import time
-from datetime import datetime
 from typing import Callable, NamedTuple
 
 from . import __version__, sseclient
+from . import ctlshow as show
 
 OK, REFUSED, USAGE, NO_CONNECTION = 0, 1, 2, 3
 SYSTEM_SOCKET = "/run/ssed/control.sock"
@@ -32,89 +31,6 @@ class Exit(Exception):
     def __init__(self, code, message=""):
         super().__init__(message)
         self.code = code
-
-
-# ---- human output -----------------------------------------------------------------------
-
-def _when(timestamp):
-    """A unix timestamp as local ISO 8601 time, to the second."""
-    if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
-        return _cell(timestamp)
-    return datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
-
-
-def _cell(value):
-    if value is None:
-        return "-"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _table(headers, rows):
-    rows = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
-                     for r in [headers, *rows])
-
-
-def _show_publish(a):
-    return f"id={a.get('id')} delivered={a.get('delivered')}" + _no_such_client(a)
-
-
-def _show_list(a):
-    services = a.get("services", [])
-    # A CHANNELS column only when there are templates (SPEC 10), the table as it was else.
-    extra = ["CHANNELS"] if any("channels" in s for s in services) else []
-    return _table(["PATH", "SOURCE", "CLIENTS", "LAST_ID", *extra],
-                  [[s.get("path"), s.get("source"), s.get("clients"), s.get("last_id"),
-                    *[s.get("channels")] * len(extra)] for s in services])
-
-
-def _show_channels(a):
-    return _table(["PATH", "CLIENTS", "LAST_ID", "IDLE"],
-                  [[c.get("path"), c.get("clients"), c.get("last_id"), c.get("idle")]
-                   for c in a.get("channels", [])])
-
-
-def _show_clients(a):
-    return _table(["ID", "ADDRESS", "SINCE", "BYTES_SENT", "BYTES_QUEUED"],
-                  [[c.get("id"), c.get("address"), _when(c.get("since")), c.get("bytes_sent"),
-                    c.get("bytes_queued")] for c in a.get("clients", [])])
-
-
-def _show_closed(a):
-    return " ".join(f"{k}={a[k]}" for k in ("closed", "removed") if k in a) + _no_such_client(a)
-
-
-def _no_such_client(a):
-    """The daemon's note that the client id had no stream there (it may be reconnecting)."""
-    return " (no such client now)" if a.get("no_such_client") is True else ""
-
-
-def _show_bans(a):
-    return _table(["IP", "UNTIL"], [[b.get("ip"), _when(b.get("until"))] for b in a.get("bans", [])])
-
-
-def _show_stats(a):
-    width = max((len(k) for k in a if k != "ok"), default=0)
-    return "\n".join(f"{k.ljust(width)} {_cell(v)}" for k, v in a.items() if k != "ok")
-
-
-def _show_reload(a):
-    return "\n".join(_cell(c) for c in a.get("changes") or []) or "no changes"
-
-
-def _show_admin(a):
-    result = a.get("result")
-    return "" if result is None else _cell(result)
-
-
-def _show_help(a):
-    """The daemon's text-form commands, one a line, then its quoting rules, wrapped."""
-    commands = "".join(f"\n  {_cell(c)}" for c in a.get("commands") or [])
-    quoting = a.get("quoting")
-    rules = "\n" + textwrap.fill(f"Quoting: {quoting}", 88) if quoting else ""
-    return ("Control commands, as the socket and ssed --console take them (ssectl's own: "
-            "ssectl --help):" + commands + rules)
 
 
 # ---- requests -----------------------------------------------------------------------------
@@ -165,31 +81,31 @@ COMMANDS = {
                                "help": "the data; '-' or absent: standard input less one final newline"}),
          (("-e", "--event"), {"help": "the event type (default: the service's)"}),
          (("--client",), {"metavar": "ID", "help": "send to this client id only"})),
-        _build_publish, _show_publish),
-    "list": Command("list the services", (), lambda a: {"cmd": "list"}, _show_list),
-    "stats": Command("show the daemon's counters", (), lambda a: {"cmd": "stats"}, _show_stats),
-    "reload": Command("read the config again", (), lambda a: {"cmd": "reload"}, _show_reload),
-    "bans": Command("list the banned addresses", (), lambda a: {"cmd": "bans"}, _show_bans),
+        _build_publish, show.show_publish),
+    "list": Command("list the services", (), lambda a: {"cmd": "list"}, show.show_list),
+    "stats": Command("show the daemon's counters", (), lambda a: {"cmd": "stats"}, show.show_stats),
+    "reload": Command("read the config again", (), lambda a: {"cmd": "reload"}, show.show_reload),
+    "bans": Command("list the banned addresses", (), lambda a: {"cmd": "bans"}, show.show_bans),
     "channels": Command("list a template's channels", (
         (("template",), {"metavar": "TEMPLATE", "help": "a template path, e.g. /user/*"}),),
-        lambda a: {"cmd": "channels", "template": a.template}, _show_channels),
+        lambda a: {"cmd": "channels", "template": a.template}, show.show_channels),
     "clients": Command("list a service's clients", (SERVICE,),
-                       lambda a: {"cmd": "clients", "service": a.service}, _show_clients),
+                       lambda a: {"cmd": "clients", "service": a.service}, show.show_clients),
     "kick": Command("close a client's streams", (SERVICE, (("client",), {"metavar": "CLIENT"})),
                     lambda a: {"cmd": "kick", "service": a.service, "client": a.client},
-                    _show_closed),
+                    show.show_closed),
     "ban": Command("refuse an address (403) and close its streams",
                    (ADDR, (("seconds",), {"nargs": "?", "type": _positive, "default": 3600,
                                           "metavar": "SECONDS", "help": "default 3600"})),
-                   lambda a: {"cmd": "ban", "ip": a.addr, "seconds": a.seconds}, _show_closed),
+                   lambda a: {"cmd": "ban", "ip": a.addr, "seconds": a.seconds}, show.show_closed),
     "unban": Command("lift a ban", (ADDR,), lambda a: {"cmd": "unban", "ip": a.addr},
-                     _show_closed),
+                     show.show_closed),
     "admin": Command("pass arguments to a service's admin hook",
                      (SERVICE, (("args",), {"nargs": argparse.REMAINDER, "metavar": "ARGS"})),
                      lambda a: {"cmd": "admin", "service": a.service, "args": a.args},
-                     _show_admin),
+                     show.show_admin),
     "help": Command("the daemon's text-form commands and quoting",
-                    (), lambda a: {"cmd": "help"}, _show_help),
+                    (), lambda a: {"cmd": "help"}, show.show_help),
 }
 
 

@@ -5,19 +5,16 @@ No I/O and no clock: the loop sets `now`, calls in (publish, attach, detach, tic
 control commands), and after each call carries out the work orders the hub left in
 `orders` (orders.FanOut, Close, Spawn, Kill). The hub never calls the loop.
 """
-import base64
 import os
-import secrets
 import traceback
 from collections import Counter
 
-from . import jwt, sse
+from . import auth, reasons, sse
 from .addresses import in_networks
 from .admission import PerAddress
-from .auth import Expiring
-from .http1 import JWT_HEAD, MAX_HEAD
 from .bans import Bans
 from .channel import Channel, ChannelsFull, Client, PublishError
+from .clientids import ClientIds
 from .history import IdClock
 from .journal import open_journal
 from .keepalive import quiet_streams
@@ -27,7 +24,6 @@ from .ondemand import OnDemand, Provisional
 from .orders import Close, FanOut, Kill, Spawn
 from .plugins import service_class
 from .service import Refuse, Service
-from . import reasons
 
 __all__ = ["Hub", "Client", "ChannelsFull", "PublishError"]
 
@@ -48,12 +44,11 @@ class Hub:
         self.channels = {}          # path -> Channel: the services and templates' channels
         self.ticking = {}           # path -> Channel, of those whose service has on_tick
         self.ondemand = OnDemand(self)  # the templates and the channels they made
-        self.by_id = {}             # client id -> Client, or a tuple when streams share it
+        self.by_id = ClientIds()    # open streams by client id
         self.per_ip = PerAddress()      # address -> open streams
         self.client_count = 0       # open streams (the sum of per_ip, kept, not summed)
         self.bans = Bans()
         self.started = now
-        self._ids = []              # a pool of fresh client ids
         self.due = now              # when tick() next has something to do
         self.ticked_at = now
         self.next_keepalive = now
@@ -63,8 +58,8 @@ class Hub:
         self.refused = Counter()    # reason -> connections refused for it
         self.joining = None         # the Joining whose on_connect hooks are running
         self.throttle = Throttle(log, every=HOOK_LOG_EVERY)
-        self.expiring = Expiring()  # streams to close when their JWT expires
-        self._auth(config)
+        self.expiring = auth.Expiring()    # streams to close when their JWT expires
+        self.jwt, self.max_head = auth.verifier(config), auth.max_head(config)
 
     # -- services --------------------------------------------------------------------
 
@@ -144,12 +139,6 @@ class Hub:
         self.throttle((key, hook), self.now, "error",
                       f"service {path}: {hook} failed: {exc!r}\n" + traceback.format_exc())
 
-    def _auth(self, config):
-        """The JWT verifier (None without `jwt_key`) and the request head limit with it."""
-        self.jwt = None if not config.jwt_key else jwt.Verifier(
-            config.jwt_key, config.jwt_issuer, config.jwt_audience, config.jwt_leeway)
-        self.max_head = JWT_HEAD if config.jwt_key else MAX_HEAD
-
     def expire_at(self, client, when):
         """Close `client` at `when` (its token's exp plus the leeway)."""
         self.expiring.add(client, when, self.client_count)
@@ -159,7 +148,7 @@ class Hub:
         """Take a new, valid config: start, stop and restart services; keep open streams."""
         old, self.config = self.config, config
         self.ondemand.reload(config.templates)
-        self._auth(config)
+        self.jwt, self.max_head = auth.verifier(config), auth.max_head(config)
         wanted = {sc.path: sc for sc in config.services}
         for path in [sc.path for sc in old.services if sc.path not in wanted]:
             channel = self.channels.pop(path)
@@ -262,18 +251,10 @@ class Hub:
     # -- clients ---------------------------------------------------------------------
 
     def new_client_id(self):
-        """12 unguessable characters (a client id is all it takes to get its events)."""
-        if not self._ids:
-            # 9 random bytes make 12 characters without padding; 256 ids per encoding.
-            pool = base64.urlsafe_b64encode(secrets.token_bytes(9 * 256)).decode()
-            self._ids = [pool[i:i + 12] for i in range(0, len(pool), 12)]
-        return self._ids.pop()
+        return self.by_id.new()
 
     def streams_of(self, client_id):
-        """Every open stream with this client id (one set per id would cost each client a
-        set; ids are rarely shared)."""
-        found = self.by_id.get(client_id)
-        return () if found is None else found if isinstance(found, tuple) else (found,)
+        return self.by_id.streams(client_id)
 
     def subscribe(self, paths, client_id, address, last_id, request):
         """Add a stream to the services (or templates' channels) at `paths`; (client, the
@@ -299,8 +280,7 @@ class Hub:
         for channel in channels:
             channel.clients.add(client)
             channel.members += 1
-        same = self.by_id.get(client.id)
-        self.by_id[client.id] = client if same is None else (*self.streams_of(client.id), client)
+        self.by_id.add(client)
         self.per_ip.add(address)
         self.client_count += 1
         if joining is None:
@@ -361,11 +341,7 @@ class Hub:
                 if channel.template is not None and not channel.clients:
                     channel.used = self.now
                     self.ondemand.went_quiet(channel)
-        rest = tuple(c for c in self.streams_of(client.id) if c is not client)
-        if not rest:
-            self.by_id.pop(client.id, None)
-        else:
-            self.by_id[client.id] = rest[0] if len(rest) == 1 else rest
+        self.by_id.remove(client)
         self.client_count -= 1
         self.per_ip.remove(client.address)
         if reason not in reasons.LEFT:

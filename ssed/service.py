@@ -18,8 +18,9 @@ class Refuse(Exception):
 class Service:
     """Base of every service, the built-in sources included.
 
-    Attributes: `path` (on a template: the channel's own), `config` (its ServiceConfig), `options` (extra config keys, for
-    plugins), `clients` (the set of subscribed clients), `now` (the loop's wall clock).
+    Attributes: `path` (on a template: the channel's own), `config` (its ServiceConfig),
+    `options` (extra config keys, for plugins), `clients` (the set of subscribed clients),
+    `now` (the loop's wall clock).
     """
 
     # Whether this service's events are its current state (a file's content) rather than
