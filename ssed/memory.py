@@ -20,10 +20,12 @@ def _malloc_trim():
         return None
 
 
-_TRIM = _malloc_trim()
+_TRIM = []      # the C function, looked up on first use (no work at import)
 
 
 def trim():
     """Return the C heap's free pages to the kernel, where the C library can."""
-    if _TRIM is not None:
-        _TRIM(0)
+    if not _TRIM:
+        _TRIM.append(_malloc_trim())
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
