@@ -29,13 +29,19 @@ def max_head(config):
     return JWT_HEAD if config.jwt_key else MAX_HEAD
 
 
+def bearer(request):
+    """The token of an `Authorization: Bearer` header (the scheme in any case), or None."""
+    scheme, _, token = request.header("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def token_of(request, cookie):
     """The JWT a request carries: `Authorization: Bearer`, else the cookie `cookie`, else
     `?access_token=` (what an EventSource can send). Of several query values (a multiplexed
     stream may also carry static tokens), the first shaped like a JWT."""
-    scheme, _, value = request.header("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+    found = bearer(request)
+    if found:
+        return found
     if cookie:
         found = cookie_value(request.header("cookie", ""), cookie)
         if found:

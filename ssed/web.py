@@ -214,12 +214,6 @@ def _preflight(hub, request, channels):
     return Reply(reply(204, b"", headers=headers))
 
 
-def _bearer(request):
-    auth = request.header("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
 def _token_ok(expected, presented):
     return presented is not None and hmac.compare_digest(expected.encode(), presented.encode())
 
@@ -230,7 +224,7 @@ def _subscribe(hub, request, address, channels):
         token = channel.config.token
         if token:
             # Every token presented counts: a browser can name several only in the query.
-            presented = presented or [_bearer(request), *request.query.get("access_token", ())]
+            presented = presented or [auth.bearer(request), *request.query.get("access_token", ())]
             if not any(_token_ok(token, p) for p in presented):
                 return refusal(401, f"{channel.path} needs a token", reasons.UNAUTHORIZED,
                                [("WWW-Authenticate", 'Bearer realm="ssed"')])
@@ -286,7 +280,7 @@ def _publish(hub, request, channel):
     elif not token:
         return refusal(405, f"{channel.path} does not take POST", reasons.METHOD,
                        [("Allow", "GET, HEAD, OPTIONS")])
-    elif not _token_ok(token, _bearer(request)):
+    elif not _token_ok(token, auth.bearer(request)):
         return refusal(401, "publishing needs the publish token", reasons.UNAUTHORIZED,
                        [("WWW-Authenticate", 'Bearer realm="ssed publish"')])
     data, event, client = postbody.fields(request)
