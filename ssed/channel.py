@@ -18,6 +18,11 @@ class PublishError(Exception):
     """A publish that cannot be done; the text goes back to the publisher."""
 
 
+class ClusterUnavailable(PublishError):
+    """A publish Redis did not take (down, or answered with an error), or whose outcome is
+    unknown; HTTP answers it with 503 and Retry-After."""
+
+
 class ChannelsFull(PublishError):
     """A publish that would make a channel of a template already at its `max_channels`:
     come back later (HTTP: 503 with Retry-After)."""

@@ -14,6 +14,7 @@ import traceback
 from . import reasons, web
 from .http1 import HttpError, RequestParser, whole_request
 from .responses import error_reply
+from .later import Later
 from .outbox import failed
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -45,7 +46,7 @@ def _recv(conn, size):
 class HttpConn:
     """A connection whose request head (and body) is still arriving, or our reply to it."""
     __slots__ = ("loop", "sock", "address", "parser", "out", "replied", "served", "closed",
-                 "deadline")
+                 "deadline", "waiting")
 
     def __init__(self, loop, sock, address):
         self.loop = loop
@@ -57,6 +58,7 @@ class HttpConn:
         self.served = 0         # requests answered on this connection (keep-alive)
         self.closed = False
         self.deadline = None
+        self.waiting = False    # for the answer to a publish Redis has yet to take
 
     def watch(self, events):
         self.loop.watch(self.sock, self, events)
@@ -113,7 +115,14 @@ class HttpConn:
         return self.respond(self.loop.route(request, self.address), request)
 
     def respond(self, result, request):
-        """Carry out what routing `request` gave: a reply, or the stream taking the socket."""
+        """Carry out what routing `request` gave: a reply, the stream taking the socket, or
+        (a publish in a cluster) a Later of the reply; meanwhile the connection is not read,
+        so that a pipelined request is answered after it."""
+        if type(result) is Later:
+            self.waiting = True
+            self.loop.unwatch(self.sock)
+            result.then(lambda done: self._settled(done, request))
+            return None
         if isinstance(result, web.Reply):
             if result.keep:
                 return self._answer(result.data)
@@ -124,6 +133,19 @@ class HttpConn:
         self.parser = None
         self.loop.acceptor.done(self)
         self.loop.open_stream(self.sock, result, request.target)
+
+    def _settled(self, result, request):
+        self.waiting = False
+        if self.closed:
+            return
+        try:
+            rest = self.respond(result, request)
+            if rest:
+                self.take(rest)
+            elif not (self.closed or self.replied):
+                self.watch(READ | WRITE if self.out else READ)
+        except Exception:
+            self.loop._bug(self)
 
     def _answer(self, data):
         """Answer and wait for the next request on the same connection (keep-alive)."""
@@ -170,6 +192,8 @@ class HttpConn:
                 self.close(reasons.ERROR)
 
     def expired(self):
+        if self.waiting:
+            return      # the cluster answers (or gives up on Redis) within its timeout
         if self.replied:
             self.close(reasons.DONE)
         elif self.served and not (self.parser is not None and self.parser.buffer):

@@ -13,6 +13,7 @@ import re
 from . import textform
 from .addresses import network_of
 from .hub import PublishError
+from .later import Later
 from .textform import QUOTING, render as render_text
 
 MAX_LINE = 1 << 20
@@ -37,8 +38,15 @@ def _publish(hub, daemon, req):
     client = req.get("client")
     if client is not None and not CLIENT_ID.match(client):
         raise CommandError("client must be 1-64 of A-Za-z0-9._:-")
-    event, delivered = hub.publish(req["service"], req["data"], req.get("event"), client)
-    return _absent({"id": event.id, "delivered": delivered}, client is not None and not delivered)
+    result = hub.publish(req["service"], req["data"], req.get("event"), client)
+    if type(result) is Later:       # a cluster's: answered once Redis has the event
+        return result.map(lambda done: done if isinstance(done, Exception) else
+                          _published(done[0], done[1], client))
+    return _published(result[0].id, result[1], client)
+
+
+def _published(id, delivered, client):
+    return _absent({"id": id, "delivered": delivered}, client is not None and not delivered)
 
 
 def _list(hub, daemon, req):
@@ -253,16 +261,23 @@ def execute(req, hub, daemon):
     """Run one request dict: the answer dict (with "ok")."""
     try:
         spec = validate(req)
-        return {"ok": True, **spec.run(hub, daemon, req)}
-    except CommandError as exc:
-        return {"ok": False, "error": str(exc), **exc.extra}
-    except PublishError as exc:
-        return {"ok": False, "error": str(exc)}
+        answer = spec.run(hub, daemon, req)
+    except (CommandError, PublishError) as exc:
+        return _failed(exc)
+    if type(answer) is Later:
+        return answer.map(lambda done: _failed(done) if isinstance(done, Exception)
+                          else {"ok": True, **done})
+    return {"ok": True, **answer}
+
+
+def _failed(exc):
+    return {"ok": False, "error": str(exc), **getattr(exc, "extra", {})}
 
 
 def handle_line(line, hub, daemon):
     """One request line (str, or the CommandError LineSplitter made of a bad one) to
-    (answer line as bytes, the request dict or None)."""
+    (answer line as bytes, or a Later of it: a publish in a cluster; the request dict or
+    None)."""
     if isinstance(line, CommandError):
         as_json = getattr(line, "as_json", False)
     else:
@@ -275,8 +290,14 @@ def handle_line(line, hub, daemon):
         answer, req = {"ok": False, "error": str(exc)}, None
     else:
         answer = execute(req, hub, daemon)
+    if type(answer) is Later:
+        return answer.map(lambda done: _line(done, as_json)), req
+    return _line(answer, as_json), req
+
+
+def _line(answer, as_json):
     text = json.dumps(answer, separators=(",", ":")) if as_json else render_text(answer)
-    return (text + "\n").encode(), req
+    return (text + "\n").encode()
 
 
 class LineSplitter:

@@ -13,11 +13,13 @@ from collections import deque
 from . import reasons
 from .conns import _recv, _send
 from .control import LineSplitter, log_line
+from .later import Later, settled
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 CONTROL_READ = 65536        # bytes read from a control client (or stdin) at once
 CONTROL_LINES = 64          # its request lines answered per loop turn (~1 ms of `stats`)
 CONTROL_AHEAD = 1 << 20     # answers waiting unsent past which a client is not read or answered
+CONTROL_WAITING = 4096      # answers waiting for Redis (publishes in a cluster) likewise
 
 
 def peer_credentials(sock):
@@ -46,6 +48,7 @@ class ControlConn:
         self.lines = deque()    # request lines read, not yet answered
         self.out = []
         self.queued = 0
+        self.waiting = deque()  # answers in order, the first of them not settled yet (Laters)
         self.events = 0         # what the selector watches it for (0: not registered)
         self.eof = False
         self.closed = False
@@ -72,7 +75,7 @@ class ControlConn:
         """Answer a batch of the waiting lines (the loop's turn calls this)."""
         lines = self.lines
         for _ in range(min(CONTROL_LINES, len(lines))):
-            if self.queued > CONTROL_AHEAD or self.closed:
+            if self._ahead() or self.closed:
                 break
             self._answer(lines.popleft())
         self._flush()
@@ -82,8 +85,24 @@ class ControlConn:
         entry = log_line(request, self.loop.debug)
         if entry is not None:
             self.loop.log(entry[0], f"control ({self.peer}): {entry[1]}")
+        if type(answer) is Later or self.waiting:
+            # Answers go out in the order of the requests: behind one that waits for
+            # Redis, the others wait too.
+            later = answer if type(answer) is Later else settled(answer)
+            self.waiting.append(later)
+            later.then(self._settled)
+            return
         self.out.append(answer)
         self.queued += len(answer)
+
+    def _settled(self, _):
+        waiting = self.waiting
+        while waiting and waiting[0].settled:
+            answer = waiting.popleft().value
+            self.out.append(answer)
+            self.queued += len(answer)
+        if not self.closed:
+            self._flush()
 
     def _flush(self):
         if self.closed:
@@ -98,12 +117,12 @@ class ControlConn:
 
     def _next(self):
         """Say what comes next: answering (the loop's backlog), reading, writing, closing."""
-        ahead = self.queued > CONTROL_AHEAD
+        ahead = self._ahead()
         if self.lines and not ahead:
             self.loop.lines_waiting(self, True)
         else:
             self.loop.lines_waiting(self, False)
-            if self.eof and not self.lines and not self.out:
+            if self.eof and not self.lines and not self.out and not self.waiting:
                 return self.close(reasons.EOF_)
         if ahead and not self.held_back:
             self.held_back = True
@@ -112,6 +131,9 @@ class ControlConn:
                           "once per connection)")
         reading = not (self.eof or self.lines or ahead)
         self._watch((READ if reading else 0) | (WRITE if self.out else 0))
+
+    def _ahead(self):
+        return self.queued > CONTROL_AHEAD or len(self.waiting) > CONTROL_WAITING
 
     def _watch(self, events):
         if events == self.events:
@@ -168,11 +190,10 @@ class Console:
     def work(self):
         for _ in range(min(CONTROL_LINES, len(self.lines))):
             answer, _ = self.loop.control_line(self.lines.popleft())
-            try:
-                sys.stdout.write(answer.decode())
-                sys.stdout.flush()
-            except (OSError, ValueError):
-                pass
+            if type(answer) is Later:
+                answer.then(_write)
+            else:
+                _write(answer)
         if not self.lines and not self.closed:
             self.loop.lines_waiting(self, False)
             self.loop.watch(self.fd, self)
@@ -186,4 +207,12 @@ class Console:
         self.closed = True
         self.loop.lines_waiting(self, False)
         self.loop.unwatch(self.fd)
+
+
+def _write(answer):
+    try:
+        sys.stdout.write(answer.decode())
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
 

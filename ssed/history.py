@@ -39,6 +39,7 @@ class IdClock:
 
     def __init__(self, last=(0, 0)):
         self.last = last
+        self.read = None    # in a cluster: the last id read from Redis (SPEC 12)
 
     def next(self, now_ms):
         ms, seq = self.last
@@ -51,7 +52,11 @@ class IdClock:
             self.last = key
 
     def prime(self, now_ms):
-        """An id for a stream with nothing to replay: every later event is greater."""
+        """An id for a stream with nothing to replay: every later event is greater. In a
+        cluster, the last id read from Redis: every event to come from it is greater, and
+        this node's clock may be ahead of Redis's (no clock sync between nodes)."""
+        if self.read is not None:
+            return format_id(self.read)
         ms, seq = self.next(now_ms)
         return f"{ms}-{seq}"
 

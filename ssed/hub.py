@@ -9,7 +9,7 @@ import os
 import traceback
 from collections import Counter
 
-from . import auth, reasons, sse
+from . import auth, clustered, reasons, sse
 from .addresses import in_networks
 from .admission import PerAddress
 from .bans import Bans
@@ -60,6 +60,7 @@ class Hub:
         self.throttle = Throttle(log, every=HOOK_LOG_EVERY)
         self.expiring = auth.Expiring()    # streams to close when their JWT expires
         self.jwt, self.max_head = auth.verifier(config), auth.max_head(config)
+        self.cluster = None         # cluster.Cluster, with [cluster] (SPEC 12)
 
     # -- services --------------------------------------------------------------------
 
@@ -72,6 +73,8 @@ class Hub:
         # (a list: an on_stop may publish, and so make a template's channel)
         for channel in list(self.channels.values()):
             self.stop_service(channel, closing=True)
+        if self.cluster is not None:
+            self.cluster.stop(self.now)
 
     def sync_journals(self):
         for channel in self.channels.values():
@@ -97,6 +100,8 @@ class Hub:
                                             restore=True):
                 self.clock.advance(key)
         self.start_service(channel, sc)
+        if self.cluster is not None:
+            clustered.opened(self, channel)
 
     def start_service(self, channel, sc):
         channel.retune_journal(self._open_journal, sc, self.log, self.now)
@@ -176,8 +181,13 @@ class Hub:
 
     def publish(self, path, data, event=None, client_id=None):
         """Frame one event and hand it to its subscribers, or to one client (`client_id`:
-        an id, or a Client from a service): (Event, delivered)."""
+        an id, or a Client from a service): (Event, delivered). In a cluster, a Later of
+        (id, delivered) instead: the event goes to Redis, and comes back to deliver."""
         channel = self.channels.get(path)
+        if self.cluster is not None and type(client_id) is not Client:
+            later = clustered.publish(self, path, channel, data, event, client_id)
+            if later is not None:
+                return later
         if channel is None:
             return self.ondemand.publish(path, data, event, client_id)
         ev = channel.event(data, event, self.clock, int(self.now * 1000))
@@ -187,6 +197,11 @@ class Hub:
             except PublishError:
                 self.stats["journal_failures"] += 1
                 raise
+        return ev, self.send(channel, ev, client_id)
+
+    def send(self, channel, ev, client_id):
+        """Fan a recorded event out to the channel's streams, or to one client's: how many."""
+        if client_id is None:
             targets = channel.clients
             channel.last_sent = self.now
         else:
@@ -201,7 +216,7 @@ class Hub:
         if targets:
             self.orders.append(FanOut(ev.wire, targets, (channel, channel.members)
                                       if client_id is None else None))
-        return ev, len(targets)
+        return len(targets)
 
     def _one_client(self, channel, to, ev):
         """The open streams of this service an event for one client reaches: a Client, that
@@ -223,6 +238,8 @@ class Hub:
         if now < self.due and not went_back:
             return self.due
         due = self.ondemand.sweep(now)
+        if self.cluster is not None:
+            due = min(due, self.cluster.tick(now))
         for channel in list(self.ticking.values()):
             if channel.next_tick is not None and channel.next_tick > now + 2 * channel.config.interval:
                 channel.next_tick = now     # the wall clock went back: do not stall
@@ -230,7 +247,8 @@ class Hub:
                 interval = channel.config.interval
                 # Catch up after a stall without firing a burst of ticks.
                 channel.next_tick = max(channel.next_tick + interval, now + interval / 2)
-                self.call(channel, "on_tick")
+                if self.cluster is None or clustered.runs(self, channel, now):
+                    self.call(channel, "on_tick")
             if channel.next_tick is not None:
                 due = min(due, channel.next_tick)
         if now >= self.next_keepalive:

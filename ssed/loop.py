@@ -24,6 +24,7 @@ from .http1 import whole_request
 from .log import Throttle, redact
 from .orders import Close, FanOut, Kill, Spawn
 from .outbox import Outbox
+from .redisconn import RedisConn
 from .responses import error_reply
 from .stalls import STALL_AFTER, Stalls
 from .wakeup import Wakeup
@@ -74,6 +75,11 @@ class Loop:
                 Console(self, self.console)
             except (PermissionError, ValueError):     # a regular file or /dev/null
                 self.log("warning", "console: standard input cannot be watched; ignored")
+        cluster = self.hub.cluster
+        if cluster is not None:
+            cluster.attach(RedisConn(self, cluster.target, "reader", cluster),
+                           RedisConn(self, cluster.target, "writer", cluster))
+            cluster.start(self.clock())
         self.wakeup = Wakeup(SIGNALS)
         self.selector.register(self.wakeup, READ, self._on_signal)
         # Kept open from the start: `stats` must tell the memory even with no fd left.
@@ -269,7 +275,7 @@ class Loop:
                 conn.take(data)
         except Exception:
             return self._bug(conn)
-        if not (conn.closed or conn.replied):       # still waiting for its request
+        if not (conn.closed or conn.replied or conn.waiting):   # its request yet to come
             self.acceptor.waiting(conn)
             conn.watch(READ)
             if conn.deadline is None:
@@ -319,8 +325,10 @@ class Loop:
 
     def status_line(self):
         hub = self.hub
+        cluster = "" if hub.cluster is None else (
+            "; cluster up" if hub.cluster.up else "; cluster DOWN")
         return (f"STATUS={hub.client_count} clients on {len(hub.channels)} services, "
-                f"{hub.stats['events_published']} events published")
+                f"{hub.stats['events_published']} events published{cluster}")
 
     def _sync(self, now):
         """The once-a-second fsync of journals under `journal_sync = everysec`."""
@@ -391,8 +399,10 @@ class Loop:
         return list({c for ch in self.hub.channels.values() for c in ch.clients})
 
     def _shutdown_step(self, now):
-        if now < self.stopping and self.outbox.busy:
-            return
+        cluster = self.hub.cluster
+        if now < self.stopping and (self.outbox.busy or (
+                cluster is not None and cluster.writer.callbacks)):
+            return      # (a cluster's node gives up its leases before it goes)
         for client in self._all_clients():
             client.conn.close(reasons.SHUTDOWN)
         self.running = False

@@ -29,6 +29,7 @@ SHUTTING_DOWN = "shutting_down"
 MAX_CLIENTS = "max_clients"
 MAX_CLIENTS_PER_IP = "max_clients_per_ip"
 MAX_CHANNELS = "max_channels"   # a template at its max_channels (SPEC 10)
+CLUSTER = "cluster_unavailable"     # a publish Redis did not take (SPEC 12)
 OUT_OF_DESCRIPTORS = "out_of_descriptors"
 HEADER_TIMEOUT = "header_timeout"
 NOT_FOUND = "not_found"

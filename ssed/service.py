@@ -3,7 +3,8 @@
 A service knows its clients and publishes events; it never sees a socket. Everything it asks
 of the daemon goes through the hub it was given.
 """
-from .channel import Client
+from .channel import Client, ClusterUnavailable
+from .later import Later
 
 
 class Refuse(Exception):
@@ -53,14 +54,29 @@ class Service:
         From `on_connect`, either reaches the stream being connected too: it gets the event
         after its retry, session event and replay (or priming id), before any live event,
         in id order (and nothing at all if a hook then refuses it). Anything else is a
-        TypeError.
+        TypeError. In a cluster (SPEC 12) the event goes to Redis and its id comes later:
+        publish returns None then (and logs an event Redis did not take).
         """
         if client is not None and not isinstance(client, str):
             if type(client) is not Client:
                 raise TypeError(f"{self.path}: publish(client=...) takes a Client or a client "
                                 f"id (str), not {type(client).__name__}")
         event = self.config.event if event is None else event
-        return self._hub.publish(self.path, data, event, client)[0].id
+        try:
+            result = self._hub.publish(self.path, data, event, client)
+        except ClusterUnavailable as exc:
+            return self._not_published(exc)
+        if type(result) is Later:
+            result.then(lambda done: self._not_published(done)
+                        if isinstance(done, Exception) else None)
+            return None
+        return result[0].id
+
+    def _not_published(self, exc):
+        """In a cluster, a publish Redis did not take: logged (a minute apart), not raised,
+        since a source cannot do better than try again on its next tick."""
+        self._hub.throttle(("cluster publish", self.path), self._hub.now, "warning",
+                           f"{self.path}: event not published: {exc}")
 
     def spawn(self, command, callback, timeout=None):
         """Run `command` with /bin/sh in the config file's directory, without blocking; once
@@ -99,6 +115,11 @@ class Service:
 
     def on_disconnect(self, client, reason):
         """A subscriber left; `reason` says why (eof, kicked, slow, banned, ...)."""
+
+    def on_lease(self):
+        """In a cluster (SPEC 12): this node has just become the one that runs this service's
+        `on_tick` (it holds the path's lease). A source whose events say what changed starts
+        again as at start, so the new holder's first tick publishes the whole current value."""
 
     def on_tick(self):
         """Called every `interval` seconds."""

@@ -149,6 +149,9 @@ class Quotes(Fed):
         self.last = {}
         self.ignored = Throttle(lambda level, text: self.log(text, level))
 
+    def on_lease(self):
+        self.last = {}
+
     def on_connect(self, client, request):
         """A new subscriber gets every quote known now at once (its events carry only what
         changed), in the form of the first tick's event; one that resumes gets what it
@@ -233,9 +236,12 @@ class File(Service):
     replay_last = True
 
     def on_start(self):
+        # The first tick comes at once (and, in a cluster, on the lease holder only).
         self.seen = None
         self.failing = False
-        self.on_tick()
+
+    def on_lease(self):
+        self.seen = None
 
     def on_tick(self):
         try:

@@ -14,6 +14,8 @@ from .control import CLIENT_ID
 from .http1 import HttpError
 from .responses import error_reply, keeps_alive, reply, response_head
 from .hub import ChannelsFull, PublishError
+from .channel import ClusterUnavailable
+from .later import Later
 from .service import Refuse
 
 STREAM_HEADERS = (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
@@ -285,16 +287,36 @@ def _publish(hub, request, channel):
                        [("WWW-Authenticate", 'Bearer realm="ssed publish"')])
     data, event, client = postbody.fields(request)
     try:
-        ev, delivered = hub.publish(channel.path, data, event, client)
-    except ChannelsFull as exc:
-        return refusal(503, str(exc), reasons.MAX_CHANNELS,
-                       [("Retry-After", admission.retry_after())])
+        result = hub.publish(channel.path, data, event, client)
     except PublishError as exc:
-        raise HttpError(400, str(exc)) from None
-    body = json.dumps({"id": ev.id, "delivered": delivered})
+        return _not_published(exc)
+    if type(result) is Later:       # a cluster's: answered once Redis has the event
+        return result.map(lambda done: _with_cors(hub, request, channel,
+                                                  _not_published(done))
+                          if isinstance(done, Exception) else
+                          _published(hub, request, channel, *done))
+    return _published(hub, request, channel, result[0].id, result[1])
+
+
+def _published(hub, request, channel, id, delivered):
+    body = json.dumps({"id": id, "delivered": delivered})
     headers = _cors(hub, request, [channel])
     keep = keeps_alive(request)
     return Reply(reply(200, body, "application/json", headers, keep=keep), keep=keep is not None)
+
+
+def _not_published(exc):
+    """The refusal of a publish the hub (or, in a cluster, Redis) did not take."""
+    if isinstance(exc, (ChannelsFull, ClusterUnavailable)):
+        return refusal(503, str(exc), reasons.MAX_CHANNELS if isinstance(exc, ChannelsFull)
+                       else reasons.CLUSTER, [("Retry-After", admission.retry_after())])
+    return Reply(HttpError(400, str(exc)).reply(), reasons.http(400))
+
+
+def _with_cors(hub, request, channel, result):
+    """(What _service adds to a refusal it is given at once.)"""
+    result.data = _add_headers(result.data, _cors(hub, request, [channel]))
+    return result
 
 
 # -- the index page ------------------------------------------------------------------------

@@ -1,0 +1,414 @@
+"""The cluster (SPEC 12): this node's side of the Redis Streams that order every node's events.
+
+One stream, `{PREFIX}:events`, orders the whole cluster: a publish is written to it (and, with
+the same id, to the path's history stream) by one Lua script, Redis gives the id, and every
+node, the publishing one included, delivers only what it reads back with `XREAD BLOCK`. So all
+nodes deliver the same events in the same order, with no clock sync between them.
+
+A state machine with no socket and no clock: the loop owns the two Redis connections
+(redisconn.py: `reader` for the blocking XREAD, `writer` for everything else, pipelined) and
+calls `link_up`/`link_down`/`tick`; replies come back to the callbacks given to `send`.
+"""
+import json
+import os
+import random
+
+from . import clustered, resp
+from .channel import ClusterUnavailable
+from .history import format_id, parse_id
+from .later import LOST, Later
+from .log import Episode, Throttle
+
+# Both XADDs in one script, so the history stream gets the id Redis gave the event. A history
+# stream whose top is above that id (its keys outlived the event stream) is started again.
+PUBLISH = """\
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      'p', ARGV[2], 'd', ARGV[3], 'e', ARGV[4], 'c', ARGV[5])
+local n = tonumber(ARGV[6])
+if n > 0 then
+  local ok = redis.pcall('XADD', KEYS[2], 'MAXLEN', n, id, 'd', ARGV[3], 'e', ARGV[4])
+  if type(ok) == 'table' and ok.err then
+    redis.call('DEL', KEYS[2])
+    redis.call('XADD', KEYS[2], 'MAXLEN', n, id, 'd', ARGV[3], 'e', ARGV[4])
+  end
+end
+return id
+"""
+# SET NX PX, or renew a lease this node holds: 1 when it holds it now.
+LEASE = """\
+local v = redis.call('GET', KEYS[1])
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) return 1 end
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+RELEASE = """\
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+READ_COUNT = 1000       # entries one XREAD may bring
+HEARTBEAT = 1.0         # seconds between two node heartbeats (and lag readings)
+FAST_RETRY_FOR = 30.0   # seconds of an outage during which retries stay at most 1 s apart
+
+
+class Cluster:
+    def __init__(self, settings, node, hub, log):
+        self.settings = settings        # config.cluster
+        self.node = node
+        self.hub = hub
+        self.log = log
+        self.reader = self.writer = None    # the loop's RedisConns, given by attach()
+        tag = "{" + settings.prefix + "}"
+        self.events_key, self.nodes_key, self.epoch_key = (
+            f"{tag}:events", f"{tag}:nodes", f"{tag}:epoch")
+        self.tag = tag
+        self.state = "down"             # down, connecting, up
+        self.why = "not connected yet"
+        self.ready = set()              # links that have opened (and authenticated)
+        self.last_id = None             # (ms, seq): the last entry read from the events stream
+        self.newest = None              # the newest entry in Redis, at the last heartbeat
+        self.epoch = None               # the value of {PREFIX}:epoch this node knows
+        self.retry_at = 0.0
+        self.attempts = 0               # connection attempts in this outage
+        self.down_since = None
+        self.reconnects = 0
+        self.held = {}                  # path -> until when this node holds its lease
+        self.next_lease = self.next_beat = 0.0
+        self.beats = 0
+        self.peers = {}                 # node -> (record, when this node saw it change)
+        self.trouble = Episode(log, "cluster: Redis")
+        self.throttle = Throttle(log, every=60)
+
+    # -- the links ---------------------------------------------------------------------
+
+    def attach(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    def start(self, now):
+        self.retry_at = now
+
+    def _connect(self, now):
+        self.state, self.ready = "connecting", set()
+        if self.attempts or self.down_since is not None:
+            self.reconnects += 1
+        self.attempts += 1
+        for link in (self.reader, self.writer):
+            link.open(now)
+
+    def link_up(self, link, now):
+        """A link's TCP (or UNIX) connection is open: authenticate, pick the db; once both
+        are, the writer checks what Redis holds and the reader starts reading."""
+        settings = self.settings.redis
+        if settings.password is not None:
+            auth = ("AUTH", settings.user, settings.password) if settings.user \
+                else ("AUTH", settings.password)
+            link.send(resp.command(*auth), self._checked, now)
+        if settings.db:
+            link.send(resp.command("SELECT", settings.db), self._checked, now)
+        link.send(resp.command("PING"), lambda reply: self._opened(link, reply), now)
+
+    def _opened(self, link, reply):
+        if self._failed(reply):
+            return
+        self.ready.add(link)
+        if len(self.ready) == 2:
+            self._handshake(self.hub.now)
+
+    def _checked(self, reply):
+        self._failed(reply)
+
+    def _failed(self, reply):
+        """Whether a reply says Redis cannot be used (an error, or the link dropped): then
+        the node counts Redis as down."""
+        if reply is LOST:
+            return True
+        if type(reply) is resp.Error:
+            self.down(f"Redis answered {reply.text}")
+            return True
+        return False
+
+    def link_down(self, link, why):
+        self.down(why)
+
+    def down(self, why):
+        """Redis cannot be used: drop both links (their unanswered publishes learn that
+        their outcome is unknown) and try again after a jittered backoff."""
+        now = self.hub.now
+        if self.state == "down" and self.reader.closed and self.writer.closed:
+            return
+        was_up = self.state == "up"
+        self.state, self.why = "down", why
+        if self.down_since is None:
+            self.down_since = now
+        self.trouble.failed(now, why)
+        if was_up:
+            self.log("warning", f"cluster: Redis unavailable ({why}); streams stay open, "
+                     "publishes are refused until it is back")
+        self.held.clear()
+        for link in (self.reader, self.writer):
+            for callback in link.close():
+                callback(LOST)
+        self.retry_at = now + self._backoff(now)
+
+    def _backoff(self, now):
+        """0.1 s doubling, jittered; at most 1 s apart in an outage's first FAST_RETRY_FOR
+        seconds (Redis back => serving again within about a second), 5 s after."""
+        cap = 1.0 if now - self.down_since < FAST_RETRY_FOR else 5.0
+        delay = min(cap, 0.1 * 2 ** min(self.attempts, 8))
+        return delay * random.uniform(0.5, 1.0)
+
+    # -- coming up -----------------------------------------------------------------------
+
+    def _handshake(self, now):
+        """Pipelined on the writer: the epoch (made if there is none), the newest entry, the
+        histories; then up."""
+        send = self.writer.send
+        send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self._checked, now)
+        send(resp.command("GET", self.epoch_key), self._epoch, now)
+        send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._top, now)
+        for channel in clustered.channels_of(self.hub, with_history=True):
+            self.fill(channel, now)
+        send(resp.command("PING"), self._up, now)
+
+    def _epoch(self, reply):
+        if self._failed(reply):
+            return
+        epoch = reply.decode() if isinstance(reply, bytes) else None
+        if self.epoch is not None and epoch != self.epoch:
+            self._lost_data("its epoch key changed or went")
+        self.epoch = epoch
+
+    def _top(self, reply):
+        if self._failed(reply):
+            return
+        top = parse_id(reply[0][0].decode()) if reply else None
+        self.newest = top
+        if self.last_id is None:
+            self.last_id = top or (0, 0)     # a node that just started reads what comes next
+        elif top is None or top < self.last_id:
+            self._lost_data("its event stream is behind the last id this node read")
+            self.last_id = top or (0, 0)
+
+    def _lost_data(self, why):
+        self.log("error", f"cluster: Redis lost data ({why}); clustered histories are dropped "
+                 "and read again from Redis")
+        clustered.forget_histories(self.hub)
+
+    def _up(self, reply):
+        if self._failed(reply):
+            return
+        now = self.hub.now
+        self.state, self.why = "up", None
+        self.attempts, self.down_since = 0, None
+        self.trouble.recovered(now)
+        self.next_lease = self.next_beat = now
+        self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
+                 f"{format_id(self.last_id)}")
+        self._read(now)
+
+    # -- reading the cluster's events ----------------------------------------------------
+
+    def _read(self, now):
+        block = int(min(2.0, self.settings.timeout / 2) * 1000)
+        self.reader.send(resp.command("XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS",
+                                      self.events_key, format_id(self.last_id)),
+                         self._entries, now)
+
+    def _entries(self, reply):
+        if self._failed(reply):
+            return
+        if reply:
+            hub = self.hub
+            for entry_id, fields in reply[0][1]:
+                key = parse_id(entry_id.decode())
+                self.last_id = key
+                entry = dict(zip(fields[::2], fields[1::2]))
+                try:
+                    path = entry[b"p"].decode()
+                    data = entry[b"d"].decode()
+                    event = entry.get(b"e", b"").decode() or None
+                    client = entry.get(b"c", b"").decode() or None
+                except (KeyError, UnicodeDecodeError):
+                    self.throttle(("entry",), self.hub.now, "warning",
+                                  f"cluster: ignored entry {format_id(key)} of "
+                                  f"{self.events_key}: not an ssed event")
+                    continue
+                clustered.deliver(hub, path, key, data, event, client)
+        self._read(self.hub.now)
+
+    def fill(self, channel, now):
+        """Read a clustered channel's history from Redis into its memory (a node that just
+        started, or a channel it just made): replay is the same on every node."""
+        size = channel.config.history
+        if not size or self.state != "up":
+            return
+        self.writer.send(resp.command("XREVRANGE", self.history_key(channel.path), "+", "-",
+                                      "COUNT", size),
+                         lambda reply: self._filled(channel, reply), now)
+
+    def _filled(self, channel, reply):
+        if self._failed(reply) or not reply:
+            return
+        events = []
+        for entry_id, fields in reversed(reply):
+            entry = dict(zip(fields[::2], fields[1::2]))
+            key = parse_id(entry_id.decode())
+            if key is None or key > self.last_id:
+                continue    # the reader has yet to read it: it delivers it then
+            try:
+                events.append((key, entry[b"d"].decode(), entry.get(b"e", b"").decode() or None))
+            except (KeyError, UnicodeDecodeError):
+                continue
+        clustered.fill_history(channel, events)
+
+    def history_key(self, path):
+        return f"{self.tag}:h:{path}"
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, path, data, event, client_id, history, delivered):
+        """Write one event; a Later settled with (id, delivered()) once Redis has it, or
+        with a ClusterUnavailable. Refused at once while Redis is down."""
+        if self.state != "up":
+            raise ClusterUnavailable(f"cluster unavailable: {self.why}")
+        later = Later()
+        command = resp.command("EVAL", PUBLISH, 2, self.events_key, self.history_key(path),
+                               self.settings.maxlen, path, data, event or "", client_id or "",
+                               0 if client_id is not None else history)
+        self.writer.send(command, lambda reply: self._published(later, reply, delivered),
+                         self.hub.now)
+        return later
+
+    def _published(self, later, reply, delivered):
+        if reply is LOST:
+            later.settle(ClusterUnavailable(
+                f"cluster unavailable: outcome unknown ({self.why}); if Redis applied the "
+                "publish, it is delivered once, in order"))
+        elif type(reply) is resp.Error:
+            later.settle(ClusterUnavailable(f"cluster unavailable: Redis answered {reply.text}"))
+            self.down(f"Redis answered {reply.text}")
+        else:
+            later.settle((reply.decode(), delivered()))
+
+    # -- timers: reconnect, overdue answers, leases, heartbeats ------------------------
+
+    def tick(self, now):
+        """What is due now; when something next is."""
+        if self.state == "down":
+            if now >= self.retry_at:
+                self._connect(now)
+            else:
+                return self.retry_at
+        timeout = self.settings.timeout
+        for link, allowed in ((self.writer, timeout), (self.reader, timeout + 2.0)):
+            if link.oldest is not None and now - link.oldest > allowed:
+                self.down(f"no answer from Redis in {allowed:g} s")
+                return self.retry_at
+        if self.state != "up":
+            return now + 0.1
+        if now >= self.next_lease:
+            self._leases(now)
+        if now >= self.next_beat:
+            self._heartbeat(now)
+        return min(self.next_lease, self.next_beat)
+
+    def holds(self, path, now):
+        """Whether this node runs the timers of `path` (the holder of its lease)."""
+        return self.held.get(path, 0.0) > now
+
+    def _leases(self, now):
+        lease = self.settings.lease
+        self.next_lease = now + lease / 3
+        for path in clustered.leased_paths(self.hub):
+            command = resp.command("EVAL", LEASE, 1, f"{self.tag}:lease:{path}", self.node,
+                                   int(lease * 1000))
+            self.writer.send(command, lambda reply, path=path: self._leased(path, reply, now),
+                             now)
+
+    def _leased(self, path, reply, sent):
+        if self._failed(reply):
+            return
+        if reply == 1:
+            # Counted from when the renewal was sent, and a little short of the lease, so
+            # that two nodes never both think they hold it.
+            gained = not self.holds(path, self.hub.now)
+            self.held[path] = sent + self.settings.lease * 0.9
+            if gained:
+                self.log("info", f"cluster: node {self.node} now runs the source of {path}")
+                clustered.gained_lease(self.hub, path)
+        elif self.held.pop(path, None) is not None:
+            self.log("info", f"cluster: node {self.node} no longer runs the source of {path}")
+
+    def _heartbeat(self, now):
+        self.next_beat = now + HEARTBEAT
+        self.beats += 1
+        record = json.dumps({"seen": round(self.hub.now, 3), "beat": self.beats,
+                             "clients": self.hub.client_count,
+                             "leases": sorted(p for p in self.held if self.holds(p, now))})
+        send = self.writer.send
+        send(resp.command("HSET", self.nodes_key, self.node, record), self._checked, now)
+        send(resp.command("HGETALL", self.nodes_key), self._nodes, now)
+        send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._newest,
+             now)
+        send(resp.command("GET", self.epoch_key), self._epoch_again, now)
+
+    def _nodes(self, reply):
+        if self._failed(reply):
+            return
+        now, seen = self.hub.now, {}
+        for name, raw in zip(reply[::2], reply[1::2]):
+            name = name.decode(errors="replace")
+            old = self.peers.get(name)
+            seen[name] = (raw, now if old is None or old[0] != raw else old[1])
+        self.peers = seen
+
+    def _newest(self, reply):
+        if not self._failed(reply):
+            self.newest = parse_id(reply[0][0].decode()) if reply else None
+
+    def _epoch_again(self, reply):
+        if self._failed(reply):
+            return
+        epoch = reply.decode() if isinstance(reply, bytes) else None
+        if epoch != self.epoch:
+            # Redis restarted empty (or was flushed): start over from what it holds.
+            self.down("Redis lost data: its epoch key changed or went")
+
+    def stop(self, now):
+        """Shutting down: give up the leases this node holds, and leave the node list."""
+        if self.state != "up":
+            return
+        for path in list(self.held):
+            self.writer.send(resp.command("EVAL", RELEASE, 1, f"{self.tag}:lease:{path}",
+                                          self.node), self._checked, now)
+        self.writer.send(resp.command("HDEL", self.nodes_key, self.node), self._checked, now)
+        self.held.clear()
+
+    # -- what the node tells --------------------------------------------------------------
+
+    @property
+    def up(self):
+        return self.state == "up"
+
+    def lag_ms(self):
+        if self.newest is None or self.last_id is None or self.newest <= self.last_id:
+            return 0
+        return self.newest[0] - self.last_id[0]
+
+    def info(self, now):
+        """The `cluster` command's answer (SPEC 12)."""
+        nodes, leases = [], []
+        for name, (raw, changed) in sorted(self.peers.items()):
+            if now - changed > 3 * HEARTBEAT and name != self.node:
+                continue
+            try:
+                record = json.loads(raw)
+                nodes.append({"node": name, "seen": record["seen"],
+                              "clients": record["clients"]})
+                leases += [{"path": p, "node": name} for p in record.get("leases", ())]
+            except (ValueError, KeyError, TypeError):
+                continue
+        return {"node": self.node, "up": self.up,
+                "last_id": format_id(self.last_id) if self.last_id else None,
+                "lag_ms": self.lag_ms(), "nodes": nodes,
+                "leases": sorted(leases, key=lambda lease: lease["path"])}

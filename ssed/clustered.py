@@ -1,0 +1,156 @@
+"""The hub's side of the cluster (SPEC 12): which channels are clustered, a publish sent to
+Redis instead of delivered, an entry read back delivered, histories filled from Redis, and
+which timers this node runs. Functions of the hub, so that hub.py keeps its one shape
+whether or not there is a cluster; cluster.py holds the Redis side."""
+import json
+from collections import deque
+
+from . import sse
+from .channel import ChannelsFull, PublishError
+from .history import Event
+
+
+def is_clustered(hub, path, channel=None):
+    """The config of `path` if it is clustered (a service, or a template's channel, without
+    `cluster = false`), else None."""
+    if channel is None:
+        channel = hub.channels.get(path) or hub.ondemand.find(path)
+        if channel is None:
+            return None
+    return channel.config if channel.config.cluster else None
+
+
+def publish(hub, path, channel, data, event, client_id):
+    """A publish to a clustered path: checked here as a local one would be, then written to
+    Redis (a Later); None when `path` is not clustered (the hub publishes it itself)."""
+    config = is_clustered(hub, path, channel)
+    if config is None:
+        if channel is None and hub.ondemand.find(path) is None:
+            raise PublishError(f"no service {path}")
+        return None
+    event = check(config, path, data, event)
+    if channel is None and client_id is None:
+        # A template's channel is made where the event is read back; a node that is full
+        # refuses here what it could not hold there.
+        template = hub.ondemand.find(path).template
+        if len(template.channels) >= template.config.max_channels:
+            raise ChannelsFull(f"{template.path} is at max_channels "
+                               f"({template.config.max_channels}): no channel {path} now; "
+                               "try again later")
+    return hub.cluster.publish(path, data, event, client_id, config.history,
+                               lambda: _local_count(hub, path, client_id))
+
+
+def check(config, path, data, event):
+    """The event type a publish would have, or PublishError: what Channel.event checks."""
+    if not isinstance(data, str):
+        raise PublishError("data must be a string")
+    problem = sse.bad_event_type(event)
+    if problem:
+        raise PublishError(problem)
+    if config.json:
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            raise PublishError(f"{path} takes JSON data only: {exc}") from None
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PublishError("data is not valid Unicode text") from None
+    return event or config.event or None
+
+
+def _local_count(hub, path, client_id):
+    """`delivered` of a clustered publish: this node's streams it reaches."""
+    channel = hub.channels.get(path)
+    if channel is None:
+        return 0
+    if client_id is None:
+        return len(channel.clients)
+    return sum(1 for c in hub.streams_of(client_id) if channel in c.channels)
+
+
+def deliver(hub, path, key, data, event, client_id):
+    """An entry read back from the cluster's stream: every node delivers it here, the
+    publishing one included. A template's channel is made for it (a node that sees a
+    publish has the channel, for replay)."""
+    channel = hub.channels.get(path)
+    if channel is None:
+        found = hub.ondemand.find(path)
+        if found is None or not found.config.cluster:
+            return
+        try:
+            channel = hub.ondemand.make(path, found.template)
+        except ChannelsFull as exc:
+            hub.throttle(("cluster full", found.template.path), hub.now, "warning",
+                         f"cluster: event {key[0]}-{key[1]} not kept: {exc}")
+            return
+    elif not channel.config.cluster:
+        return
+    ev = Event(key, data, event)
+    hub.clock.advance(key)
+    hub.clock.read = key
+    if client_id is None:
+        ring = channel.history.ring
+        if ring and ring[-1].key >= key:
+            return      # this node has it already: read from the history stream
+        channel.history.append(ev)
+    hub.send(channel, ev, client_id)
+
+
+def fill_history(channel, events):
+    """Merge what Redis holds of a channel's history with what this node read meanwhile."""
+    history = channel.history
+    if not history.ring.maxlen:
+        return
+    held = {e.key: e for e in history.ring}
+    for key, data, event in events:
+        if key not in held:
+            held[key] = Event(key, data, event)
+    merged = sorted(held.values(), key=lambda e: e.key)
+    history.ring = deque(merged, maxlen=history.ring.maxlen)
+    for ev in merged:
+        if ev.type is not None:
+            history.types.setdefault(ev.type, None)
+
+
+def channels_of(hub, with_history=False):
+    """The clustered channels this node has (with a history, to fill from Redis)."""
+    return [ch for ch in hub.channels.values() if ch.config.cluster
+            and (ch.config.history or not with_history)]
+
+
+def forget_histories(hub):
+    """Redis lost data: what this node holds of clustered histories goes (then each is
+    read again from Redis), so that every node replays the same."""
+    for channel in channels_of(hub):
+        channel.history.ring.clear()
+
+
+def leased_paths(hub):
+    """The clustered paths whose timers need the lease: services with an on_tick."""
+    return [path for path, ch in hub.ticking.items() if ch.config.cluster]
+
+
+def runs(hub, channel, now):
+    """Whether this node runs `channel`'s on_tick: always, unless it is clustered and
+    another node holds its lease."""
+    return not channel.config.cluster or hub.cluster.holds(channel.path, now)
+
+
+def gained_lease(hub, path):
+    """This node now runs a source: it starts as at start (`on_lease`), at once."""
+    channel = hub.channels.get(path)
+    if channel is None:
+        return
+    hook = getattr(channel.service, "on_lease", None)
+    if hook is not None:
+        hub.call(channel, "on_lease")
+    channel.next_tick = hub.now
+    hub.due = hub.now
+
+
+def opened(hub, channel):
+    """A template's channel made while the cluster is up: its history from Redis."""
+    if hub.cluster is not None and channel.config.cluster and channel.template is not None:
+        hub.cluster.fill(channel, hub.now)
