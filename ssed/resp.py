@@ -94,6 +94,12 @@ def _number(line, what):
     return int(line)
 
 
+def _nil(n, what):
+    if n != -1:
+        raise ProtocolError(f"{what} {n}")
+    return None
+
+
 def _text(line):
     if b"\r" in line:
         raise ProtocolError(f"a CR inside a line: {bytes(line)[:80]!r}")
@@ -135,61 +141,26 @@ class Parser:
             raise
 
     def _next(self):
-        buf, pos, stack, cap = self._buf, self._pos, self._stack, self.max_reply
+        buf, stack = self._buf, self._stack
+        pos = self._pos
         while True:
-            eol = buf.find(b"\n", pos)
-            if eol < 0:
-                return self._need(pos, len(buf) - pos)
-            if eol == pos or buf[eol - 1] != 13:
-                raise ProtocolError(f"a line not ended by CRLF: {bytes(buf[pos:eol + 1])[:80]!r}")
-            kind = buf[pos]
-            line = buf[pos + 1:eol - 1]
-            end = eol + 1
-            if kind == 36:                                  # $ bulk string
-                n = _number(line, "bulk length")
-                if n >= 0:
-                    end += n + 2
-                    if self._size + end - pos > cap:
-                        raise ProtocolError(f"reply over {cap} bytes (a bulk of {n})")
-                    if end > len(buf):
-                        return self._need(pos, 0)
-                    if buf[end - 2:end] != b"\r\n":
-                        raise ProtocolError("a bulk string not followed by CRLF")
-                    value = bytes(buf[eol + 1:end - 2])
-                elif n == -1:
-                    value = None
-                else:
-                    raise ProtocolError(f"bulk length {n}")
-            elif kind == 42:                                # * array
-                n = _number(line, "array length")
-                if n > 0:
-                    if len(stack) >= MAX_DEPTH:
-                        raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
-                    self._size += end - pos
-                    if self._size + MIN_ELEMENT * n > cap:
-                        raise ProtocolError(f"reply over {cap} bytes (an array of {n})")
-                    stack.append([[], n])
-                    pos = end
-                    continue
-                if n == 0:
-                    value = []
-                elif n == -1:
-                    value = None
-                else:
-                    raise ProtocolError(f"array length {n}")
-            elif kind == 43:                                # + simple string
-                value = _text(line)
-            elif kind == 45:                                # - error
-                value = Error(_text(line))
-            elif kind == 58:                                # : integer
-                value = _number(line, "integer")
-            else:
-                raise ProtocolError(f"unknown reply type {bytes(buf[pos:pos + 1])!r}")
+            value, end, opened = self._element(buf, pos)
+            if value is NEED:
+                self._pos = pos
+                return NEED
             self._size += end - pos
-            if self._size > cap:
-                raise ProtocolError(f"reply over {cap} bytes")
             pos = end
-            while stack:
+            if opened:
+                if len(stack) >= MAX_DEPTH:
+                    raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
+                if self._size + MIN_ELEMENT * opened > self.max_reply:
+                    raise ProtocolError(f"reply over {self.max_reply} bytes "
+                                        f"(an array of {opened})")
+                stack.append([[], opened])
+                continue
+            if self._size > self.max_reply:
+                raise ProtocolError(f"reply over {self.max_reply} bytes")
+            while stack:                # the element ends the arrays it fills, innermost first
                 top = stack[-1]
                 items = top[0]
                 items.append(value)
@@ -201,6 +172,41 @@ class Parser:
                 self._pos = pos
                 self._size = 0
                 return value
+
+    def _element(self, buf, pos):
+        """(value, end, 0) for the element at `pos`; (None, end, n) for the header of an array
+        of n > 0 elements still to come; (NEED, pos, 0) when its bytes are not all here."""
+        eol = buf.find(b"\n", pos)
+        if eol < 0:
+            return self._need(pos, len(buf) - pos), pos, 0
+        if eol == pos or buf[eol - 1] != 13:
+            raise ProtocolError(f"a line not ended by CRLF: {bytes(buf[pos:eol + 1])[:80]!r}")
+        kind = buf[pos]
+        line = buf[pos + 1:eol - 1]
+        if kind == 36:                                  # $ bulk string
+            n = _number(line, "bulk length")
+            if n < 0:
+                return _nil(n, "bulk length"), eol + 1, 0
+            end = eol + 3 + n
+            if self._size + end - pos > self.max_reply:
+                raise ProtocolError(f"reply over {self.max_reply} bytes (a bulk of {n})")
+            if end > len(buf):
+                return self._need(pos, 0), pos, 0
+            if buf[end - 2:end] != b"\r\n":
+                raise ProtocolError("a bulk string not followed by CRLF")
+            return bytes(buf[eol + 1:end - 2]), end, 0
+        if kind == 42:                                  # * array
+            n = _number(line, "array length")
+            if n > 0:
+                return None, eol + 1, n
+            return ([] if n == 0 else _nil(n, "array length")), eol + 1, 0
+        if kind == 43:                                  # + simple string
+            return _text(line), eol + 1, 0
+        if kind == 45:                                  # - error
+            return Error(_text(line)), eol + 1, 0
+        if kind == 58:                                  # : integer
+            return _number(line, "integer"), eol + 1, 0
+        raise ProtocolError(f"unknown reply type {bytes(buf[pos:pos + 1])!r}")
 
     def _need(self, pos, partial_line):
         """Keep our place; a partial line that cannot turn out well is refused now."""
