@@ -3,6 +3,7 @@
 `daemon(ini_body)` writes a config with `listen = 127.0.0.1:0` and a control socket in a
 temporary directory, starts `python3 -m ssed`, and waits (bounded) for its "ready" log line,
 from which it learns the port. Every read has a timeout; nothing sleeps to synchronise.
+`redis` and `make_redis(...)` give a real redis-server of the test's own (tests/redisserver.py).
 """
 import json
 import os
@@ -22,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from ssed.sse import EventParser  # noqa: E402
+from redisserver import RedisServer  # noqa: E402
 
 TIMEOUT = 10.0
 
@@ -282,3 +284,28 @@ def daemon(tmp_path):
     yield start
     for d in started:
         reap(d.proc)
+
+
+@pytest.fixture
+def redis():
+    """A started RedisServer (tests/redisserver.py) of its own; stopped after the test."""
+    server = RedisServer()
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def make_redis():
+    """make_redis(password=None, appendonly=False, unixsocket=False): a started RedisServer;
+    every one made is stopped after the test."""
+    made = []
+
+    def make(**kw):
+        made.append(RedisServer(**kw))
+        return made[-1].start()
+
+    yield make
+    for server in made:
+        server.close()
