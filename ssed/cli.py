@@ -13,6 +13,8 @@ from . import auth, plugins, sources
 from .control import CommandError
 from .hub import Hub
 from .children import become_subreaper, kill_descendants
+from .cluster import Cluster
+from .redisconn import resolve
 from .log import Logger, escape, under_journald
 from .loop import Loop
 from .stalls import Stalls
@@ -274,6 +276,30 @@ def sockets(cfg, log):
     return listeners, bind_control(cfg), True, False
 
 
+def make_cluster(settings, hub, log, listeners):
+    """This node of the cluster (SPEC 12): Redis's address resolved now, since the loop
+    never blocks on a name; the node named after the host and its first listener's port."""
+    try:
+        target = resolve(settings.redis)
+    except OSError as exc:
+        raise StartupError(f"[cluster] redis: cannot resolve {settings.redis.host}: "
+                           f"{exc.strerror or exc}") from None
+    node = settings.node
+    if not node:
+        port = next((s.getsockname()[1] for s in listeners.values()
+                     if s.family != socket.AF_UNIX), 0)
+        node = f"{socket.gethostname()}:{port}"
+    cluster = Cluster(settings, node, hub, log)
+    cluster.target = target
+    log("info", f"cluster: node {node}, Redis at {describe_redis(settings.redis)}, "
+        f"prefix {settings.prefix}")
+    return cluster
+
+
+def describe_redis(address):
+    return address.path if address.path is not None else f"{address.host}:{address.port}"
+
+
 def serve(path, cfg, log, console, loader):
     listeners, control_sock, activated, passed_control = sockets(cfg, log)
     # A control socket systemd passed is not ours to unlink, even at our configured path: the
@@ -286,6 +312,8 @@ def serve(path, cfg, log, console, loader):
             "command starts in a session of its own may outlive ssed")
     stalls = Stalls(log)
     hub = Hub(cfg, log, now=time.time(), timed=stalls.timed)
+    if cfg.cluster is not None:
+        hub.cluster = make_cluster(cfg.cluster, hub, log, listeners)
     notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify, loader)
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,

@@ -58,6 +58,7 @@ class Cluster:
         self.hub = hub
         self.log = log
         self.reader = self.writer = None    # the loop's RedisConns, given by attach()
+        self.target = None              # (family, sockaddr) of Redis, resolved at start
         tag = "{" + settings.prefix + "}"
         self.events_key, self.nodes_key, self.epoch_key = (
             f"{tag}:events", f"{tag}:nodes", f"{tag}:epoch")

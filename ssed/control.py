@@ -49,6 +49,13 @@ def _published(id, delivered, client):
     return _absent({"id": id, "delivered": delivered}, client is not None and not delivered)
 
 
+def _cluster(hub, daemon, req):
+    """This node's view of the cluster (SPEC 12); ok while Redis is down, too."""
+    if hub.cluster is None:
+        raise CommandError("cluster: this node is in no cluster (its config has no [cluster])")
+    return hub.cluster.info(hub.now)
+
+
 def _list(hub, daemon, req):
     """The services, then each template once with its number of channels (SPEC 10)."""
     services = [{"path": ch.path, "source": ch.config.cls or ch.config.source,
@@ -189,6 +196,7 @@ COMMANDS = {
     "unban": Spec(_unban, {"ip": (STR, True)}, ("ADDR",), True),
     "bans": Spec(_bans),
     "stats": Spec(_stats),
+    "cluster": Spec(_cluster),
     "reload": Spec(_reload, changes_state=True),
     "admin": Spec(_admin, {"service": (STR, True), "args": ((list,), True)},
                   ("SERVICE", "ARGS..."), True),

@@ -84,6 +84,8 @@ COMMANDS = {
         _build_publish, show.show_publish),
     "list": Command("list the services", (), lambda a: {"cmd": "list"}, show.show_list),
     "stats": Command("show the daemon's counters", (), lambda a: {"cmd": "stats"}, show.show_stats),
+    "cluster": Command("show this node's view of the cluster", (),
+                       lambda a: {"cmd": "cluster"}, show.show_cluster),
     "reload": Command("read the config again", (), lambda a: {"cmd": "reload"}, show.show_reload),
     "bans": Command("list the banned addresses", (), lambda a: {"cmd": "bans"}, show.show_bans),
     "channels": Command("list a template's channels", (

@@ -68,6 +68,16 @@ def show_stats(a):
     return "\n".join(f"{k.ljust(width)} {cell(v)}" for k, v in a.items() if k != "ok")
 
 
+def show_cluster(a):
+    head = (f"node {a.get('node')}: Redis {'up' if a.get('up') else 'DOWN'}, last id "
+            f"{cell(a.get('last_id'))}, lag {a.get('lag_ms')} ms")
+    nodes = table(["NODE", "SEEN", "CLIENTS"], [[n.get("node"), when(n.get("seen")),
+                                                  n.get("clients")] for n in a.get("nodes", [])])
+    leases = table(["PATH", "LEASE HOLDER"], [[x.get("path"), x.get("node")]
+                                              for x in a.get("leases", [])])
+    return "\n\n".join([head, nodes, leases])
+
+
 def show_reload(a):
     return "\n".join(cell(c) for c in a.get("changes") or []) or "no changes"
 

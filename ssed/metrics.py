@@ -13,6 +13,11 @@ METRICS = {
     "ssed_uptime_seconds": ("gauge", "Seconds since the daemon started."),
     "ssed_loop_stalls_total": ("counter", "Loop turns that took over a second (all clients "
                                "waited)."),
+    "ssed_cluster_up": ("gauge", "1 while this node is connected to the cluster's Redis."),
+    "ssed_cluster_lag_seconds": ("gauge", "How far this node's reading is behind the newest "
+                                 "event in Redis."),
+    "ssed_cluster_reconnects_total": ("counter", "Connections to Redis made again after one "
+                                      "was lost."),
 }
 
 
@@ -56,4 +61,13 @@ def samples(hub):
             if owner.config.journal],
         "ssed_uptime_seconds": [({}, round(hub.now - hub.started, 3))],
         "ssed_loop_stalls_total": [({}, hub.stats["loop_stalls"])],
+        **_cluster(hub.cluster),
     }
+
+
+def _cluster(cluster):
+    if cluster is None:
+        return {}
+    return {"ssed_cluster_up": [({}, int(cluster.up))],
+            "ssed_cluster_lag_seconds": [({}, cluster.lag_ms() / 1000)],
+            "ssed_cluster_reconnects_total": [({}, cluster.reconnects)]}

@@ -236,9 +236,9 @@ class File(Service):
     replay_last = True
 
     def on_start(self):
-        # The first tick comes at once (and, in a cluster, on the lease holder only).
         self.seen = None
         self.failing = False
+        self.on_tick()
 
     def on_lease(self):
         self.seen = None

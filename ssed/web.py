@@ -107,7 +107,9 @@ def _status(hub, request, address):
     status = 200
     if request.path == "/healthz":
         # A journal that cannot be written refuses every publish to its service.
-        status, body = (503, "journal failing\n") if hub.journal_failing() else (200, "ok\n")
+        status, body = (
+            (503, "cluster unavailable\n") if hub.cluster is not None and not hub.cluster.up
+            else (503, "journal failing\n") if hub.journal_failing() else (200, "ok\n"))
         ctype = "text/plain; charset=utf-8"
     else:
         body = metrics.render(metrics.samples(hub))
