@@ -228,12 +228,14 @@ def _scope_error(key, scope):
     """Why `key` may not be set in a section of `scope` ("ssed", "service", "template",
     "cluster"), or None: a template takes every service key but `source`, and two of its
     own."""
-    if key.scope in (scope, "both") or (scope == "template" and key.scope == "service"):
+    if key.scope == scope or (key.scope == "both" and scope != "cluster") or (
+            scope == "template" and key.scope == "service"):
         if scope == "template" and key.name == "source":
             return "a template takes no 'source': its channels are fed by publishers"
         return None
     return "key {!r} belongs in {}".format(key.name, {
         "ssed": "[ssed]", "service": "a service section", "cluster": "[cluster]",
+        "both": "[ssed] or a service section",
         "template": "a template section ([/path/*])"}[key.scope])
 
 
