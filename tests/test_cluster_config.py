@@ -2,10 +2,14 @@
 every Redis URL form to exact values, every refusal to its exact `FILE:LINE: message`, a
 password never in an error or a log line, and what a reload may not change."""
 import dataclasses
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
+from conftest import ROOT, TIMEOUT, env
 from ssed import config, values
 from ssed.config import ConfigError
 from ssed.log import redact
@@ -322,3 +326,28 @@ def test_keys_table_documents_the_cluster_section():
         assert f"| `{name}` | [cluster] | " in text
     assert "| `cluster` | service, template | `true` |" in text
     assert "| `reuse_port` | [ssed] | `false` |" in text
+
+
+# --- the shipped examples --------------------------------------------------------------------
+
+EXAMPLES = [os.path.join(ROOT, "conf", f"cluster-{n}.ini") for n in (1, 2, 3)]
+
+
+def test_the_example_cluster_is_three_nodes_one_redis_every_service_clustered():
+    nodes = [config.load(path) for path in EXAMPLES]
+    assert [c.listen for c in nodes] == [(("127.0.0.1", 8080 + n),) for n in (1, 2, 3)]
+    assert [c.control for c in nodes] == [os.path.join(ROOT, f"cluster-{n}.sock")
+                                          for n in (1, 2, 3)]
+    assert {c.cluster for c in nodes} == {nodes[0].cluster}        # one cluster
+    assert nodes[0].cluster.redis == RedisAddress("127.0.0.1", 6379, db=0)
+    for c in nodes:
+        assert [(s.path, s.source, s.cluster) for s in c.services] == [("/time", "time", True)]
+        assert [(t.path, t.cluster) for t in c.templates] == [("/user/*", True)]
+
+
+@pytest.mark.parametrize("path", EXAMPLES)
+def test_check_passes_on_each_example_without_a_redis(path):
+    done = subprocess.run([sys.executable, "-m", "ssed", "--check", "-c", path], env=env(),
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", ""), done
