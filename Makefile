@@ -23,6 +23,7 @@ test: $(VENV)/.ready
 
 check:
 	$(PYTHON) -m ssed --check -c $(CONFIG)
+	for ini in conf/cluster-*.ini; do $(PYTHON) -m ssed --check -c $$ini || exit 1; done
 	$(PYTHON) -m compileall -q ssed tests bench
 
 # Fan-out benchmark (bench/load.py): a markdown table on stdout, each run appended to
@@ -43,7 +44,9 @@ install:
 	printf '#!/bin/sh\nPYTHONPATH=%s$${PYTHONPATH:+:$$PYTHONPATH} exec %s -m ssed.ctl "$$@"\n' \
 	  '$(LIBDIR)' '$(PYTHON)' > $(DESTDIR)$(PREFIX)/bin/ssectl
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/ssed $(DESTDIR)$(PREFIX)/bin/ssectl
-	sed -e 's#@BINDIR@#$(PREFIX)/bin#g' -e 's#@DOCDIR@#$(DOCDIR)#g' systemd/ssed.service > $(DESTDIR)$(UNITDIR)/ssed.service
+	for unit in ssed.service ssed@.service; do \
+	  sed -e 's#@BINDIR@#$(PREFIX)/bin#g' -e 's#@DOCDIR@#$(DOCDIR)#g' systemd/$$unit > $(DESTDIR)$(UNITDIR)/$$unit || exit 1; \
+	done
 	install -m 644 systemd/ssed.socket $(DESTDIR)$(UNITDIR)/ssed.socket
 	test -e $(DESTDIR)/etc/ssed/ssed.ini || install -m 644 conf/ssed-system.ini $(DESTDIR)/etc/ssed/ssed.ini
 

@@ -54,7 +54,7 @@ def bind_listeners(cfg):
     socks = []
     try:
         for host, port in cfg.listen:
-            socks.append(_listen_tcp(host, port))
+            socks.append(_listen_tcp(host, port, cfg.reuse_port))
     except StartupError:
         for s in socks:
             s.close()
@@ -62,7 +62,7 @@ def bind_listeners(cfg):
     return socks
 
 
-def _listen_tcp(host, port):
+def _listen_tcp(host, port, reuse_port=False):
     try:
         family, type_, proto, _, addr = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
@@ -71,6 +71,8 @@ def _listen_tcp(host, port):
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:      # several nodes share the port; the kernel spreads the connections
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
@@ -163,7 +165,7 @@ class Daemon:
         try:
             for entry in new.listen:
                 if entry not in self.listeners:
-                    added[entry] = _listen_tcp(*entry)
+                    added[entry] = _listen_tcp(*entry, self.cfg.reuse_port)
         except StartupError as exc:
             for sock in added.values():
                 sock.close()
@@ -191,6 +193,7 @@ class Daemon:
             new = read_config(self.path, self.plugins)
             _keeps_a_service(self.cfg, new)
             changes = configmod.diff(self.cfg, new)
+            new, at_restart = configmod.restart_only(self.cfg, new)
             changes += self._rebind(new)
         except configmod.ConfigError as exc:
             self.log("error", "reload refused, config unchanged:\n" + str(exc))
@@ -210,6 +213,8 @@ class Daemon:
         self.hub.reload(new)
         self.cfg = new
         self.log("info", "reloaded: " + ("; ".join(changes) or "no changes"))
+        for warning in at_restart:
+            self.log("warning", warning)
         for warning in short_tokens(new):
             self.log("warning", warning)
         return changes

@@ -3,7 +3,7 @@ lists every problem as `FILE:LINE: message` (SPEC section 3).
 
 One table, `KEYS`, names every key with its scope, its parser, its default (as written in the
 file) and its doc; the two dataclasses' fields, parsing, validation, defaults,
-`keys_markdown()` and `diff()` all read it. The lines come from ini.py's reader, the values
+`keys_markdown()` and `diff()` (configdiff.py) all read it. The lines come from ini.py's reader, the values
 from values.py's parsers; what each built-in source reads, from its class in sources.py (the
 rules about it in sourcerules.py). A section `[/prefix/*]` is a channel template (SPEC 10):
 every service key but `source`, and the template keys `idle` and `max_channels`.
@@ -14,7 +14,7 @@ Pure: only `load` reads a file and `default` reads the package's `default.ini`.
 import os
 import sys
 import types
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from importlib import resources
 from typing import Callable, Mapping
 
@@ -22,6 +22,7 @@ from . import jwt
 from . import values as V
 from .ini import read_sections
 from .sourcerules import check_source, source as _source
+from .configdiff import diff, restart_only  # noqa: F401 (the API)
 from .templates import is_template, journal_file  # noqa: F401 (journal_file: the API)
 
 # The daemon's own endpoints (web.py serves them): no service may take their paths.
@@ -41,7 +42,8 @@ class Key:
     """One config key. `default` is the text a user would write; `parse` turns text into the
     value or raises ValueError with a reason a person can act on."""
     name: str
-    scope: str  # "ssed", "service", or "both" (set in [ssed] as every service's default)
+    scope: str  # "ssed", "service", "both" (set in [ssed] as every service's default),
+    #             "template", or "cluster"
     parse: Callable[[str], object]
     default: str
     doc: str
@@ -81,6 +83,9 @@ KEYS = (
     Key("status_allow", "ssed", V.networks, "127.0.0.0/8 ::1",
         "space-separated addresses or CIDR networks that may read `/healthz` and `/metrics`"),
     Key("index", "ssed", V.boolean, "true", "serve the HTML index of public services at `/`"),
+    Key("reuse_port", "ssed", V.boolean, "false", "bind the listeners with `SO_REUSEPORT`, so "
+        "that several nodes on one machine share a port (each with its own `control`); "
+        "changes at restart"),
     Key("jwt_key", "ssed", V.optional, "", "`ALG:FILE`, one or more: hs256/384/512 (a secret "
         "file) or rs256/384/512 (a PEM public key or JWK set), for `auth = jwt`"),
     Key("jwt_issuer", "ssed", V.optional, "", "if set, a token's `iss` must equal it"),
@@ -117,10 +122,26 @@ KEYS = (
         "restarts; default: `state_dir`/NAME.journal if `state_dir` is set; `off` = none, "
         "even with `state_dir` (a file named off: `./off`); on a template, the directory of "
         "its channels' journals (default `state_dir`)"),
+    Key("cluster", "service", V.boolean, "true", "with `[cluster]`: share this service's "
+        "events with the other nodes through Redis; false = this node's alone (and its "
+        "`journal` applies)"),
     Key("idle", "template", V.number(0, False), "300", "seconds a template's channel lives on "
         "with no subscriber and no publish (then it and its history go)"),
     Key("max_channels", "template", V.integer(1), "10000",
         "channels a template may hold at once"),
+    Key("redis", "cluster", V.redis_url, "", "required: `redis://[user:password@]host[:port]"
+        "[/db]` (port 6379, db 0 by default; percent-encode `%` `@` `:` `/` in a password) or "
+        "`unix:///path/redis.sock[?db=N]`; `rediss://` (TLS) is not supported"),
+    Key("prefix", "cluster", V.prefix, "ssed", "key prefix (`{PREFIX}:events`...): nodes with "
+        "the same `redis` and `prefix` are one cluster"),
+    Key("node", "cluster", V.node, "", "this node's name; empty = the hostname, `:`, the port "
+        "of the first listener"),
+    Key("maxlen", "cluster", V.integer(1), "100000",
+        "approximate length of the cluster's event stream"),
+    Key("timeout", "cluster", V.number(0, True), "5",
+        "seconds without an answer before Redis counts as down"),
+    Key("lease", "cluster", V.number(0, True), "10",
+        "seconds a source's lease lasts; renewed every third of it"),
 )
 _BY_NAME = {key.name: key for key in KEYS}
 _ATTR = {"class": "cls"}  # INI names that are Python keywords
@@ -144,17 +165,22 @@ ServiceConfig = _frozen("ServiceConfig", "One service or template section. Equal
     ("path", str), ("line", int, field(compare=False)), ("lines", Mapping, field(compare=False)),
     *_key_fields(("service", "both", "template"), defaults=True),
     ("options", Mapping, field(default_factory=lambda: types.MappingProxyType({})))])
-Config = _frozen("Config", "The whole file: the [ssed] settings and the services in file "
-                 "order.", [("file", str), *_key_fields(("ssed", "both"), defaults=False),
-                            ("services", tuple), ("templates", tuple, field(default=()))])
+ClusterConfig = _frozen("ClusterConfig", "The [cluster] section (SPEC 12). Changes apply at "
+                        "restart only.", [("line", int, field(compare=False)),
+                                          ("lines", Mapping, field(compare=False)),
+                                          *_key_fields(("cluster",), defaults=True)])
+Config = _frozen("Config", "The whole file: the [ssed] settings, the services in file order, "
+                 "the [cluster] (None without one).", [
+    ("file", str), *_key_fields(("ssed", "both"), defaults=False), ("services", tuple),
+    ("templates", tuple, field(default=())), ("cluster", object, field(default=None))])
 
 
 # --- sections and keys to values ---------------------------------------------------------------
 
 def _sections(sections, error):
-    """The [ssed] section (or None), the service sections, and the duplicate sections (read
-    only for their errors), minus broken ones."""
-    ssed, services, duplicates, first = None, [], [], {}
+    """{"ssed": section, "cluster": section} of those there are, the service sections, and
+    the duplicate sections (read only for their errors), minus broken ones."""
+    top, services, duplicates, first = {}, [], [], {}
     for section in sections:
         name = section.name
         if name is None:
@@ -162,8 +188,8 @@ def _sections(sections, error):
         if name in first:
             error(section.line, f"duplicate section [{name}] (first at line {first[name]})")
             duplicates.append(section)
-        elif name == "ssed":
-            ssed = section
+        elif name in ("ssed", "cluster"):
+            top[name] = section
         elif name.startswith("/"):
             # A template's prefix (`/user` of `[/user/*]`) must itself be a good path.
             reason = V.bad_service_path(name[:-2] or "/" if is_template(name) else name,
@@ -175,9 +201,9 @@ def _sections(sections, error):
             services.append(section)
         else:
             error(section.line, f"unknown section [{name}]: "
-                                "expected [ssed] or a service path starting with /")
+                                "expected [ssed], [cluster] or a service path starting with /")
         first.setdefault(name, section.line)
-    return ssed, services, duplicates
+    return top, services, duplicates
 
 
 def _value(key, text, base):
@@ -199,29 +225,32 @@ def _plugin(section):
 
 
 def _scope_error(key, scope):
-    """Why `key` may not be set in a section of `scope` ("ssed", "service", "template"), or
-    None: a template takes every service key but `source`, and two of its own."""
-    if key.scope in (scope, "both") or (scope == "template" and key.scope == "service"):
+    """Why `key` may not be set in a section of `scope` ("ssed", "service", "template",
+    "cluster"), or None: a template takes every service key but `source`, and two of its
+    own."""
+    if key.scope == scope or (key.scope == "both" and scope != "cluster") or (
+            scope == "template" and key.scope == "service"):
         if scope == "template" and key.name == "source":
             return "a template takes no 'source': its channels are fed by publishers"
         return None
     return "key {!r} belongs in {}".format(key.name, {
-        "ssed": "[ssed]", "service": "a service section",
+        "ssed": "[ssed]", "service": "a service section", "cluster": "[cluster]",
+        "both": "[ssed] or a service section",
         "template": "a template section ([/path/*])"}[key.scope])
 
 
 def _entries(section, scope, base, error):
     """{name: value} of the section's good keys, the unknown keys a plugin gets, {name: line}."""
     values, options, lines = {}, {}, {}
-    plugin = scope != "ssed" and _plugin(section)
+    plugin = scope not in ("ssed", "cluster") and _plugin(section)
     for name, text, line in section.entries:
         key = _BY_NAME.get(name)
         if name in lines:
             error(line, f"duplicate key {name!r} (first set at line {lines[name]})")
             continue
         lines[name] = line
-        if key is None and plugin:
-            options[name] = text
+        if plugin and (key is None or key.scope == "cluster"):
+            options[name] = text        # (a plugin's `timeout` was its own before [cluster])
         elif key is None:
             error(line, _unknown(name))
         elif _scope_error(key, scope):
@@ -234,14 +263,21 @@ def _entries(section, scope, base, error):
     return values, options, lines
 
 
-def _service(section, inherited, base, error):
+def _service(section, inherited, base, error, clustered=False):
     template = is_template(section.name)
     values, options, lines = _entries(section, "template" if template else "service", base,
                                       error)
     if not _plugin(section) and not template:
         check_source(section, values, lines, error)
-    settings = {k.name: inherited[k.name] for k in KEYS if k.scope != "ssed"} | values
-    if settings["journal"] is None and inherited.get("state_dir"):
+    settings = {k.name: inherited[k.name] for k in KEYS
+                if k.scope in ("service", "both", "template")} | values
+    if clustered and settings["cluster"]:
+        # Redis keeps a clustered service's history (SPEC 12): no journal of its own.
+        if values.get("journal"):
+            error(lines["journal"], "journal: a clustered service keeps its history in Redis; "
+                                    "set cluster = false to journal it on this node")
+        settings["journal"] = None
+    elif settings["journal"] is None and inherited.get("state_dir"):
         # A template's channels each get a journal of their own in that directory.
         settings["journal"] = inherited["state_dir"] if template else os.path.join(
             inherited["state_dir"], journal_file(section.name))
@@ -253,20 +289,37 @@ def _service(section, inherited, base, error):
                          **{_ATTR.get(n, n): v for n, v in settings.items()})
 
 
+def _cluster(section, base, error):
+    """The [cluster] section's ClusterConfig (SPEC 12), or None without one."""
+    if section is None:
+        return None
+    values, _, lines = _entries(section, "cluster", base, error)
+    if "redis" not in lines:
+        error(section.line, "[cluster] without redis: add redis = redis://HOST[:PORT][/DB] "
+                            "(or unix:///PATH/redis.sock)")
+    elif "redis" in values and values["redis"] is None:
+        error(lines["redis"], "redis: empty: expected redis://HOST[:PORT][/DB] "
+                              "(or unix:///PATH/redis.sock)")
+    defaults = {k.name: k.parse(k.default) for k in KEYS if k.scope == "cluster"}
+    return ClusterConfig(line=section.line, lines=types.MappingProxyType(lines),
+                         **(defaults | values))
+
+
 def _build(text, filename, base, errors):
     def error(line, message):
         errors.append((line, message))
 
-    ssed, services, duplicates = _sections(read_sections(text, error), error)
+    sections, services, duplicates = _sections(read_sections(text, error), error)
     top = {key.name: _value(key, key.default, base) for key in KEYS}
-    if ssed:
-        top |= _entries(ssed, "ssed", base, error)[0]
-    built = [_service(section, top, base, error) for section in services]
+    if "ssed" in sections:
+        top |= _entries(sections["ssed"], "ssed", base, error)[0]
+    cluster = _cluster(sections.get("cluster"), base, error)
+    built = [_service(section, top, base, error, cluster is not None) for section in services]
     templates = tuple(sc for sc in built if is_template(sc.path))
     built = tuple(sc for sc in built if not is_template(sc.path))
     for section in duplicates:     # their own errors too, so that one pass finds them all
-        if section.name == "ssed":
-            _entries(section, "ssed", base, error)
+        if section.name in ("ssed", "cluster"):
+            _entries(section, section.name, base, error)
         elif section.name.startswith("/"):
             _service(section, top, base, error)
     journals = {}
@@ -276,7 +329,7 @@ def _build(text, filename, base, errors):
                   f"journal {sc.journal} is already the journal of {journals[sc.journal]}")
         elif sc.journal:
             journals[sc.journal] = sc.path
-    return Config(file=filename, services=built, templates=templates,
+    return Config(file=filename, services=built, templates=templates, cluster=cluster,
                   **{k.name: top[k.name] for k in KEYS if k.scope in ("ssed", "both")})
 
 
@@ -340,39 +393,8 @@ def has_services(config):
                 "empty or only half written?")]
 
 
-def diff(old, new):
-    """What a reload from `old` to `new` changes, one line per section, [ssed] first."""
-    changes = []
-    top = [f.name for f in fields(Config)
-           if f.name not in ("file", "services", "templates")
-           and getattr(old, f.name) != getattr(new, f.name)]
-    if top:
-        changes.append("changed [ssed]: " + ", ".join(top))
-    before = {s.path: s for s in old.services + old.templates}
-    after = {s.path for s in new.services + new.templates}
-    changes += [f"removed {path}" for path in before if path not in after]
-    for service in new.services + new.templates:
-        if service.path not in before:
-            changes.append(f"added {service.path}")
-        elif service != before[service.path]:
-            names = _changed(before[service.path], service)
-            changes.append(f"changed {service.path}: " + ", ".join(names))
-    return changes
-
-
-def _changed(old, new):
-    names = []
-    for f in fields(ServiceConfig):
-        if f.compare and f.name == "options":
-            names += sorted(k for k in old.options.keys() | new.options.keys()
-                            if old.options.get(k) != new.options.get(k))
-        elif f.compare and getattr(old, f.name) != getattr(new, f.name):
-            names.append("class" if f.name == "cls" else f.name)
-    return names
-
-
 _SCOPES = {"ssed": "[ssed]", "service": "service, template", "both": "[ssed] (default), "
-           "service, template", "template": "template (`[/path/*]`)"}
+           "service, template", "template": "template (`[/path/*]`)", "cluster": "[cluster]"}
 
 
 def keys_markdown():

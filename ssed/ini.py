@@ -55,8 +55,10 @@ def read_sections(text, error):
     return sections
 
 
+_SECRET_KEYS = ("token", "publish_token", "redis")    # redis: its URL may hold a password
+
+
 def _shown(line):
     """A line quoted in an error, less what follows a token key (`token: T`, `token T`)."""
     word = re.match(r"[\w-]*", line).group()
-    return f"{line[:len(word)]} ... (value not shown)" if word in ("token", "publish_token") \
-        else line
+    return f"{line[:len(word)]} ... (value not shown)" if word in _SECRET_KEYS else line

@@ -1,5 +1,5 @@
 """Log lines on stderr: one line per event worth a log, control characters escaped, token
-values a client sent (`access_token=`, `Bearer`) redacted.
+values a client sent (`access_token=`, `Bearer`) and Redis URL passwords redacted.
 
 Under journald (JOURNAL_STREAM names stderr's device:inode) each line carries the `<N>`
 syslog priority prefix and no timestamp, since the journal stamps lines itself.
@@ -16,6 +16,10 @@ _TOKENS = re.compile(r"(?i)(access_token=|bearer\s+)[^&\s\"']+")
 # Anything shaped like a JWT (a base64url JSON header, two more segments), wherever it came
 # from: a cookie, a header, a query, a plugin's own line.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+# The password of a Redis URL ([cluster] redis), should one ever reach a line: what follows
+# `user:` up to the last `@` of the word (a password may hold `@`), or the whole user info
+# when it has no `:`.
+_REDIS = re.compile(r"(?i)(rediss?://(?:[^\s:/@]*:)?)\S*@")
 
 
 def escape(text):
@@ -25,7 +29,7 @@ def escape(text):
 
 def redact(text):
     """`text` (a request target, a header) with the token values in it as `***`."""
-    return _JWT.sub("***", _TOKENS.sub(r"\1***", text))
+    return _REDIS.sub(r"\1***@", _JWT.sub("***", _TOKENS.sub(r"\1***", text)))
 
 
 def under_journald(env, stderr_stat):

@@ -9,6 +9,8 @@ import ipaddress
 import math
 import re
 import sys
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 from .sse import bad_event_type
 
@@ -209,3 +211,136 @@ def bad_service_path(path, reserved):
 def did_you_mean(name, names):
     close = difflib.get_close_matches(name, list(names), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- [cluster] (SPEC 12) -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where Redis is: `host` and `port` for TCP, else `path` (a UNIX socket; host None);
+    `db` to SELECT; `user`/`password` for AUTH (None: not sent). `str()` is the address
+    without the password, fit for a log line; repr() leaves the password out too."""
+    host: str | None
+    port: int | None
+    path: str | None = None
+    db: int = 0
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __str__(self):
+        user = f"{quote(self.user, safe='')}@" if self.user else ""
+        if self.path is not None:
+            return f"unix://{user}{self.path}" + (f"?db={self.db}" if self.db else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{user}{host}:{self.port}/{self.db}"
+
+
+_REDIS_FORMS = "redis://[user:password@]host[:port][/db] or unix:///path/redis.sock[?db=N]"
+_MAX_DB = 2 ** 31 - 1       # Redis's `databases` is an int
+_MAX_SUN_PATH = 107         # bytes of a UNIX socket path (sun_path holds 108 with its NUL)
+
+
+def redis_url(text):
+    """`[cluster] redis`: a RedisAddress, None if empty. No error quotes what came before an
+    `@`: that is where a password is written."""
+    if not text:
+        return None
+    if re.search(r"\s", text):
+        raise ValueError("expected one URL without spaces, " + _shown(text))
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError(f"expected {_REDIS_FORMS}, {_shown(text)}")
+    if scheme == "rediss":
+        raise ValueError("rediss:// (Redis over TLS) is not supported: reach Redis on a "
+                         "private network or its UNIX socket, or through a TLS tunnel "
+                         "(stunnel, spiped) with redis:// to its local end")
+    if scheme not in ("redis", "unix"):
+        raise ValueError(f"unknown scheme {scheme!r}: expected {_REDIS_FORMS}")
+    # The last `@` ends the user info: a password may hold `@`, `/`, `?` or `#` as written.
+    userinfo, at, rest = rest.rpartition("@")
+    user, password = _userinfo(userinfo) if at else (None, None)
+    address = _unix(rest) if scheme == "unix" else _tcp(rest)
+    return RedisAddress(**address, user=user, password=password)
+
+
+def _shown(text):
+    return "got a value with an '@' (not shown: it may hold a password)" if "@" in text \
+        else f"got {text!r}"
+
+
+def _userinfo(userinfo):
+    if ":" not in userinfo:
+        raise ValueError("user info without ':' before '@' (not shown): write "
+                         "redis://:PASSWORD@host, or redis://USER:PASSWORD@host")
+    user, _, password = userinfo.partition(":")
+    return _decoded(user, "user") or None, _decoded(password, "password") or None
+
+
+def _decoded(text, what):
+    """Percent-decoded; a `%` not followed by two hex digits is refused (never quoted)."""
+    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
+        raise ValueError(f"the {what} has a '%' not followed by two hex digits (value not "
+                         "shown): write a literal % as %25")
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"the {what} is not UTF-8 once percent-decoded (value not "
+                         "shown)") from None
+
+
+def _tcp(rest):
+    if re.search(r"[?#]", rest):
+        raise ValueError(f"no query or fragment in a redis:// URL (the db goes in the path: "
+                         f"redis://host:6379/1), got {rest!r}")
+    hostport, _, db = rest.partition("/")
+    m = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*)(?::([0-9]{1,5}))?", hostport)
+    if not m or not m.group(1):
+        raise ValueError("expected host[:port] after redis:// (IPv6 in brackets, as in "
+                         f"redis://[::1]:6379), got {hostport!r}")
+    host, port = m.group(1), int(m.group(2) or 6379)
+    try:
+        if host.startswith("["):
+            host = host[1:-1]
+            ipaddress.IPv6Address(host)
+        elif re.fullmatch(r"[0-9.]+", host):
+            ipaddress.IPv4Address(host)
+        else:
+            _hostname(host)
+    except ValueError:
+        raise ValueError(f"bad host {host!r} in the redis URL") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"expected a port 1..65535 in the redis URL, got {m.group(2)}")
+    return {"host": host, "port": port, "db": _db(db)}
+
+
+def _unix(rest):
+    path, _, query = rest.partition("?")
+    if not path.startswith("/"):
+        raise ValueError("expected an absolute socket path, as in "
+                         f"unix:///run/redis/redis.sock, got {path!r}")
+    path = _decoded(path, "socket path")
+    if "\0" in path or len(path.encode()) > _MAX_SUN_PATH:
+        raise ValueError(f"a UNIX socket path holds at most {_MAX_SUN_PATH} bytes and no NUL")
+    db = None
+    for item in filter(None, query.split("&")):
+        name, _, value = item.partition("=")
+        if name != "db" or db is not None:
+            raise ValueError(f"unknown or repeated parameter {name!r} in the unix:// URL "
+                             "(only ?db=N)")
+        db = value or "(empty)"
+    return {"host": None, "port": None, "path": path, "db": _db(db or "")}
+
+
+def _db(text):
+    if not text:
+        return 0
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > _MAX_DB:
+        raise ValueError(f"expected a db number 0..{_MAX_DB} in the redis URL, got {text!r}")
+    return int(text)
+
+
+# Key prefixes go into every Redis key inside a hash tag `{PREFIX}`: no braces, no spaces.
+prefix = match(r"[A-Za-z0-9_.:-]{1,64}", "1-64 of A-Z a-z 0-9 _ . : -", str)
+node = match(r"[\x21-\x7e]{0,255}", "a name of visible ASCII characters without spaces "
+             "(at most 255)", optional)

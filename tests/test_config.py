@@ -62,7 +62,7 @@ def test_service_defaults():
 def test_key_table_defaults_match_dataclass_defaults():
     s = ServiceConfig(path="/x", line=1, lines={})
     for key in config.KEYS:
-        if key.scope != "ssed" and key.name != "file":
+        if key.scope not in ("ssed", "cluster") and key.name != "file":
             assert getattr(s, "cls" if key.name == "class" else key.name) == key.parse(key.default)
 
 
@@ -71,9 +71,12 @@ def test_each_key_is_a_field_of_its_dataclass_and_nothing_else_is():
     `cls`) besides where things were written (and a plugin's own keys)."""
     attr = {"class": "cls"}
     top = [attr.get(k.name, k.name) for k in config.KEYS if k.scope in ("ssed", "both")]
-    svc = [attr.get(k.name, k.name) for k in config.KEYS if k.scope != "ssed"]
+    svc = [attr.get(k.name, k.name) for k in config.KEYS if k.scope not in ("ssed", "cluster")]
+    cluster = [k.name for k in config.KEYS if k.scope == "cluster"]
     assert [f.name for f in dataclasses.fields(config.Config)] == ["file", *top, "services",
-                                                                    "templates"]
+                                                                    "templates", "cluster"]
+    assert [f.name for f in dataclasses.fields(config.ClusterConfig)] == ["line", "lines",
+                                                                          *cluster]
     assert [f.name for f in dataclasses.fields(ServiceConfig)] == [
         "path", "line", "lines", *svc, "options"]
     assert ServiceConfig.__module__ == config.Config.__module__ == "ssed.config"
@@ -369,8 +372,8 @@ BAD = [
     ("; c\n  x = 1\n", ["2: indented line, but no key before it to continue"]),
     ("[/a]\nevent = a\0b\n", ["2: NUL character"]),
     # sections
-    ("[foo]\n", ["1: unknown section [foo]: expected [ssed] or a service path starting with /"]),
-    ("[]\n", ["1: unknown section []: expected [ssed] or a service path starting with /"]),
+    ("[foo]\n", ["1: unknown section [foo]: expected [ssed], [cluster] or a service path starting with /"]),
+    ("[]\n", ["1: unknown section []: expected [ssed], [cluster] or a service path starting with /"]),
     ("[ssed]\n[ssed]\n", ["2: duplicate section [ssed] (first at line 1)"]),
     # a duplicate section's own errors come in the same pass
     ("[/a]\n\n[/a]\nbogus = 1\n", ["3: duplicate section [/a] (first at line 1)",

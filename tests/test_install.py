@@ -47,6 +47,10 @@ def test_install_lays_out_package_scripts_units_and_config(tmp_path):
     assert "Documentation=file:///usr/share/doc/ssed/README.md\n" in service
     assert (dest / "usr" / "share" / "doc" / "ssed" / "README.md").read_bytes() == open(
         os.path.join(ROOT, "README.md"), "rb").read()
+    template = (units / "ssed@.service").read_text()
+    assert template == open(os.path.join(ROOT, "systemd", "ssed@.service")).read().replace(
+        "@BINDIR@", "/usr/bin").replace("@DOCDIR@", "/usr/share/doc/ssed")
+    assert "ExecStart=/usr/bin/ssed -c /etc/ssed/cluster-%i.ini\n" in template
     assert (units / "ssed.socket").read_text() == open(
         os.path.join(ROOT, "systemd", "ssed.socket")).read()
     assert (dest / "etc" / "ssed" / "ssed.ini").read_text() == open(

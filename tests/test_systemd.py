@@ -93,6 +93,35 @@ def test_installed_units_pass_systemd_analyze_verify(installed):
     assert (done.returncode, done.stdout + done.stderr) == (0, ""), done
 
 
+def test_installed_template_unit_passes_systemd_analyze_verify(installed):
+    """verify takes a template as it is (it checks an instance of it, `ssed@i`): a key it
+    does not know or an ExecStart that is not there makes it speak."""
+    analyze = tool("systemd-analyze")
+    template = installed / "lib" / "systemd" / "system" / "ssed@.service"
+    unit = read_unit(template)
+    assert unit["Service"]["ExecStart"] == [f"{installed}/bin/ssed -c /etc/ssed/cluster-%i.ini"]
+    assert unit["Unit"]["Documentation"] == [f"file://{installed}/share/doc/ssed/README.md"]
+    done = subprocess.run([analyze, "verify", str(template)], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout + done.stderr) == (0, ""), done
+
+
+def test_template_unit_mirrors_the_service_unit_with_a_directory_per_instance():
+    """Each node of ssed@.service runs its own cluster-%i.ini with its own /run directory
+    (its control socket) and state directory; the rest, hardening included, is ssed.service's
+    own. The directories are not shared: systemd removes a RuntimeDirectory when its unit
+    stops, which would take the other instances' sockets with it."""
+    plain = read_unit(os.path.join(ROOT, "systemd", "ssed.service"))
+    template = read_unit(os.path.join(ROOT, "systemd", "ssed@.service"))
+    own = {"ExecStart": ["@BINDIR@/ssed -c /etc/ssed/cluster-%i.ini"],
+           "RuntimeDirectory": ["ssed-cluster-%i"], "StateDirectory": ["ssed-cluster-%i"]}
+    assert template["Service"] == plain["Service"] | own
+    assert template["Install"] == plain["Install"]
+    assert "%i" in template["Unit"]["Description"][0]
+    assert template["Unit"]["Documentation"] == plain["Unit"]["Documentation"]
+    assert template["Unit"]["After"] == ["network.target redis-server.service"]
+
+
 def test_service_unit_has_notify_reload_watchdog_directories_and_hardening():
     unit = read_unit(os.path.join(ROOT, "systemd", "ssed.service"))
     svc = {k: v[-1] for k, v in unit["Service"].items()}
