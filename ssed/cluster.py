@@ -69,6 +69,7 @@ class Cluster:
         self.last_id = None             # (ms, seq): the last entry read from the events stream
         self.newest = None              # the newest entry in Redis, at the last heartbeat
         self.epoch = None               # the value of {PREFIX}:epoch this node knows
+        self.lost = False               # this handshake found that Redis lost data
         self.retry_at = 0.0
         self.attempts = 0               # connection attempts in this outage
         self.down_since = None
@@ -164,6 +165,7 @@ class Cluster:
         """Pipelined on the writer: the epoch (made if there is none), the newest entry, the
         histories; then up."""
         send = self.writer.send
+        self.lost = False
         send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self._checked, now)
         send(resp.command("GET", self.epoch_key), self._epoch, now)
         send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._top, now)
@@ -191,6 +193,9 @@ class Cluster:
             self.last_id = top or (0, 0)
 
     def _lost_data(self, why):
+        if self.lost:
+            return      # (one line a handshake, whichever sign showed it first)
+        self.lost = True
         self.log("error", f"cluster: Redis lost data ({why}); clustered histories are dropped "
                  "and read again from Redis")
         clustered.forget_histories(self.hub)
