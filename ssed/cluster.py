@@ -171,6 +171,7 @@ class Cluster:
         send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self._checked, now)
         send(resp.command("GET", self.epoch_key), self._epoch, now)
         send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._top, now)
+        send(resp.command("XRANGE", self.events_key, "-", "+", "COUNT", 1), self._bottom, now)
         for channel in clustered.channels_of(self.hub, with_history=True):
             self.fill(channel, now)
         send(resp.command("PING"), self._up, now)
@@ -193,6 +194,18 @@ class Cluster:
         elif top is None or top < self.last_id:
             self._lost_data("its event stream is behind the last id this node read")
             self.last_id = top or (0, 0)
+
+    def _bottom(self, reply):
+        """A node away for longer than the stream holds (`maxlen`) cannot get all it missed:
+        said, since its subscribers miss those events."""
+        if self._failed(reply) or not reply or self.lost or self.last_id == (0, 0):
+            return
+        oldest = parse_id(reply[0][0].decode())
+        if oldest is not None and oldest > self.last_id:
+            self.log("warning", f"cluster: events after {format_id(self.last_id)} up to "
+                     f"{format_id(oldest)} were trimmed from {self.events_key} (maxlen "
+                     f"{self.settings.maxlen}) before this node read them: its subscribers "
+                     "miss them")
 
     def _lost_data(self, why):
         if self.lost:
