@@ -149,10 +149,10 @@ class Cluster:
             self.log("warning", f"cluster: Redis unavailable ({why}); streams stay open, "
                      "publishes are refused until it is back")
         self.held.clear()
-        for link in (self.reader, self.writer):
-            for callback in link.close():
-                callback(LOST)
         self.retry_at = now + self._backoff(now)
+        dropped = [callback for link in (self.reader, self.writer) for callback in link.close()]
+        for callback in dropped:
+            callback(LOST)
 
     def _backoff(self, now):
         """0.1 s doubling, jittered; at most 1 s apart in an outage's first FAST_RETRY_FOR
@@ -292,7 +292,7 @@ class Cluster:
     def _fetch(self, path, size, then, now):
         """`then(events)` with the (key, data, type) of what Redis holds of `path`'s history
         up to the last id read (what comes after, the reader delivers), or None."""
-        if not size or self.state != "up":
+        if not size or self.writer.closed:
             return then(None)
         self.writer.send(resp.command("XREVRANGE", self.history_key(path), "+", "-",
                                       "COUNT", size),
