@@ -150,6 +150,7 @@ class Cluster:
                      "publishes are refused until it is back")
         self.held.clear()
         self.retry_at = now + self._backoff(now)
+        self.hub.due = min(self.hub.due, self.retry_at)     # (its tick may be far off)
         dropped = [callback for link in (self.reader, self.writer) for callback in link.close()]
         for callback in dropped:
             callback(LOST)
@@ -224,7 +225,7 @@ class Cluster:
         self.state, self.why = "up", None
         self.attempts, self.down_since = 0, None
         self.trouble.recovered(now)
-        self.next_lease = self.next_beat = now
+        self.next_lease = self.next_beat = self.hub.due = now
         self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
                  f"{format_id(self.last_id)}")
         self._read(now)
