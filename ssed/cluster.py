@@ -79,6 +79,7 @@ class Cluster:
         self.held = {}                  # path -> until when this node holds its lease
         self.next_lease = self.next_beat = 0.0
         self.beats = 0
+        self.stop_by = 0.0              # a shutdown waits for the leases' release until then
         self.peers = {}                 # node -> (record, when this node saw it change)
         self.trouble = Episode(log, "cluster: Redis")
         self.throttle = Throttle(log, every=60)
@@ -90,6 +91,10 @@ class Cluster:
 
     def start(self, now):
         self.retry_at = now
+        # Until it has read where the cluster is, a stream is primed with 0-0: resuming,
+        # it gets all that is held again rather than miss what came after this node's own
+        # clock, which may be ahead of Redis's.
+        self.hub.clock.read = (0, 0)
 
     def _connect(self, now):
         self.state, self.ready = "connecting", set()
@@ -192,9 +197,10 @@ class Cluster:
         self.newest = top
         if self.last_id is None:
             self.last_id = top or (0, 0)     # a node that just started reads what comes next
+            self.hub.clock.read = self.last_id
         elif top is None or top < self.last_id:
             self._lost_data("its event stream is behind the last id this node read")
-            self.last_id = top or (0, 0)
+            self.last_id = self.hub.clock.read = top or (0, 0)
 
     def _bottom(self, reply):
         """A node away for longer than the stream holds (`maxlen`) cannot get all it missed:
@@ -437,8 +443,14 @@ class Cluster:
             # Redis restarted empty (or was flushed): start over from what it holds.
             self.down("Redis lost data: its epoch key changed or went")
 
+    def releasing(self, now):
+        """Whether a shutdown should still wait for Redis to take the leases back: while
+        they are unanswered, for at most a second."""
+        return self.state == "up" and bool(self.writer.callbacks) and now < self.stop_by
+
     def stop(self, now):
         """Shutting down: give up the leases this node holds, and leave the node list."""
+        self.stop_by = now + min(1.0, self.settings.timeout)
         if self.state != "up":
             return
         for path in list(self.held):
