@@ -110,13 +110,15 @@ def node_config(n, redis_port, listen_port, directory):
     return path, port
 
 
-def instructions(redis_port, nodes, directory):
+def instructions(redis_port, redis_pid, nodes, directory):
+    """What to try, with this run's ports, sockets and pids. `nodes`: (port, socket, pid)."""
     ctl = "python3 -m ssed.ctl"
     one, two, three = nodes
-    print(f"""\
-ssed cluster demo: Redis on 127.0.0.1:{redis_port} (in memory only), three nodes:
-""" + "".join(f"  node {n}: http://127.0.0.1:{port}/   control {sock}\n"
-              for n, (port, sock) in enumerate(nodes, 1)) + f"""
+    print(f"ssed cluster demo: Redis on 127.0.0.1:{redis_port} (pid {redis_pid}, in memory "
+          "only), three nodes:")
+    for n, (port, sock, pid) in enumerate(nodes, 1):
+        print(f"  node {n}: http://127.0.0.1:{port}/  (pid {pid}, control {sock})")
+    print(f"""
 Watch alice's channel on node 1 and on node 3 (a terminal each):
   curl -N localhost:{one[0]}/user/alice
   curl -N localhost:{three[0]}/user/alice
@@ -124,25 +126,44 @@ Publish on node 2 (from the repository root): both get it, with the same id.
   {ctl} -s {two[1]} publish /user/alice "hello from node 2"
 Resume on another node with the last id you saw: nothing is missed.
   curl -N -H 'Last-Event-ID: ID' localhost:{two[0]}/user/alice
-/time ticks on every node, its source running on one (the lease holder):
+/time ticks on every node; its source runs on one, the holder of its lease:
   curl -N localhost:{three[0]}/time
   {ctl} -s {one[1]} cluster
-Logs: {directory}/node-*.log. Ctrl-C stops it all.""", flush=True)
+Trouble: `kill -9` a node's pid and the others go on (the lease moves within 10 s);
+`kill -STOP {redis_pid}` and publishes are refused within 5 s while streams stay open,
+`kill -CONT {redis_pid}` and they resume, in order.
+Logs: {directory}/*.log. Ctrl-C stops it all.""", flush=True)
+
+
+def watch(procs, names):
+    """Until Ctrl-C: say when one of them exits (killed by hand, to see what the others do),
+    and keep the rest running."""
+    told = set()
+    while len(told) < len(procs):
+        for proc, name in zip(procs, names):
+            if proc not in told and proc.poll() is not None:
+                told.add(proc)
+                print(f"{name} (pid {proc.pid}) exited with status {proc.returncode}",
+                      flush=True)
+        time.sleep(0.2)
+    raise DemoError("every process has exited")
 
 
 def stop(procs):
-    """SIGTERM in order (the nodes first: they give up their leases), then wait, bounded;
-    a second Ctrl-C does not cut this short."""
+    """SIGTERM to the nodes (they give up their leases), then to Redis; every wait bounded,
+    and a second Ctrl-C does not cut it short."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+    for group in (procs[:-1], procs[-1:]):
+        for proc in group:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in group:
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
 
 
 def run(args, directory):
@@ -153,7 +174,7 @@ def run(args, directory):
     if len(ports) != NODES:
         raise DemoError(f"--ports takes {NODES} ports")
     redis_port = free_port()
-    nodes, procs = [], []
+    nodes, procs = [], []      # procs: the nodes, newest first, then Redis
     try:
         log = os.path.join(directory, "redis.log")
         procs.append(start([redis, "--port", str(redis_port), "--bind", "127.0.0.1",
@@ -164,12 +185,9 @@ def run(args, directory):
             log = os.path.join(directory, f"node-{n}.log")
             procs.insert(0, start([sys.executable, "-m", "ssed", "-c", config], log))
             wait_for(lambda: healthy(port), f"node {n}", procs[0], log)
-            nodes.append((port, os.path.join(directory, f"cluster-{n}.sock")))
-        instructions(redis_port, nodes, directory)
-        while all(proc.poll() is None for proc in procs):
-            time.sleep(0.2)
-        gone = next(p for p in procs if p.returncode is not None)
-        raise DemoError(f"{' '.join(gone.args[:3])} exited with status {gone.returncode}")
+            nodes.append((port, os.path.join(directory, f"cluster-{n}.sock"), procs[0].pid))
+        instructions(redis_port, procs[-1].pid, nodes, directory)
+        watch(procs, names=[f"node {n}" for n in range(NODES, 0, -1)] + ["redis-server"])
     finally:
         stop(procs)
 

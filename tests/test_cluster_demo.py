@@ -62,7 +62,7 @@ def test_demo_starts_three_nodes_shares_an_event_and_stops_clean():
         text = read_until(proc, "Ctrl-C stops it all", START)
         redis_port = int(re.search(r"Redis on 127\.0\.0\.1:(\d+)", text).group(1))
         assert redis_port != 6379
-        socks = dict(re.findall(r"node (\d): http://127\.0\.0\.1:\d+/\s+control (\S+)", text))
+        socks = dict(re.findall(r"node (\d): http://127\.0\.0\.1:\d+/  \(pid \d+, control (\S+)\)", text))
         assert sorted(socks) == ["1", "2", "3"]
         directory = os.path.dirname(socks["1"])
         assert f"curl -N localhost:{ports[0]}/user/alice" in text
@@ -92,4 +92,9 @@ def test_demo_starts_three_nodes_shares_an_event_and_stops_clean():
         assert all(refused(port) for port in [*ports, redis_port])
         assert not os.path.exists(directory)
     finally:
-        reap(proc)
+        if proc.poll() is None:     # a failed assertion: the orderly stop, then the hard one
+            proc.terminate()
+            try:
+                proc.wait(TIMEOUT * 3)
+            except subprocess.TimeoutExpired:
+                reap(proc)
