@@ -1,0 +1,170 @@
+"""A cluster of ssed nodes over one Redis (SPEC 12), end to end: each node a daemon subprocess
+with its own port and control socket, one real redis-server of the test's own (tests/
+redisserver.py). Publishes on any node reach the subscribers of every node, in one order, with
+the id Redis gave; replay works on any node, a node started later included; `--client` events
+reach that client id everywhere and are never stored. Every wait is bounded.
+"""
+import json
+
+from clusterkit import (PTOK, SERVICES, id_key, node, nodes, pairs, post, publish_many,
+                        subscribe)
+from conftest import reap
+
+
+def ids_in_redis(redis, key):
+    return [entry[0].decode() for entry in redis.call("XRANGE", key, "-", "+")]
+
+
+def test_a_publish_on_one_node_reaches_every_nodes_subscribers_with_the_redis_id(daemon, redis):
+    a, b, c = nodes(daemon, redis, 3)
+    subs = {d.name: [subscribe(d, "/chat"), subscribe(d, "/chat")] for d in (a, b, c)}
+    subs["n1"].append(subscribe(b, "/chat"))
+    answer = a.publish("/chat", "over control")
+    assert answer["delivered"] == 2         # this node's subscribers
+    status, _, body = post(a, "/chat", "over http")
+    assert status == 200, body
+    over_http = json.loads(body)
+    assert over_http["delivered"] == 2
+    on_b = b.publish("/chat", "from b")
+    assert on_b["delivered"] == 3
+    expected = [(answer["id"], "over control"), (over_http["id"], "over http"),
+                (on_b["id"], "from b")]
+    for s in sum(subs.values(), []):
+        assert pairs(s.wait_events(3)) == expected
+    # The ids are Redis's: the entries of {ssed}:events, and of /chat's history stream.
+    ids = [answer["id"], over_http["id"], on_b["id"]]
+    assert ids_in_redis(redis, "{ssed}:events") == ids
+    assert ids_in_redis(redis, "{ssed}:h:/chat") == ids
+
+
+def test_three_nodes_publishing_at_once_deliver_every_event_once_in_one_order(daemon, redis):
+    ns = nodes(daemon, redis, 3)
+    subs = [subscribe(d, "/chat") for d in ns for _ in range(2)]
+    conns = [d.control_conn() for d in ns]
+    count = 200
+    lines = [[{"cmd": "publish", "service": "/chat", "data": f"{d.name} {i}"}
+              for i in range(count)] for d in ns]
+    answers = publish_many(conns, lines)
+    for c in conns:
+        c.close()
+    assert all(a["ok"] for per_node in answers for a in per_node)
+    answered = {a["id"]: line["data"] for per_node, reqs in zip(answers, lines)
+                for a, line in zip(per_node, reqs)}
+    assert len(answered) == 3 * count       # every id unique
+    first = pairs(subs[0].wait_events(3 * count))
+    for s in subs[1:]:
+        assert pairs(s.wait_events(3 * count)) == first     # event by event, every node
+    for s in subs:
+        assert len(s.events) == 3 * count   # nothing more (no duplicate read back)
+    assert dict(first) == answered          # the answered id of each event is its id
+    keys = [id_key(i) for i, _ in first]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    for d in ns:    # each publisher's events in the order it sent them
+        mine = [data for _, data in first if data.startswith(d.name + " ")]
+        assert mine == [f"{d.name} {i}" for i in range(count)]
+
+
+def test_replay_on_another_node_and_on_a_node_started_later(daemon, redis):
+    a, b = nodes(daemon, redis, 2)
+    s = subscribe(a, "/chat")
+    sent = [a.publish("/chat", f"e{i}")["id"] for i in range(5)]
+    got = s.wait_events(5)
+    assert [e.id for e in got] == sent
+    more = [b.publish("/chat", f"e{i}")["id"] for i in range(5, 8)]
+    # B, with the id of an event that came through A: exactly the ones after it.
+    again = b.stream("/chat", [f"Last-Event-ID: {got[1].id}"])
+    assert pairs(again.wait_events(6)) == list(zip(sent[2:] + more,
+                                                   [f"e{i}" for i in range(2, 8)]))
+    # A node started after all this fills /chat's history from Redis.
+    late = node(daemon, redis.url, "late")
+    from_late = late.stream("/chat", [f"Last-Event-ID: {got[1].id}"])
+    assert pairs(from_late.wait_events(6)) == pairs(again.events[:6])
+    # ...and goes on live with the others.
+    last = a.publish("/chat", "live")
+    for stream in (again, from_late):
+        assert pairs(stream.wait_events(7))[6] == (last["id"], "live")
+        assert len(stream.events) == 7
+    # Everything it holds, as the first nodes: Last-Event-ID 0-0 is before every event.
+    everything = [pairs(d.stream("/chat", ["Last-Event-ID: 0-0"]).wait_events(9))
+                  for d in (a, b, late)]
+    assert everything[0] == everything[1] == everything[2]
+    assert [i for i, _ in everything[0]] == sent + more + [last["id"]]
+
+
+def test_replay_holds_the_last_history_events_on_every_node(daemon, redis):
+    body = SERVICES + "\n[/short]\nhistory = 3\n"
+    a = node(daemon, redis.url, "a", body=body)
+    ids = [a.publish("/short", f"s{i}")["id"] for i in range(6)]
+    assert redis.call("XLEN", "{ssed}:h:/short") == 3
+    late = node(daemon, redis.url, "late", body=body)
+    for d in (a, late):
+        s = d.stream("/short", ["Last-Event-ID: 0-0"])
+        assert pairs(s.wait_events(3)) == list(zip(ids[3:], ["s3", "s4", "s5"]))
+
+
+def test_a_template_channel_published_on_one_node_exists_and_replays_on_the_others(
+        daemon, redis):
+    a, b = nodes(daemon, redis, 2)
+    watcher = subscribe(b, "/chat")     # B is reading: the /chat event below proves it
+    first = a.publish("/user/alice", "one")
+    second = post(a, "/user/alice", "two")
+    assert second[0] == 200
+    second_id = json.loads(second[2])["id"]
+    marker = a.publish("/chat", "after")
+    assert pairs(watcher.wait_events(1)) == [(marker["id"], "after")]
+    # B saw the publishes, so it has the channel and its history.
+    chans = b.ctl({"cmd": "channels", "template": "/user/*"})
+    assert [c["path"] for c in chans["channels"]] == ["/user/alice"]
+    replay = b.stream("/user/alice", [f"Last-Event-ID: {first['id']}"])
+    assert pairs(replay.wait_events(1)) == [(second_id, "two")]
+    # A node started afterwards replays it too, from Redis.
+    late = node(daemon, redis.url, "late")
+    from_late = late.stream("/user/alice", ["Last-Event-ID: 0-0"])
+    assert pairs(from_late.wait_events(2)) == [(first["id"], "one"), (second_id, "two")]
+    third = late.publish("/user/alice", "three")
+    for s in (replay, from_late):
+        assert pairs(s.wait_events(len(s.events) + 1))[-1] == (third["id"], "three")
+
+
+def test_events_for_one_client_reach_it_on_every_node_and_are_never_replayed(daemon, redis):
+    a, b, c = nodes(daemon, redis, 3)
+    alice = [subscribe(d, "/chat?client=alice") for d in (a, b, c)]
+    alice.append(subscribe(b, "/chat?client=alice"))
+    bob = subscribe(c, "/chat?client=bob")
+    before = a.publish("/chat", "to all")
+    private = a.publish("/chat", "just alice", client="alice")
+    assert private["delivered"] == 1        # alice's streams on A
+    on_b = b.publish("/chat", "alice again", client="alice")
+    assert on_b["delivered"] == 2
+    after = c.publish("/chat", "to all again")
+    for s in alice:
+        assert pairs(s.wait_events(4)) == [
+            (before["id"], "to all"), (private["id"], "just alice"),
+            (on_b["id"], "alice again"), (after["id"], "to all again")]
+    assert pairs(bob.wait_events(2)) == [(before["id"], "to all"),
+                                         (after["id"], "to all again")]
+    assert len(bob.events) == 2
+    # Never stored: not in /chat's history stream, not replayed by any node (not to alice).
+    assert ids_in_redis(redis, "{ssed}:h:/chat") == [before["id"], after["id"]]
+    late = node(daemon, redis.url, "late")
+    for d in (a, b, c, late):
+        s = d.stream("/chat?client=alice", ["Last-Event-ID: 0-0"])
+        assert pairs(s.wait_events(2)) == [(before["id"], "to all"),
+                                           (after["id"], "to all again")]
+        marker = d.publish("/chat", f"marker {d.name}")
+        assert pairs(s.wait_events(3))[2] == (marker["id"], f"marker {d.name}")
+
+
+def test_a_client_whose_node_dies_resumes_on_another_and_misses_nothing(daemon, redis):
+    a, b, c = nodes(daemon, redis, 3)
+    watcher = subscribe(b, "/chat")
+    victim = subscribe(a, "/chat")
+    sent = [b.publish("/chat", f"m{i}")["id"] for i in range(5)]
+    seen = victim.wait_events(5)
+    a.proc.kill()
+    a.proc.wait()
+    reap(a.proc)
+    sent += [c.publish("/chat", f"m{i}")["id"] for i in range(5, 10)]
+    resumed = c.stream("/chat", [f"Last-Event-ID: {seen[-1].id}"])
+    got = pairs(seen) + pairs(resumed.wait_events(5))
+    assert got == pairs(watcher.wait_events(10)) and [i for i, _ in got] == sent
