@@ -70,6 +70,8 @@ class Cluster:
         self.newest = None              # the newest entry in Redis, at the last heartbeat
         self.epoch = None               # the value of {PREFIX}:epoch this node knows
         self.lost = False               # this handshake found that Redis lost data
+        self.filled = set()             # paths whose history this node has read from Redis
+        self.fetched = {}               # path -> (when, events) read for a channel to come
         self.retry_at = 0.0
         self.attempts = 0               # connection attempts in this outage
         self.down_since = None
@@ -199,6 +201,8 @@ class Cluster:
         self.log("error", f"cluster: Redis lost data ({why}); clustered histories are dropped "
                  "and read again from Redis")
         clustered.forget_histories(self.hub)
+        self.filled.clear()
+        self.fetched.clear()
 
     def _up(self, reply):
         if self._failed(reply):
@@ -245,16 +249,44 @@ class Cluster:
     def fill(self, channel, now):
         """Read a clustered channel's history from Redis into its memory (a node that just
         started, or a channel it just made): replay is the same on every node."""
-        size = channel.config.history
-        if not size or self.state != "up":
-            return
-        self.writer.send(resp.command("XREVRANGE", self.history_key(channel.path), "+", "-",
-                                      "COUNT", size),
-                         lambda reply: self._filled(channel, reply), now)
+        def filled(events):
+            if events is not None and self.hub.channels.get(channel.path) is channel:
+                clustered.fill_history(channel, events)
+                self.filled.add(channel.path)
+        self._fetch(channel.path, channel.config.history, filled, now)
 
-    def _filled(self, channel, reply):
-        if self._failed(reply) or not reply:
-            return
+    def prefetch(self, wanted, now):
+        """Read the histories of `wanted` (path, size) pairs, for a subscriber that asks
+        for replay before this node holds them: a Later settled when they are in (the
+        channels that exist have them; the others find them in `fetched` as they are made)."""
+        later, left = Later(), [len(wanted)]
+
+        def one(path, events):
+            if events is not None:
+                channel = self.hub.channels.get(path)
+                if channel is not None:
+                    clustered.fill_history(channel, events)
+                    self.filled.add(path)
+                else:
+                    self.fetched[path] = (now, events)
+            left[0] -= 1
+            if not left[0]:
+                later.settle(None)
+        for path, size in wanted:
+            self._fetch(path, size, lambda events, path=path: one(path, events), now)
+        return later
+
+    def _fetch(self, path, size, then, now):
+        """`then(events)` with the (key, data, type) of what Redis holds of `path`'s history
+        up to the last id read (what comes after, the reader delivers), or None."""
+        if not size or self.state != "up":
+            return then(None)
+        self.writer.send(resp.command("XREVRANGE", self.history_key(path), "+", "-",
+                                      "COUNT", size),
+                         lambda reply: then(None if self._failed(reply) else
+                                            self._history(reply or ())), now)
+
+    def _history(self, reply):
         events = []
         for entry_id, fields in reversed(reply):
             entry = dict(zip(fields[::2], fields[1::2]))
@@ -265,7 +297,16 @@ class Cluster:
                 events.append((key, entry[b"d"].decode(), entry.get(b"e", b"").decode() or None))
             except (KeyError, UnicodeDecodeError):
                 continue
-        clustered.fill_history(channel, events)
+        return events
+
+    def made(self, channel, now):
+        """A clustered channel this node just made: what a prefetch read for it, or a fill."""
+        got = self.fetched.pop(channel.path, None)
+        if got is not None:
+            clustered.fill_history(channel, got[1])
+            self.filled.add(channel.path)
+        elif self.state == "up":
+            self.fill(channel, now)
 
     def history_key(self, path):
         return f"{self.tag}:h:{path}"
@@ -347,6 +388,8 @@ class Cluster:
 
     def _heartbeat(self, now):
         self.next_beat = now + HEARTBEAT
+        for path in [p for p, (when, _) in self.fetched.items() if now - when > 10]:
+            del self.fetched[path]      # read for a subscriber who was then refused
         self.beats += 1
         record = json.dumps({"seen": round(self.hub.now, 3), "beat": self.beats,
                              "clients": self.hub.client_count,

@@ -151,6 +151,24 @@ def gained_lease(hub, path):
 
 
 def opened(hub, channel):
-    """A template's channel made while the cluster is up: its history from Redis."""
-    if hub.cluster is not None and channel.config.cluster and channel.template is not None:
-        hub.cluster.fill(channel, hub.now)
+    """A channel made (a template's, or a service a reload added): its history from Redis
+    (at start, the handshake reads them all)."""
+    if channel.config.cluster:
+        hub.cluster.made(channel, hub.now)
+
+
+def dropped(hub, channel):
+    hub.cluster.filled.discard(channel.path)
+
+
+def unfilled(hub, channels):
+    """For a subscriber asking for replay: a Later settled once this node holds what Redis
+    has of each clustered channel's history; None when it already does (or Redis is down:
+    then it is served from what the node holds)."""
+    cluster = hub.cluster
+    if not cluster.up:
+        return None
+    wanted = [(ch.path, ch.config.history) for ch in channels
+              if ch.config.cluster and ch.config.history and ch.path not in cluster.filled
+              and ch.path not in cluster.fetched]
+    return cluster.prefetch(wanted, hub.now) if wanted else None

@@ -14,7 +14,7 @@ import heapq
 import itertools
 from collections import Counter
 
-from . import memory, reasons, templates
+from . import clustered, memory, reasons, templates
 from .channel import Channel, ChannelsFull, PublishError
 from .orders import Close
 from .plugins import service_class
@@ -119,6 +119,8 @@ class OnDemand:
         for counter in GONE:
             template.gone[counter] += getattr(channel, counter)
         self.removed += 1
+        if hub.cluster is not None:
+            clustered.dropped(hub, channel)
         hub.stop_service(channel, closing=True)
         if reason is not None:
             hub.orders.extend(Close(client, reason) for client in channel.clients)

@@ -7,7 +7,7 @@ import hmac
 import json
 from importlib import resources
 
-from . import admission, auth, jwt, metrics, postbody, reasons
+from . import admission, auth, clustered, jwt, metrics, postbody, reasons
 from .addresses import in_networks
 from .config import RESERVED
 from .control import CLIENT_ID
@@ -254,6 +254,10 @@ def _subscribe(hub, request, address, channels):
     # Empty means no id, as with EventSource (which sends no header then): not "replay all".
     last_id = (request.header("last-event-id") or request.first("lastEventId")
                or request.first("last_event_id") or None)
+    if hub.cluster is not None and last_id is not None:
+        waiting = clustered.unfilled(hub, channels)
+        if waiting is not None:     # replay from Redis's history: route it again once in
+            return waiting.map(lambda _: handle(hub, request, address))
     try:
         client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:
