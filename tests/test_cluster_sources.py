@@ -1,0 +1,205 @@
+"""Sources in a cluster (SPEC 12): a path's timers (a built-in source, a class's on_tick) run
+on the holder of its Redis lease only; when the holder dies another node takes over within
+the lease time, and a holder that shuts down gives its lease up. The `cluster` command and
+`ssectl cluster` show the nodes and the leases. Nodes are daemons sharing one test Redis.
+"""
+import json
+import signal
+import time
+
+from clusterkit import (LEASE_S, SERVICES, cluster_info, node, pairs, plugin_env, ssectl,
+                        subscribe, wait_for)
+from conftest import reap
+
+TICKER = '''
+import os
+import ssed
+
+
+class Ticker(ssed.Service):
+    """Each tick: which process ran it, and how many ticks that process has run."""
+
+    def on_start(self):
+        self.count = 0
+
+    def on_tick(self):
+        self.count += 1
+        self.publish(f"{os.getpid()} {self.count}", event="tick")
+'''
+
+TICK = "\n[/tick]\nclass = ticker:Ticker\ninterval = 0.1\nhistory = 0\n"
+
+
+def tickers(daemon, tmp_path, redis, names, lease=LEASE_S):
+    extra = plugin_env(tmp_path, "ticker", TICKER)
+    return [node(daemon, redis.url, name, body=SERVICES + TICK, env=extra, lease=lease)
+            for name in names]
+
+
+def ticks(stream, n):
+    """The next `n` tick events of `stream` not read before: (pid, count) each."""
+    start = getattr(stream, "taken", 0)
+    got = stream.wait_events(start + n)[start:]
+    stream.taken = start + n
+    return [tuple(map(int, e.data.split())) for e in got]
+
+
+def one_runner(seq):
+    """The pid that ran every tick of `seq`, which must be one process counting on."""
+    pids = {pid for pid, _ in seq}
+    assert len(pids) == 1, seq
+    counts = [count for _, count in seq]
+    assert counts == list(range(counts[0], counts[0] + len(counts))), seq
+    return pids.pop()
+
+
+def by_pid(ns, pid):
+    [holder] = [d for d in ns if d.proc.pid == pid]
+    return holder
+
+
+def test_on_tick_runs_on_one_node_and_moves_when_its_holder_is_killed(daemon, tmp_path,
+                                                                        redis):
+    ns = tickers(daemon, tmp_path, redis, ["a", "b", "c"])
+    subs = {d.name: subscribe(d, "/tick") for d in ns}
+    seen = {name: ticks(s, 8) for name, s in subs.items()}
+    # Every node delivers the same ticks, all from one process: no tick twice.
+    runner = one_runner(seen["a"])
+    first = {name: pairs(s.events[:8]) for name, s in subs.items()}
+    assert first["a"] == first["b"] == first["c"]
+    holder = by_pid(ns, runner)
+    for d in ns:
+        info = wait_for("the lease shown", lambda d=d: cluster_info(d)["leases"] and
+                        cluster_info(d))
+        assert info["leases"] == [{"path": "/tick", "node": holder.name}]
+    # kill -9 the holder: another node runs the ticks within the lease time.
+    survivors = [d for d in ns if d is not holder]
+    holder.proc.kill()
+    killed = time.monotonic()
+    reap(holder.proc)
+    watch = subs[survivors[0].name]
+    while True:
+        [(pid, count)] = ticks(watch, 1)
+        if pid != runner:
+            break
+    took = time.monotonic() - killed
+    # The lease runs out at most LEASE_S after the kill; the others ask for it every third
+    # of it: LEASE_S * 4/3 at worst, plus a tick and the load of a shared machine.
+    assert took <= LEASE_S * 4 / 3 + 0.3, f"taken over after {took:.2f} s"
+    assert pid in {d.proc.pid for d in survivors}
+    after = [(pid, count)] + ticks(watch, 5)
+    assert one_runner(after) == pid
+    other = subs[survivors[1].name]
+    n = len(watch.events)
+    assert pairs(other.wait_events(n)) == pairs(watch.events[:n])
+    new_holder = by_pid(survivors, pid)
+    for d in survivors:
+        wait_for(f"{d.name} showing the lease of {new_holder.name}",
+                 lambda d=d: cluster_info(d)["leases"] == [{"path": "/tick",
+                                                             "node": new_holder.name}])
+
+
+def test_a_holder_that_shuts_down_gives_its_lease_up(daemon, tmp_path, redis):
+    """A lease of 6 s: the survivor, which asks every third of it, takes over well before
+    the lease would have run out."""
+    ns = tickers(daemon, tmp_path, redis, ["a", "b"], lease=6)
+    subs = {d.name: subscribe(d, "/tick") for d in ns}
+    runner = one_runner(ticks(subs["a"], 3))
+    holder = by_pid(ns, runner)
+    [survivor] = [d for d in ns if d is not holder]
+    assert holder.stop() == 0
+    stopped = time.monotonic()
+    watch = subs[survivor.name]
+    while True:
+        [(pid, _)] = ticks(watch, 1)
+        if pid != runner:
+            break
+    took = time.monotonic() - stopped
+    assert pid == survivor.proc.pid and took < 4, f"taken over after {took:.2f} s"
+
+
+def test_a_time_source_runs_on_one_node(daemon, redis):
+    """Three nodes, one `time` source every 0.1 s: ticks come about 0.1 s apart (three
+    runners would make three events a tick), the same on every node."""
+    body = SERVICES + "\n[/time]\nsource = time\ninterval = 0.1\nformat = unix\nhistory = 0\n"
+    ns = [node(daemon, redis.url, name, body=body) for name in ("a", "b", "c")]
+    subs = [subscribe(d, "/time") for d in ns]
+    subs[0].wait_events(1)
+    start = time.monotonic()
+    count = 15
+    events = subs[0].wait_events(1 + count)
+    took = time.monotonic() - start
+    assert took >= count * 0.1 * 0.8, f"{count} ticks in {took:.2f} s: more than one runner"
+    for s in subs[1:]:
+        assert pairs(s.wait_events(1 + count)) == pairs(events)
+    holders = {json.dumps(cluster_info(d)["leases"]) for d in ns}
+    assert len(holders) == 1 and json.loads(holders.pop())[0]["path"] == "/time"
+
+
+def test_a_new_holder_of_a_file_source_publishes_the_current_content(daemon, tmp_path, redis):
+    content = tmp_path / "motd.txt"
+    content.write_text("first\n")
+    body = SERVICES + f"\n[/motd]\nsource = file\nfile = {content}\ninterval = 0.1\n"
+    ns = [node(daemon, redis.url, name, body=body) for name in ("a", "b")]
+    subs = {d.name: subscribe(d, "/motd") for d in ns}
+    info = wait_for("a lease holder", lambda: cluster_info(ns[0])["leases"])
+    [holder] = [d for d in ns if d.name == info[0]["node"]]
+    [survivor] = [d for d in ns if d is not holder]
+    content.write_text("second\n")
+    watch = subs[survivor.name]
+    watch.wait_bytes(b"data: second\n")
+    before = len(watch.events)
+    holder.proc.kill()
+    reap(holder.proc)
+    [again] = watch.wait_events(before + 1)[before:]
+    assert again.data == "second"
+
+
+def test_the_cluster_command_shows_the_nodes_their_clients_and_the_leases(daemon, tmp_path,
+                                                                          redis):
+    ns = tickers(daemon, tmp_path, redis, ["a", "b"])
+    streams = [subscribe(ns[1], "/chat") for _ in range(3)]
+    now = time.time()
+
+    def settled():
+        info = cluster_info(ns[0])
+        shown = {n["node"]: n["clients"] for n in info["nodes"]}
+        return shown == {"a": 0, "b": 3} and info["leases"] and info
+    info = wait_for("both nodes and their clients shown", settled)
+    assert set(info) >= {"ok", "node", "up", "last_id", "lag_ms", "nodes", "leases"}
+    assert (info["node"], info["up"], info["lag_ms"]) == ("a", True, 0)
+    for n in info["nodes"]:
+        assert now - 5 < n["seen"] < time.time() + 1
+    assert [lease["path"] for lease in info["leases"]] == ["/tick"]
+    assert info["leases"][0]["node"] in ("a", "b")
+    # last_id: the last id this node read, the one every node delivered last.
+    last = ns[1].publish("/chat", "x")["id"]
+    for s in streams:
+        s.wait_events(1)
+    assert wait_for("the last id read", lambda: cluster_info(ns[0])["last_id"] == last)
+    # The text form is one line.
+    with ns[0].control_conn() as c:
+        line = c.request("cluster")
+    assert line.startswith("ok ") and "\n" not in line and "node" in line
+    # ssectl: a table by default, the answer as JSON with --json.
+    done = ssectl(ns[0], "--json", "cluster")
+    assert done.returncode == 0, done.stderr
+    as_json = json.loads(done.stdout)
+    assert as_json["ok"] and as_json["node"] == "a" and as_json["leases"] == info["leases"]
+    table = ssectl(ns[0], "cluster")
+    assert table.returncode == 0, table.stderr
+    assert "a" in table.stdout and "/tick" in table.stdout and "b" in table.stdout
+    for name in ("NODE", "CLIENTS"):
+        assert name in table.stdout
+    # A node killed: left out once silent for three heartbeats.
+    ns[1].proc.send_signal(signal.SIGKILL)
+    reap(ns[1].proc)
+    wait_for("the dead node left out", lambda: [n["node"] for n in
+                                                cluster_info(ns[0])["nodes"]] == ["a"])
+
+
+def test_nodes_of_one_cluster_see_each_other_in_the_nodes_list(daemon, redis):
+    ns = [node(daemon, redis.url, name) for name in ("a", "b", "c")]
+    for d in ns:
+        wait_for(f"{d.name} seeing every node", lambda d=d: sorted(
+            n["node"] for n in cluster_info(d)["nodes"]) == ["a", "b", "c"])
