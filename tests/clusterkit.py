@@ -37,9 +37,12 @@ publish_token = {PTOK}
 """
 
 
-def cluster_section(url, name, prefix="ssed", timeout=TIMEOUT_S, lease=LEASE_S):
-    return (f"\n[cluster]\nredis = {url}\nprefix = {prefix}\nnode = {name}\n"
-            f"timeout = {timeout}\nlease = {lease}\n")
+def cluster_section(url, name, prefix="ssed", timeout=TIMEOUT_S, lease=LEASE_S, maxlen=None):
+    """`name` None: no `node` key (the default name); `maxlen` None: the default."""
+    return (f"\n[cluster]\nredis = {url}\nprefix = {prefix}\n"
+            + (f"node = {name}\n" if name is not None else "")
+            + (f"maxlen = {maxlen}\n" if maxlen is not None else "")
+            + f"timeout = {timeout}\nlease = {lease}\n")
 
 
 def node(daemon, url, name, body=SERVICES, up=True, top="keepalive = 1\n", **kw):

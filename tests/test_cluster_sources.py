@@ -4,7 +4,7 @@ the lease time, and a holder that shuts down gives its lease up. The `cluster` c
 `ssectl cluster` show the nodes and the leases. Nodes are daemons sharing one test Redis.
 """
 import json
-import signal
+import socket
 import time
 
 from clusterkit import (LEASE_S, SERVICES, cluster_info, node, pairs, plugin_env, ssectl,
@@ -69,9 +69,18 @@ def test_on_tick_runs_on_one_node_and_moves_when_its_holder_is_killed(daemon, tm
     assert first["a"] == first["b"] == first["c"]
     holder = by_pid(ns, runner)
     for d in ns:
-        info = wait_for("the lease shown", lambda d=d: cluster_info(d)["leases"] and
-                        cluster_info(d))
+        info = wait_for(f"{d.name} showing the lease and every node", lambda d=d: (
+            cluster_info(d)["leases"] and len(cluster_info(d)["nodes"]) == 3 and
+            cluster_info(d)))
         assert info["leases"] == [{"path": "/tick", "node": holder.name}]
+        assert sorted(n["node"] for n in info["nodes"]) == ["a", "b", "c"]
+    # The keys of SPEC 12: the lease (SET NX PX), the heartbeats, the epoch; the ticks
+    # went through the event stream (and no history: history = 0).
+    assert 0 < redis.call("PTTL", "{ssed}:lease:/tick") <= LEASE_S * 1000
+    assert redis.call("EXISTS", "{ssed}:nodes", "{ssed}:epoch") == 2
+    in_redis = {e[0].decode() for e in redis.call("XRANGE", "{ssed}:events", "-", "+")}
+    assert {e.id for e in subs["a"].events[:8]} <= in_redis
+    assert redis.call("EXISTS", "{ssed}:h:/tick") == 0
     # kill -9 the holder: another node runs the ticks within the lease time.
     survivors = [d for d in ns if d is not holder]
     holder.proc.kill()
@@ -97,6 +106,10 @@ def test_on_tick_runs_on_one_node_and_moves_when_its_holder_is_killed(daemon, tm
         wait_for(f"{d.name} showing the lease of {new_holder.name}",
                  lambda d=d: cluster_info(d)["leases"] == [{"path": "/tick",
                                                              "node": new_holder.name}])
+    # The dead node is left out once silent for three heartbeats.
+    wait_for("the dead node left out", lambda: sorted(
+        n["node"] for n in cluster_info(survivors[0])["nodes"]) == sorted(
+        d.name for d in survivors))
 
 
 def test_a_holder_that_shuts_down_gives_its_lease_up(daemon, tmp_path, redis):
@@ -155,24 +168,26 @@ def test_a_new_holder_of_a_file_source_publishes_the_current_content(daemon, tmp
     assert again.data == "second"
 
 
-def test_the_cluster_command_shows_the_nodes_their_clients_and_the_leases(daemon, tmp_path,
-                                                                          redis):
-    ns = tickers(daemon, tmp_path, redis, ["a", "b"])
+def test_the_cluster_command_shows_the_nodes_their_clients_and_the_leases(daemon, redis):
+    body = SERVICES + "\n[/slow]\nsource = time\ninterval = 60\n"
+    ns = [node(daemon, redis.url, name, body=body) for name in ("alpha", "beta")]
     streams = [subscribe(ns[1], "/chat") for _ in range(3)]
     now = time.time()
 
     def settled():
         info = cluster_info(ns[0])
         shown = {n["node"]: n["clients"] for n in info["nodes"]}
-        return shown == {"a": 0, "b": 3} and info["leases"] and info
+        return shown == {"alpha": 0, "beta": 3} and info["leases"] and info
     info = wait_for("both nodes and their clients shown", settled)
     assert set(info) >= {"ok", "node", "up", "last_id", "lag_ms", "nodes", "leases"}
-    assert (info["node"], info["up"], info["lag_ms"]) == ("a", True, 0)
+    assert (info["node"], info["up"], info["lag_ms"]) == ("alpha", True, 0)
     for n in info["nodes"]:
         assert now - 5 < n["seen"] < time.time() + 1
-    assert [lease["path"] for lease in info["leases"]] == ["/tick"]
-    assert info["leases"][0]["node"] in ("a", "b")
-    # last_id: the last id this node read, the one every node delivered last.
+    [lease] = info["leases"]
+    assert lease["path"] == "/slow" and lease["node"] in ("alpha", "beta")
+    # The holder's one tick so far (its first, on taking the lease), then a publish:
+    # last_id is the last id this node read.
+    ns[0].stream("/slow", ["Last-Event-ID: 0-0"]).wait_events(1)
     last = ns[1].publish("/chat", "x")["id"]
     for s in streams:
         s.wait_events(1)
@@ -180,26 +195,24 @@ def test_the_cluster_command_shows_the_nodes_their_clients_and_the_leases(daemon
     # The text form is one line.
     with ns[0].control_conn() as c:
         line = c.request("cluster")
-    assert line.startswith("ok ") and "\n" not in line and "node" in line
+    assert line.startswith("ok ") and "\n" not in line and "alpha" in line, line
     # ssectl: a table by default, the answer as JSON with --json.
     done = ssectl(ns[0], "--json", "cluster")
     assert done.returncode == 0, done.stderr
     as_json = json.loads(done.stdout)
-    assert as_json["ok"] and as_json["node"] == "a" and as_json["leases"] == info["leases"]
+    assert as_json["ok"] and as_json["node"] == "alpha" and as_json["leases"] == [lease]
+    assert sorted(n["node"] for n in as_json["nodes"]) == ["alpha", "beta"]
     table = ssectl(ns[0], "cluster")
     assert table.returncode == 0, table.stderr
-    assert "a" in table.stdout and "/tick" in table.stdout and "b" in table.stdout
-    for name in ("NODE", "CLIENTS"):
-        assert name in table.stdout
-    # A node killed: left out once silent for three heartbeats.
-    ns[1].proc.send_signal(signal.SIGKILL)
-    reap(ns[1].proc)
-    wait_for("the dead node left out", lambda: [n["node"] for n in
-                                                cluster_info(ns[0])["nodes"]] == ["a"])
+    for word in ("alpha", "beta", "/slow", last, "NODE", "CLIENTS"):
+        assert word in table.stdout, table.stdout
+    rows = {line.split()[0]: line.split() for line in table.stdout.splitlines() if line}
+    assert rows["beta"][-1] == "3" and rows["/slow"][-1] == lease["node"], table.stdout
 
 
-def test_nodes_of_one_cluster_see_each_other_in_the_nodes_list(daemon, redis):
-    ns = [node(daemon, redis.url, name) for name in ("a", "b", "c")]
-    for d in ns:
-        wait_for(f"{d.name} seeing every node", lambda d=d: sorted(
-            n["node"] for n in cluster_info(d)["nodes"]) == ["a", "b", "c"])
+def test_a_node_without_a_name_is_its_hostname_and_port(daemon, redis):
+    d = node(daemon, redis.url, None)
+    info = cluster_info(d)
+    assert info["node"] == f"{socket.gethostname()}:{d.port}"
+    wait_for("its own heartbeat", lambda: [n["node"] for n in cluster_info(d)["nodes"]] == [
+        info["node"]])
