@@ -255,3 +255,41 @@ def test_metrics_of_a_node_that_is_caught_up(daemon, redis):
     wait_for("the last event read", lambda: cluster_info(a)["last_id"] == last)
     assert metric(a, "ssed_cluster_lag_seconds") == 0
     assert a.ctl({"cmd": "cluster"})["lag_ms"] == 0
+
+
+def test_redis_flushed_under_running_nodes_is_lost_data_too(daemon, redis):
+    """No restart, no closed connection: the epoch key gone is what tells."""
+    a, b = nodes(daemon, redis, 2)
+    subs = [subscribe(a, "/chat"), subscribe(b, "/chat")]
+    old = a.publish("/chat", "old")["id"]
+    for s in subs:
+        s.wait_events(1)
+    assert redis.call("FLUSHALL") == "OK"
+    for d in (a, b):
+        d.wait_log(r"Redis lost data", timeout=5)
+        wait_up(d, timeout=5)
+    new = b.publish("/chat", "new")["id"]
+    for s in subs:
+        assert [e.id for e in s.wait_events(2)] == [old, new]
+    replays = [d.stream("/chat", ["Last-Event-ID: 0-0"]) for d in (a, b)]
+    for replay in replays:
+        assert pairs(replay.wait_events(1)) == [(new, "new")]
+    marker = a.publish("/chat", "marker")["id"]
+    for replay in replays:
+        assert [e.id for e in replay.wait_events(2)] == [new, marker]
+
+
+def test_a_node_started_before_redis_serves_and_joins_when_redis_comes(daemon, make_redis):
+    redis = make_redis().stop()
+    d = node(daemon, redis.url.replace("127.0.0.1", "localhost"), "early", up=False)
+    local = subscribe(d, "/local")
+    chat = subscribe(d, "/chat")
+    assert healthz(d) == (503, "cluster unavailable\n")
+    refused_at_once(d)
+    assert d.publish("/local", "no redis needed")["delivered"] == 1
+    assert local.wait_events(1)[0].data == "no redis needed"
+    redis.start()
+    wait_up(d, timeout=5)
+    sent = d.publish("/chat", "joined")
+    assert pairs(chat.wait_events(1)) == [(sent["id"], "joined")]
+    assert healthz(d) == (200, "ok\n")
