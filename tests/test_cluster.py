@@ -220,9 +220,72 @@ def test_a_node_whose_clock_is_ahead_primes_with_an_id_that_misses_nothing(daemo
         sent = a.publish("/chat", "after the priming id")
         for d in (a, b):
             again = d.stream("/chat", [f"Last-Event-ID: {primed}"])
-            assert pairs(again.wait_events(1)) == [(sent["id"], "after the priming id")], \
-                (primed, sent)
+            got = pairs(again.wait_events(1, timeout=1))
+            assert got == [(sent["id"], "after the priming id")], (primed, sent)
     # B's own publishes get Redis's ids too, in the cluster's order.
     on_b = b.publish("/chat", "from b")
     assert id_key(on_b["id"]) > id_key(sent["id"])
     assert id_key(on_b["id"])[0] < (id_key(sent["id"])[0] + 20000)
+
+
+def test_data_and_event_types_cross_nodes_intact(daemon, redis):
+    a, b = nodes(daemon, redis, 2)
+    s = subscribe(b, "/chat")
+    big = "x" * 60000
+    cases = [("two\nlines\r\nand\rthree", "msg"), ("h\u00e9llo \u2713", None), ("", "empty"),
+             (big, None), ("  spaced  ", "msg")]
+    ids = [a.publish("/chat", data, event=event)["id"] for data, event in cases]
+    got = s.wait_events(len(cases))
+    assert [(e.id, e.type, e.data) for e in got] == [
+        (i, event or "message", data.replace("\r\n", "\n").replace("\r", "\n"))
+        for i, (data, event) in zip(ids, cases)]
+    late = node(daemon, redis.url, "late")
+    replay = late.stream("/chat", ["Last-Event-ID: 0-0"])
+    assert [(e.type, e.data) for e in replay.wait_events(len(cases))] == [
+        (e.type, e.data) for e in got]
+
+
+def test_a_multiplexed_stream_replays_on_a_node_that_has_not_seen_its_channels(daemon, redis):
+    a = node(daemon, redis.url, "a")
+    sent = [a.publish("/user/bob", "bob 1")["id"], a.publish("/chat", "chat 1")["id"],
+            a.publish("/user/bob", "bob 2")["id"]]
+    late = node(daemon, redis.url, "late")
+    s = late.stream("/?service=/chat&service=/user/bob", ["Last-Event-ID: 0-0"])
+    assert [e.id for e in s.wait_events(3)] == sent
+    live = a.publish("/user/bob", "bob 3")["id"]
+    assert s.wait_events(4)[3].id == live and len(s.events) == 4
+
+
+def test_pipelined_control_requests_are_answered_in_order(daemon, redis):
+    """Clustered publishes are answered once Redis has them, local ones at once: on one
+    connection the answers still come in the order of the requests."""
+    a = node(daemon, redis.url, "a")
+    reqs = [{"cmd": "publish", "service": "/chat", "data": "c1"},
+            {"cmd": "publish", "service": "/local", "data": "l1"},
+            {"cmd": "publish", "service": "/nowhere", "data": "x"},
+            {"cmd": "stats"},
+            {"cmd": "publish", "service": "/chat", "data": "c2"},
+            {"cmd": "cluster"},
+            {"cmd": "publish", "service": "/user/zoe", "data": "z1"}]
+    with a.control_conn() as c:
+        [answers] = publish_many([c], [reqs])
+        text = c.request("publish /chat c3")
+    oks = [x["ok"] for x in answers]
+    assert oks == [True, True, False, True, True, True, True], answers
+    assert "uptime" in answers[3] and answers[5]["node"] == "a"
+    assert id_key(answers[0]["id"]) < id_key(answers[4]["id"]) < id_key(answers[6]["id"])
+    assert text.startswith("ok id=")
+    assert redis.call("XLEN", "{ssed}:events") == 4
+
+
+def test_a_service_a_reload_adds_is_clustered_and_replays_from_redis(daemon, redis):
+    a = node(daemon, redis.url, "a", body=SERVICES + "\n[/news]\n")
+    b = node(daemon, redis.url, "b")
+    sent = [a.publish("/news", f"n{i}")["id"] for i in range(3)]
+    b.ini.write_text(b.ini.read_text() + "\n[/news]\n")
+    answer = b.ctl({"cmd": "reload"})
+    assert answer["ok"], answer
+    s = b.stream("/news", [f"Last-Event-ID: {sent[0]}"])
+    assert [e.id for e in s.wait_events(2)] == sent[1:]
+    live = b.publish("/news", "from b")["id"]
+    assert s.wait_events(3)[2].id == live
