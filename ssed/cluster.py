@@ -79,6 +79,7 @@ class Cluster:
         self.held = {}                  # path -> until when this node holds its lease
         self.next_lease = self.next_beat = 0.0
         self.beats = 0
+        self.stop_by = 0.0              # a shutdown waits for the leases' release until then
         self.peers = {}                 # node -> (record, when this node saw it change)
         self.trouble = Episode(log, "cluster: Redis")
         self.throttle = Throttle(log, every=60)
@@ -90,6 +91,10 @@ class Cluster:
 
     def start(self, now):
         self.retry_at = now
+        # Until it has read where the cluster is, a stream is primed with 0-0: resuming,
+        # it gets all that is held again rather than miss what came after this node's own
+        # clock, which may be ahead of Redis's.
+        self.hub.clock.read = (0, 0)
 
     def _connect(self, now):
         self.state, self.ready = "connecting", set()
@@ -149,10 +154,11 @@ class Cluster:
             self.log("warning", f"cluster: Redis unavailable ({why}); streams stay open, "
                      "publishes are refused until it is back")
         self.held.clear()
-        for link in (self.reader, self.writer):
-            for callback in link.close():
-                callback(LOST)
         self.retry_at = now + self._backoff(now)
+        self.hub.due = min(self.hub.due, self.retry_at)     # (its tick may be far off)
+        dropped = [callback for link in (self.reader, self.writer) for callback in link.close()]
+        for callback in dropped:
+            callback(LOST)
 
     def _backoff(self, now):
         """0.1 s doubling, jittered; at most 1 s apart in an outage's first FAST_RETRY_FOR
@@ -171,6 +177,7 @@ class Cluster:
         send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self._checked, now)
         send(resp.command("GET", self.epoch_key), self._epoch, now)
         send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._top, now)
+        send(resp.command("XRANGE", self.events_key, "-", "+", "COUNT", 1), self._bottom, now)
         for channel in clustered.channels_of(self.hub, with_history=True):
             self.fill(channel, now)
         send(resp.command("PING"), self._up, now)
@@ -190,9 +197,22 @@ class Cluster:
         self.newest = top
         if self.last_id is None:
             self.last_id = top or (0, 0)     # a node that just started reads what comes next
+            self.hub.clock.read = self.last_id
         elif top is None or top < self.last_id:
             self._lost_data("its event stream is behind the last id this node read")
-            self.last_id = top or (0, 0)
+            self.last_id = self.hub.clock.read = top or (0, 0)
+
+    def _bottom(self, reply):
+        """A node away for longer than the stream holds (`maxlen`) cannot get all it missed:
+        said, since its subscribers miss those events."""
+        if self._failed(reply) or not reply or self.lost or self.last_id == (0, 0):
+            return
+        oldest = parse_id(reply[0][0].decode())
+        if oldest is not None and oldest > self.last_id:
+            self.log("warning", f"cluster: events after {format_id(self.last_id)} up to "
+                     f"{format_id(oldest)} were trimmed from {self.events_key} (maxlen "
+                     f"{self.settings.maxlen}) before this node read them: its subscribers "
+                     "miss them")
 
     def _lost_data(self, why):
         if self.lost:
@@ -211,7 +231,7 @@ class Cluster:
         self.state, self.why = "up", None
         self.attempts, self.down_since = 0, None
         self.trouble.recovered(now)
-        self.next_lease = self.next_beat = now
+        self.next_lease = self.next_beat = self.hub.due = now
         self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
                  f"{format_id(self.last_id)}")
         self._read(now)
@@ -279,7 +299,7 @@ class Cluster:
     def _fetch(self, path, size, then, now):
         """`then(events)` with the (key, data, type) of what Redis holds of `path`'s history
         up to the last id read (what comes after, the reader delivers), or None."""
-        if not size or self.state != "up":
+        if not size or self.writer.closed:
             return then(None)
         self.writer.send(resp.command("XREVRANGE", self.history_key(path), "+", "-",
                                       "COUNT", size),
@@ -423,8 +443,14 @@ class Cluster:
             # Redis restarted empty (or was flushed): start over from what it holds.
             self.down("Redis lost data: its epoch key changed or went")
 
+    def releasing(self, now):
+        """Whether a shutdown should still wait for Redis to take the leases back: while
+        they are unanswered, for at most a second."""
+        return self.state == "up" and bool(self.writer.callbacks) and now < self.stop_by
+
     def stop(self, now):
         """Shutting down: give up the leases this node holds, and leave the node list."""
+        self.stop_by = now + min(1.0, self.settings.timeout)
         if self.state != "up":
             return
         for path in list(self.held):

@@ -401,7 +401,7 @@ class Loop:
     def _shutdown_step(self, now):
         cluster = self.hub.cluster
         if now < self.stopping and (self.outbox.busy or (
-                cluster is not None and cluster.writer.callbacks)):
+                cluster is not None and cluster.releasing(now))):
             return      # (a cluster's node gives up its leases before it goes)
         for client in self._all_clients():
             client.conn.close(reasons.SHUTDOWN)
