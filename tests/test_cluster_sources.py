@@ -145,7 +145,8 @@ def test_a_time_source_runs_on_one_node(daemon, redis):
     assert took >= count * 0.1 * 0.8, f"{count} ticks in {took:.2f} s: more than one runner"
     for s in subs[1:]:
         assert pairs(s.wait_events(1 + count)) == pairs(events)
-    holders = {json.dumps(cluster_info(d)["leases"]) for d in ns}
+    holders = {json.dumps(wait_for(f"{d.name} showing the lease",
+                                   lambda d=d: cluster_info(d)["leases"])) for d in ns}
     assert len(holders) == 1 and json.loads(holders.pop())[0]["path"] == "/time"
 
 
