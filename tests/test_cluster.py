@@ -289,3 +289,36 @@ def test_a_service_a_reload_adds_is_clustered_and_replays_from_redis(daemon, red
     assert [e.id for e in s.wait_events(2)] == sent[1:]
     live = b.publish("/news", "from b")["id"]
     assert s.wait_events(3)[2].id == live
+
+
+def test_cluster_false_services_stay_on_their_node(daemon, redis):
+    a, b = nodes(daemon, redis, 2)
+    on_a, on_b = subscribe(a, "/local"), subscribe(b, "/local")
+    mine = a.publish("/local", "a's own")
+    assert mine["delivered"] == 1
+    theirs = b.publish("/local", "b's own")
+    assert pairs(on_a.wait_events(1)) == [(mine["id"], "a's own")]
+    assert pairs(on_b.wait_events(1)) == [(theirs["id"], "b's own")]
+    marker = a.publish("/chat", "marker")       # read back by both: /local's came before
+    for d in (a, b):
+        subscribe(d, "/chat", [f"Last-Event-ID: {mine['id']}"]).wait_events(1)
+    assert len(on_a.events) == len(on_b.events) == 1
+    assert redis.call("EXISTS", "{ssed}:h:/local") == 0
+    assert [e[0].decode() for e in redis.call("XRANGE", "{ssed}:events", "-", "+")] == [
+        marker["id"]]
+
+
+def test_with_state_dir_only_cluster_false_services_keep_a_journal(daemon, redis, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    top = f"keepalive = 1\nstate_dir = {state}\n"
+    a = node(daemon, redis.url, "a", top=top)
+    chat = a.publish("/chat", "in redis")["id"]
+    local = a.publish("/local", "in the journal")["id"]
+    assert a.stop() == 0
+    # state_dir/NAME.journal (README's keys table) for /local; nothing for the clustered.
+    assert sorted(p.name for p in state.iterdir()) == ["local.journal"]
+    again = node(daemon, redis.url, "a", top=top)
+    for path, key, data in (("/chat", chat, "in redis"), ("/local", local, "in the journal")):
+        s = again.stream(path, ["Last-Event-ID: 0-0"])
+        assert pairs(s.wait_events(1)) == [(key, data)]
