@@ -201,10 +201,6 @@ time.time = lambda: _real() + 30     # this node's clock: 30 s ahead of Redis's
 '''
 
 
-@pytest.mark.xfail(reason="lead: a node that has read no event yet primes a stream with its own "
-                   "clock (IdClock.prime falls back to now_ms while clock.read is None), not "
-                   "the last id of {PREFIX}:events it found at its handshake: 30 s ahead, a "
-                   "client resuming with that id misses the next 30 s of events", strict=True)
 def test_a_node_whose_clock_is_ahead_primes_with_an_id_that_misses_nothing(daemon, redis,
                                                                             tmp_path):
     """No clock sync between nodes: a node 30 s ahead gives a stream with nothing to replay

@@ -319,9 +319,6 @@ def test_with_redis_paused_a_replay_is_served_and_a_shutdown_is_clean(daemon, re
         redis.resume()
 
 
-@pytest.mark.xfail(reason="lead: SIGTERM while the node is reconnecting to a Redis that does "
-                   "not answer waits out the whole shutdown_timeout (2 s here) though no "
-                   "client is owed anything; at once when Redis is simply down", strict=True)
 def test_a_node_reconnecting_to_a_silent_redis_shuts_down_at_once(daemon, redis):
     a = node(daemon, redis.url, "a", top="shutdown_timeout = 2\n")
     redis.pause()
