@@ -288,7 +288,8 @@ class Cluster:
         block = int(min(2.0, self.settings.timeout / 2) * 1000)
         self.reader.send(resp.command("XREAD", "COUNT", self.read_count, "BLOCK", block, "STREAMS",
                                       self.events_key, format_id(self.last_id)),
-                         lambda reply: self._entries(reply[0][1] if reply else reply), now)
+                         lambda reply: self._entries(reply[0][1] if type(reply) is list else reply),
+                         now)
 
     def _caught_up(self, reply):
         if not self._failed(reply) and reply[0]:
