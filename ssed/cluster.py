@@ -9,11 +9,12 @@ A state machine with no socket and no clock: the loop owns the two Redis connect
 (redisconn.py: `reader` for the blocking XREAD, `writer` for everything else, pipelined) and
 calls `link_up`/`link_down`/`tick`; replies come back to the callbacks given to `send`.
 """
-import json
 import os
 import random
 
 from . import clustered, resp
+from .clusterhistory import Histories
+from .clusternodes import Nodes
 from .channel import ClusterUnavailable
 from .history import format_id, parse_id
 from .later import LOST, Later
@@ -40,22 +41,9 @@ CATCH_UP = """\
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {oldest, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
 """
-# SET NX PX, or renew a lease this node holds: 1 when it holds it now.
-LEASE = """\
-local v = redis.call('GET', KEYS[1])
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) return 1 end
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
-RELEASE = """\
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 READ_COUNT = 1000       # entries one XREAD may bring (fewer after a reply over the cap)
 STABLE = 5.0            # seconds up before an outage counts as over (no flapping storm)
 MAX_INFLIGHT = 100_000  # publishes waiting for Redis past which more are refused
-HEARTBEAT = 1.0         # seconds between two node heartbeats (and lag readings)
 FAST_RETRY_FOR = 30.0   # seconds of an outage during which retries stay at most 1 s apart
 
 
@@ -68,8 +56,7 @@ class Cluster:
         self.reader = self.writer = None    # the loop's RedisConns, given by attach()
         self.target = None              # (family, sockaddr) of Redis, resolved at start
         tag = "{" + settings.prefix + "}"
-        self.events_key, self.nodes_key, self.epoch_key = (
-            f"{tag}:events", f"{tag}:nodes", f"{tag}:epoch")
+        self.events_key, self.epoch_key = f"{tag}:events", f"{tag}:epoch"
         self.tag = tag
         self.state = "down"             # down, connecting, up
         self.why = "not connected yet"
@@ -78,22 +65,18 @@ class Cluster:
         self.newest = None              # the newest entry in Redis, at the last heartbeat
         self.epoch = None               # the value of {PREFIX}:epoch this node knows
         self.lost = False               # this handshake found that Redis lost data
-        self.filled = set()             # paths whose history this node has read from Redis
-        self.fetched = {}               # path -> (when, events) read for a channel to come
         self.retry_at = 0.0
         self.attempts = 0               # connection attempts in this outage
         self.down_since = None
         self.reconnects = 0
-        self.held = {}                  # path -> until when this node holds its lease
-        self.next_lease = self.next_beat = 0.0
-        self.beats = 0
         self.stop_by = 0.0              # a shutdown waits for the leases' release until then
         self.up_since = 0.0
         self.read_count = READ_COUNT
         self.ticked = 0.0
-        self.peers = {}                 # node -> (record, when this node saw it change)
         self.trouble = Episode(log, "cluster: Redis")
         self.throttle = Throttle(log, every=60)
+        self.histories = Histories(self, hub)
+        self.nodes = Nodes(self, hub, log)
 
     # -- the links ---------------------------------------------------------------------
 
@@ -124,22 +107,22 @@ class Cluster:
         if settings.password is not None:
             auth = ("AUTH", settings.user, settings.password) if settings.user \
                 else ("AUTH", settings.password)
-            link.send(resp.command(*auth), self._checked, now)
+            link.send(resp.command(*auth), self.checked, now)
         if settings.db:
-            link.send(resp.command("SELECT", settings.db), self._checked, now)
+            link.send(resp.command("SELECT", settings.db), self.checked, now)
         link.send(resp.command("PING"), lambda reply: self._opened(link, reply), now)
 
     def _opened(self, link, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         self.ready.add(link)
         if len(self.ready) == 2:
             self._handshake(self.hub.now)
 
-    def _checked(self, reply):
-        self._failed(reply)
+    def checked(self, reply):
+        self.failed(reply)
 
-    def _failed(self, reply):
+    def failed(self, reply):
         """Whether a reply says Redis cannot be used (an error, or the link dropped): then
         the node counts Redis as down."""
         if reply is LOST:
@@ -174,7 +157,7 @@ class Cluster:
         if was_up:
             self.log("warning", f"cluster: Redis unavailable ({why}); streams stay open, "
                      "publishes are refused until it is back")
-        self.held.clear()
+        self.nodes.held.clear()
         self.retry_at = now + self._backoff(now)
         self.hub.due = min(self.hub.due, self.retry_at)     # (its tick may be far off)
         dropped = [callback for link in (self.reader, self.writer) for callback in link.close()]
@@ -195,7 +178,7 @@ class Cluster:
         histories; then up."""
         send = self.writer.send
         self.lost = False
-        send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self._checked, now)
+        send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self.checked, now)
         send(resp.command("GET", self.epoch_key), self._epoch, now)
         send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._top, now)
         send(resp.command("XRANGE", self.events_key, "-", "+", "COUNT", 1), self._fill_all,
@@ -203,7 +186,7 @@ class Cluster:
         send(resp.command("PING"), self._up, now)
 
     def _epoch(self, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         epoch = reply.decode() if isinstance(reply, bytes) else None
         if self.epoch is not None and epoch != self.epoch:
@@ -211,7 +194,7 @@ class Cluster:
         self.epoch = epoch
 
     def _top(self, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         top = parse_id(reply[0][0].decode()) if reply else None
         self.newest = top
@@ -226,11 +209,11 @@ class Cluster:
         """After the epoch and the ends of the stream: the histories read from Redis, at the
         first handshake and when Redis lost data (after a mere outage, what the node holds
         plus what it reads next is all there is)."""
-        if self._failed(reply):
+        if self.failed(reply):
             return
-        if self.lost or not self.filled:
+        if self.lost or not self.histories.filled:
             for channel in clustered.channels_of(self.hub, with_history=True):
-                self.fill(channel, self.hub.now)
+                self.histories.fill(channel, self.hub.now)
         self._bottom(reply)
 
     def _bottom(self, reply):
@@ -252,15 +235,14 @@ class Cluster:
         self.log("error", f"cluster: Redis lost data ({why}); clustered histories are dropped "
                  "and read again from Redis")
         clustered.forget_histories(self.hub)
-        self.filled.clear()
-        self.fetched.clear()
+        self.histories.forget()
 
     def _up(self, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         now = self.hub.now
         self.state, self.why, self.up_since = "up", None, now
-        self.next_lease = self.next_beat = self.hub.due = now
+        self.nodes.next_lease = self.nodes.next_beat = self.hub.due = now
         if not self.trouble.failing:
             self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
                      f"{format_id(self.last_id)}")
@@ -292,14 +274,14 @@ class Cluster:
                          now)
 
     def _caught_up(self, reply):
-        if not self._failed(reply) and reply[0]:
+        if not self.failed(reply) and reply[0]:
             oldest = parse_id(reply[0][0][0].decode())
             if oldest is not None and oldest > self.last_id:
-                self._trimmed()
+                self.histories.trimmed()
         self._entries(reply if type(reply) is not list else reply[1])
 
     def _entries(self, entries):
-        if self._failed(entries):
+        if self.failed(entries):
             return
         if self.read_count < READ_COUNT:
             self.read_count = min(READ_COUNT, 2 * self.read_count)
@@ -320,78 +302,6 @@ class Cluster:
                 continue
             clustered.deliver(hub, path, key, data, event, client)
         self._read(hub.now, behind=bool(entries))
-
-    def _trimmed(self):
-        self.throttle(("trimmed",), self.hub.now, "warning",
-                      f"cluster: node {self.node} reads {self.events_key} slower than it is "
-                      f"trimmed (maxlen {self.settings.maxlen}): events after "
-                      f"{format_id(self.last_id)} went unread; histories are read again "
-                      "from Redis")
-        for channel in clustered.channels_of(self.hub, with_history=True):
-            self.filled.discard(channel.path)   # (a replay meanwhile waits for Redis's)
-            self.fill(channel, self.hub.now)
-
-    def fill(self, channel, now):
-        """Read a clustered channel's history from Redis into its memory (a node that just
-        started, or a channel it just made): replay is the same on every node."""
-        def filled(events):
-            if events is not None and self.hub.channels.get(channel.path) is channel:
-                clustered.fill_history(channel, events)
-                self.filled.add(channel.path)
-        self._fetch(channel.path, channel.config.history, filled, now)
-
-    def prefetch(self, wanted, now):
-        """Read the histories of `wanted` (path, size) pairs, for a subscriber that asks
-        for replay before this node holds them: a Later settled when they are in (the
-        channels that exist have them; the others find them in `fetched` as they are made)."""
-        later, left = Later(), [len(wanted)]
-
-        def one(path, events):
-            if events is not None:
-                channel = self.hub.channels.get(path)
-                if channel is not None:
-                    clustered.fill_history(channel, events)
-                    self.filled.add(path)
-                else:
-                    self.fetched[path] = (now, events)
-            left[0] -= 1
-            if not left[0]:
-                later.settle(None)
-        for path, size in wanted:
-            self._fetch(path, size, lambda events, path=path: one(path, events), now)
-        return later
-
-    def _fetch(self, path, size, then, now):
-        """`then(events)` with the (key, data, type) of what Redis holds of `path`'s history
-        up to the last id read (what comes after, the reader delivers), or None."""
-        if not size or self.writer.closed:
-            return then(None)
-        self.writer.send(resp.command("XREVRANGE", self.history_key(path), "+", "-",
-                                      "COUNT", size),
-                         lambda reply: then(None if self._failed(reply) else
-                                            self._history(reply or ())), now)
-
-    def _history(self, reply):
-        events = []
-        for entry_id, fields in reversed(reply):
-            entry = dict(zip(fields[::2], fields[1::2]))
-            key = parse_id(entry_id.decode())
-            if key is None or key > self.last_id:
-                continue    # the reader has yet to read it: it delivers it then
-            try:
-                events.append((key, entry[b"d"].decode(), entry.get(b"e", b"").decode() or None))
-            except (KeyError, UnicodeDecodeError):
-                continue
-        return events
-
-    def made(self, channel, now):
-        """A clustered channel this node just made: what a prefetch read for it, or a fill."""
-        got = self.fetched.pop(channel.path, None)
-        if got is not None:
-            clustered.fill_history(channel, got[1])
-            self.filled.add(channel.path)
-        elif self.state == "up":
-            self.fill(channel, now)
 
     def history_key(self, path):
         return f"{self.tag}:h:{path}"
@@ -442,83 +352,37 @@ class Cluster:
                 return self.retry_at
         if self.state != "up":
             return now + 0.1
+        nodes = self.nodes
         if now < self.ticked:
-            self.held.clear()   # the wall clock went back: hold no lease on its word
+            nodes.held.clear()  # the wall clock went back: hold no lease on its word
         self.ticked = now
         self._stable(now)
-        if now >= self.next_lease:
-            self._leases(now)
-        if now >= self.next_beat:
-            self._heartbeat(now)
-        due = min(self.next_lease, self.next_beat)
+        if now >= nodes.next_lease:
+            nodes.leases(now)
+        if now >= nodes.next_beat:
+            nodes.heartbeat(now)
+            self.histories.expire(now)
+        due = min(nodes.next_lease, nodes.next_beat)
         for link, allowed in ((self.writer, timeout), (self.reader, timeout + 2.0)):
             if link.oldest is not None:
                 due = min(due, link.oldest + allowed + 0.01)
         return due
 
-    def holds(self, path, now):
-        """Whether this node runs the timers of `path` (the holder of its lease)."""
-        return self.held.get(path, 0.0) > now
-
-    def _leases(self, now):
-        lease = self.settings.lease
-        self.next_lease = now + lease / 3
-        for path in clustered.leased_paths(self.hub):
-            command = resp.command("EVAL", LEASE, 1, f"{self.tag}:lease:{path}", self.node,
-                                   int(lease * 1000))
-            self.writer.send(command, lambda reply, path=path: self._leased(path, reply, now),
-                             now)
-
-    def _leased(self, path, reply, sent):
-        if self._failed(reply):
-            return
-        if reply == 1:
-            # Counted from when the renewal was sent, and a little short of the lease, so
-            # that two nodes never both think they hold it.
-            gained = not self.holds(path, self.hub.now)
-            self.held[path] = sent + self.settings.lease * 0.9
-            if gained:
-                self.log("info", f"cluster: node {self.node} now runs the source of {path}")
-                clustered.gained_lease(self.hub, path)
-        elif self.held.pop(path, None) is not None:
-            self.log("info", f"cluster: node {self.node} no longer runs the source of {path}")
-
-    def _heartbeat(self, now):
-        self.next_beat = now + HEARTBEAT
-        for path in [p for p, (when, _) in self.fetched.items() if now - when > 10]:
-            del self.fetched[path]      # read for a subscriber who was then refused
-        self.beats += 1
-        record = json.dumps({"seen": round(self.hub.now, 3), "beat": self.beats,
-                             "clients": self.hub.client_count,
-                             "leases": sorted(p for p in self.held if self.holds(p, now))})
-        send = self.writer.send
-        send(resp.command("HSET", self.nodes_key, self.node, record), self._checked, now)
-        send(resp.command("HGETALL", self.nodes_key), self._nodes, now)
-        send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._newest,
-             now)
-        send(resp.command("GET", self.epoch_key), self._epoch_again, now)
-
-    def _nodes(self, reply):
-        if self._failed(reply):
-            return
-        now, seen = self.hub.now, {}
-        for name, raw in zip(reply[::2], reply[1::2]):
-            name = name.decode(errors="replace")
-            old = self.peers.get(name)
-            seen[name] = (raw, now if old is None or old[0] != raw else old[1])
-        self.peers = seen
-
-    def _newest(self, reply):
-        if not self._failed(reply):
+    def newest_is(self, reply):
+        if not self.failed(reply):
             self.newest = parse_id(reply[0][0].decode()) if reply else None
 
-    def _epoch_again(self, reply):
-        if self._failed(reply):
+    def epoch_again(self, reply):
+        if self.failed(reply):
             return
         epoch = reply.decode() if isinstance(reply, bytes) else None
         if epoch != self.epoch:
             # Redis restarted empty (or was flushed): start over from what it holds.
             self.down("Redis lost data: its epoch key changed or went")
+
+    def holds(self, path, now):
+        """Whether this node runs the timers of `path` (the holder of its lease)."""
+        return self.nodes.held.get(path, 0.0) > now
 
     def releasing(self, now):
         """Whether a shutdown should still wait for Redis to take the leases back: while
@@ -528,13 +392,8 @@ class Cluster:
     def stop(self, now):
         """Shutting down: give up the leases this node holds, and leave the node list."""
         self.stop_by = now + min(1.0, self.settings.timeout)
-        if self.state != "up":
-            return
-        for path in list(self.held):
-            self.writer.send(resp.command("EVAL", RELEASE, 1, f"{self.tag}:lease:{path}",
-                                          self.node), self._checked, now)
-        self.writer.send(resp.command("HDEL", self.nodes_key, self.node), self._checked, now)
-        self.held.clear()
+        if self.state == "up":
+            self.nodes.leave(now)
 
     # -- what the node tells --------------------------------------------------------------
 
@@ -549,18 +408,7 @@ class Cluster:
 
     def info(self, now):
         """The `cluster` command's answer (SPEC 12)."""
-        nodes, leases = [], []
-        for name, (raw, changed) in sorted(self.peers.items()):
-            if now - changed > 3 * HEARTBEAT and name != self.node:
-                continue
-            try:
-                record = json.loads(raw)
-                nodes.append({"node": name, "seen": record["seen"],
-                              "clients": record["clients"]})
-                leases += [{"path": p, "node": name} for p in record.get("leases", ())]
-            except (ValueError, KeyError, TypeError):
-                continue
+        nodes, leases = self.nodes.seen(now)
         return {"node": self.node, "up": self.up,
                 "last_id": format_id(self.last_id) if self.last_id else None,
-                "lag_ms": self.lag_ms(), "nodes": nodes,
-                "leases": sorted(leases, key=lambda lease: lease["path"])}
+                "lag_ms": self.lag_ms(), "nodes": nodes, "leases": leases}

@@ -156,21 +156,21 @@ def opened(hub, channel):
     """A channel made (a template's, or a service a reload added): its history from Redis
     (at start, the handshake reads them all)."""
     if channel.config.cluster:
-        hub.cluster.made(channel, hub.now)
+        hub.cluster.histories.made(channel, hub.now)
 
 
 def dropped(hub, channel):
-    hub.cluster.filled.discard(channel.path)
+    hub.cluster.histories.filled.discard(channel.path)
 
 
 def unfilled(hub, channels):
     """For a subscriber asking for replay: a Later settled once this node holds what Redis
     has of each clustered channel's history; None when it already does (or Redis is down:
     then it is served from what the node holds)."""
-    cluster = hub.cluster
-    if not cluster.up:
+    if not hub.cluster.up:
         return None
+    histories = hub.cluster.histories
     wanted = [(ch.path, ch.config.history) for ch in channels
-              if ch.config.cluster and ch.config.history and ch.path not in cluster.filled
-              and ch.path not in cluster.fetched]
-    return cluster.prefetch(wanted, hub.now) if wanted else None
+              if ch.config.cluster and ch.config.history and ch.path not in histories.filled
+              and ch.path not in histories.fetched]
+    return histories.prefetch(wanted, hub.now) if wanted else None
