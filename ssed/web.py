@@ -64,11 +64,6 @@ def handle(hub, request, address):
             address = forwarded.client(request.headers, address, trusted)
         except HttpError as exc:
             return Reply(exc.reply(), reasons.http(exc.status))
-    return _route(hub, request, address)
-
-
-def _route(hub, request, address):
-    """`handle` once the client's address is known."""
     try:
         if hub.banned(address):     # the "request" ladder, whose one rung is a ban
             return _refused(admission.refusal("request", hub.config, banned=True))
@@ -271,7 +266,8 @@ def _subscribe(hub, request, address, channels):
     if hub.cluster is not None and last_id is not None:
         waiting = clustered.unfilled(hub, channels)
         if waiting is not None:     # replay from Redis's history: route it again once in
-            return waiting.map(lambda _: _route(hub, request, address))
+            # (`address` is the client's already; the headers would name it again.)
+            return waiting.map(lambda _: handle(hub, request, address))
     try:
         client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:

@@ -692,6 +692,9 @@ def forwarded_case(forwarded_value, xff_value):
         return "error"
     assert address == "127.0.0.1" or ipaddress.ip_address(address)
     assert str(ipaddress.ip_address(address)) == address      # one form for one address
+    # Asked again with the client as the peer (a request routed again: web._subscribe's
+    # wait for a cluster's history), the headers name the same client.
+    assert forwarded.client(headers, address, FWD_TRUSTED) == address
     # An untrusted peer's headers change nothing, however they look.
     assert forwarded.client(headers, "192.0.2.99", FWD_TRUSTED) == "192.0.2.99"
     return "peer" if address == "127.0.0.1" else "client"
