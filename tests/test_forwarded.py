@@ -112,7 +112,8 @@ XFF_BAD = [
 ]
 
 
-@pytest.mark.parametrize("name, value, expected", FORWARDED_GOOD, ids=[c[0] for c in FORWARDED_GOOD])
+@pytest.mark.parametrize("name, value, expected", FORWARDED_GOOD,
+                         ids=[c[0] for c in FORWARDED_GOOD])
 def test_forwarded_names_the_client(name, value, expected):
     assert client({"forwarded": value}) == expected
 

@@ -13,6 +13,10 @@ import ipaddress
 import struct
 import time
 
+import pytest
+
+from ssed import config as configmod
+
 from hostile import (SourcedStream, connect, get, parse_response, read_all, request_from,
                      stats)
 
@@ -271,3 +275,20 @@ def test_proxy_protocol_header_not_done_in_header_timeout_is_closed(daemon):
         status, _, _ = parse_response(read_all(sock, timeout=3))
         assert status == 408
     assert time.monotonic() - started - took < 2.0
+
+
+# -- the config --------------------------------------------------------------------------------
+
+def test_the_keys_default_to_believing_no_one_and_a_bad_network_names_its_line():
+    c = configmod.parse("[ssed]\n", "x.ini")
+    assert c.trusted_proxies == () and c.proxy_protocol is False
+    c = configmod.parse("[ssed]\ntrusted_proxies = 127.0.0.1 10.0.0.0/8 ::1\n"
+                        "proxy_protocol = true\n", "x.ini")
+    assert c.trusted_proxies == tuple(ipaddress.ip_network(n)
+                                      for n in ("127.0.0.1/32", "10.0.0.0/8", "::1/128"))
+    assert c.proxy_protocol is True
+    for text in ("trusted_proxies = 10.0.0.1 nginx\n", "proxy_protocol = v2\n"):
+        with pytest.raises(configmod.ConfigError) as caught:
+            configmod.parse("[ssed]\n\n" + text, "x.ini")
+        [error] = caught.value.errors
+        assert error.startswith("x.ini:3: ") and text.split()[0] in error, error
