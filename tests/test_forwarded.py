@@ -188,3 +188,27 @@ def test_walk_directly():
     assert forwarded.walk(["192.0.2.1", None, "10.0.0.1"], PROXY, TRUSTED) == "10.0.0.1"
     assert forwarded.walk([None], "10.0.0.5", TRUSTED) == "10.0.0.5"
     assert forwarded.walk(["10.0.0.1"], PROXY, TRUSTED) == "10.0.0.1"
+
+
+def test_addresses_left_of_the_client_are_not_read_but_the_form_of_all_is_checked():
+    # Left of the client is what the client wrote: of the right form, it is not read ...
+    assert client({"x-forwarded-for": "999.1.1.1, 203.0.113.7"}) == "203.0.113.7"
+    assert client({"forwarded": "for=nope, for=203.0.113.7"}) == "203.0.113.7"
+    # ... but a value that is not a list of addresses / elements at all is a 400 anywhere.
+    for headers in ({"x-forwarded-for": "garbage, 203.0.113.7"},
+                    {"forwarded": "for=[::1], for=203.0.113.7"}):
+        with pytest.raises(HttpError):
+            client(headers)
+
+
+def test_a_long_list_costs_one_address_parse_per_hop_walked(monkeypatch):
+    parsed = []
+    real = forwarded._ip
+    monkeypatch.setattr(forwarded, "_ip", lambda *a: parsed.append(a[0]) or real(*a))
+    many = ", ".join(f"198.51.100.{n % 250}" for n in range(500))
+    assert client({"x-forwarded-for": many + ", 203.0.113.7, 10.0.0.1"}) == "203.0.113.7"
+    assert parsed == ["10.0.0.1", "203.0.113.7"]
+    parsed.clear()
+    many = ", ".join(f'for="[2001:db8::{n:x}]:1"' for n in range(300))
+    assert client({"forwarded": many}) == "2001:db8::12b"
+    assert parsed == ["2001:db8::12b"]
