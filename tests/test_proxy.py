@@ -10,15 +10,18 @@ PROXY header names the client; LOCAL/UNKNOWN is the peer itself; anything else, 
 in time, is closed without a reply.
 """
 import ipaddress
+import socket
 import struct
 import time
 
 import pytest
 
 from ssed import config as configmod
+from ssed.proxyconn import ProxyHeaderConn
 
 from hostile import (SourcedStream, connect, get, parse_response, read_all, request_from,
                      stats)
+from test_loop import T0, rig  # noqa: F401 (rig: the fixture)
 
 SERVICES = "[/a]\npublish_token = t0k\n[/b]\n"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -292,3 +295,53 @@ def test_the_keys_default_to_believing_no_one_and_a_bad_network_names_its_line()
             configmod.parse("[ssed]\n\n" + text, "x.ini")
         [error] = caught.value.errors
         assert error.startswith("x.ini:3: ") and text.split()[0] in error, error
+
+
+# -- the PROXY header read in the loop: exactly the header, the rest left in the socket ------
+
+def header_conn(r):
+    """A ProxyHeaderConn on a real socketpair; (the peer's end, what `then` was given)."""
+    server, peer = socket.socketpair()
+    r.peers.append(peer)
+    server.setblocking(False)
+    peer.settimeout(5)
+    handed = []
+    ProxyHeaderConn(r.loop, server, "127.0.0.1", lambda *args: handed.append(args))
+    return server, peer, handed
+
+
+def test_the_header_is_taken_from_the_socket_exactly_and_what_follows_left_in_it(rig):
+    # What the TLS handshake (or the HTTP request) is read from afterwards: not a byte lost.
+    r = rig(top="header_timeout = 7")
+    for header, address in ((v1("10.1.2.3"), "10.1.2.3"), (v2("2001:db8::6"), "2001:db8::6"),
+                            (v2(command=0x20), "127.0.0.1")):
+        for bytewise in (False, True):
+            server, peer, handed = header_conn(r)
+            rest = b"\x16\x03\x01 a ClientHello, or GET / HTTP/1.1\r\n"
+            if bytewise:
+                for i in range(len(header)):
+                    assert handed == [], i
+                    peer.sendall(header[i:i + 1])
+                    r.turn(0.01)
+                peer.sendall(rest)
+            else:
+                peer.sendall(header + rest)
+                r.turn(0.01)
+            assert handed == [(server, address, T0 + 7)]
+            assert server.recv(4096) == rest
+            assert server.fileno() not in {k.fd for k in r.loop.selector.get_map().values()}
+            server.close()
+
+
+def test_bytes_that_are_no_proxy_header_close_the_socket_unanswered_and_are_counted(rig):
+    r = rig()
+    server, peer, handed = header_conn(r)
+    peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    r.turn(0.01)
+    try:
+        got = r.read_to_eof(peer)
+    except ConnectionResetError:    # closed with the bytes unread: a reset, and no reply
+        got = b""
+    assert handed == [] and got == b""
+    assert r.hub.refused["proxy_header"] == 1
+    assert [level for level, text in r.logged if "not a PROXY header" in text] == ["warning"]
