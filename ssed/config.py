@@ -82,6 +82,12 @@ KEYS = (
         "space-separated origins allowed by CORS, or `*`; empty = no CORS headers"),
     Key("status_allow", "ssed", V.networks, "127.0.0.0/8 ::1",
         "space-separated addresses or CIDR networks that may read `/healthz` and `/metrics`"),
+    Key("trusted_proxies", "ssed", V.networks, "", "space-separated addresses or CIDR "
+        "networks of proxies whose `Forwarded` / `X-Forwarded-For` headers name the client; "
+        "empty = none (no such header is believed)"),
+    Key("proxy_protocol", "ssed", V.boolean, "false", "every connection on the listeners "
+        "starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`), which names the "
+        "client; only the proxy must be able to reach them"),
     Key("index", "ssed", V.boolean, "true", "serve the HTML index of public services at `/`"),
     Key("reuse_port", "ssed", V.boolean, "false", "bind the listeners with `SO_REUSEPORT`, so "
         "that several nodes on one machine share a port (each with its own `control`); "

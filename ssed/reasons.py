@@ -32,6 +32,7 @@ MAX_CHANNELS = "max_channels"   # a template at its max_channels (SPEC 10)
 CLUSTER = "cluster_unavailable"     # a publish Redis did not take (SPEC 12)
 OUT_OF_DESCRIPTORS = "out_of_descriptors"
 HEADER_TIMEOUT = "header_timeout"
+PROXY_HEADER = "proxy_header"   # proxy_protocol on, and no valid PROXY header (SPEC 14)
 NOT_FOUND = "not_found"
 METHOD = "method"
 UNAUTHORIZED = "unauthorized"
