@@ -1,31 +1,60 @@
 """Giving memory back after many channels went (SPEC 10: a daemon that made 100,000
-channels and saw them idle out should not keep their memory).
+channels and saw them idle out should come back near the memory it started with).
 
-Python frees the objects, but two things keep the pages: a dict never shrinks when keys are
-deleted (it is copied instead), and glibc's malloc keeps freed chunks below the top of its
-heap (each channel's history ring is one such chunk, over pymalloc's 512-byte limit) until
-`malloc_trim` hands their pages back. Both are done only after a sweep removed many.
+Python frees the objects, but four things keep the pages:
+- a dict never shrinks when keys are deleted (`shrink` rebuilds it in place);
+- CPython's free lists (tuples of each size up to 2,000, floats, dicts, lists) keep the last
+  objects freed, which are the channels'; a full collection empties them;
+- pymalloc gives a 1 MiB arena back only once every object in it is freed, so one
+  long-lived object made during the wave keeps a whole arena: what lives on after a wave
+  (counters, the id clock) is made at start or kept where it makes no new object;
+- glibc's malloc keeps freed chunks below the top of its heap (each channel's history ring
+  is one, over pymalloc's 512-byte limit) until `malloc_trim` hands their pages back.
+The channels' sweep (ondemand.py) calls `shrink` and `give_back` only after many went.
 """
 import ctypes
-import ctypes.util
+import gc
 
 COMPACT_AFTER = 1024    # channels removed since the last compaction before another
+SETTLE_AFTER = 64       # ... at the end of a wave, when more went than are left
 
 
 def _malloc_trim():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
+        # The symbols the process already has (dlopen(NULL)): no search for libc's file.
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):   # not glibc (musl, macOS): nothing to call
         return None
 
 
-_TRIM = []      # the C function, looked up on first use (no work at import)
+def shrink(d):
+    """Rebuild dict `d` for the keys it has now, in place. (Not `d = dict(d)`: a new dict
+    object made now lands among the objects of the many channels just freed, and while it
+    lives it keeps their whole pymalloc arena from going back to the kernel.)"""
+    items = list(d.items())
+    d.clear()
+    d.update(items)
+
+
+_TRIM = []      # the C function, looked up once (no work at import)
+
+
+def prepare():
+    """Look malloc_trim up now: at start, when there are templates. Done first during a
+    wave of channels, ctypes' objects would land among theirs and keep their memory."""
+    if not _TRIM:
+        _TRIM.append(_malloc_trim())
+
+
+def give_back():
+    """Empty the free lists (a full collection does; it walks what start-up did not
+    freeze) and return the C heap's free pages to the kernel, where the C library can."""
+    gc.collect()
+    trim()
 
 
 def trim():
     """Return the C heap's free pages to the kernel, where the C library can."""
-    if not _TRIM:
-        _TRIM.append(_malloc_trim())
+    prepare()
     if _TRIM[0] is not None:
         _TRIM[0](0)
