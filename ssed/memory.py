@@ -14,6 +14,7 @@ The channels' sweep (ondemand.py) calls `shrink` and `give_back` only after many
 """
 import ctypes
 import gc
+import sys
 
 COMPACT_AFTER = 1024    # channels removed since the last compaction before another
 SETTLE_AFTER = 64       # ... at the end of a wave, when more went than are left
@@ -28,12 +29,14 @@ def _malloc_trim():
 
 
 def shrink(d):
-    """Rebuild dict `d` for the keys it has now, in place. (Not `d = dict(d)`: a new dict
-    object made now lands among the objects of the many channels just freed, and while it
-    lives it keeps their whole pymalloc arena from going back to the kernel.)"""
-    items = list(d.items())
+    """Rebuild dict `d` for the keys it has now, in place, if its table is bigger than
+    that needs. (Not `d = dict(d)`: a new dict object made now lands among the objects of
+    the many channels just freed, and while it lives keeps their pymalloc arena.)"""
+    if sys.getsizeof(d) <= sys.getsizeof(dict.fromkeys(range(len(d)))) * 2:
+        return
+    keep = dict(d)
     d.clear()
-    d.update(items)
+    d.update(keep)
 
 
 _TRIM = []      # the C function, looked up once (no work at import)
@@ -46,10 +49,12 @@ def prepare():
         _TRIM.append(_malloc_trim())
 
 
-def give_back():
-    """Empty the free lists (a full collection does; it walks what start-up did not
-    freeze) and return the C heap's free pages to the kernel, where the C library can."""
-    gc.collect()
+def give_back(collect):
+    """Return the C heap's free pages to the kernel, where the C library can; `collect`:
+    first empty the free lists (a full collection does: it costs a walk of every object
+    start-up did not freeze, so only once the channels left are few)."""
+    if collect:
+        gc.collect()
     trim()
 
 

@@ -66,6 +66,7 @@ class OnDemand:
         self._idle = []             # heap of (when it goes, n, channel)
         self._n = itertools.count()  # ties broken by order queued, never by Channel
         self.removed = 0            # channels dropped since the last compaction
+        self.uncollected = 0        # ... since the last full collection (memory.give_back)
 
     def start(self, configs):
         if configs:
@@ -121,6 +122,7 @@ class OnDemand:
         for counter in GONE:
             template.gone[counter] += getattr(channel, counter)
         self.removed += 1
+        self.uncollected += 1
         hub.stop_service(channel, closing=True)
         if reason is not None:
             hub.orders.extend(Close(client, reason) for client in channel.clients)
@@ -202,21 +204,25 @@ class OnDemand:
     def _tidy(self, caught_up):
         """Compact once many went (as many as are left, at least COMPACT_AFTER), and at the
         end of a wave (nothing more due now, more went than are left): the cost, O(live),
-        is amortised over the removals."""
+        is amortised over the removals. The free lists are emptied too once a wave is over
+        and few are left (a full collection walks every live object)."""
         removed, live = self.removed, len(self.hub.channels)
-        if removed >= max(memory.COMPACT_AFTER, live) or (
+        collect = caught_up and self.uncollected >= max(memory.SETTLE_AFTER, 8 * live)
+        if collect or removed >= max(memory.COMPACT_AFTER, live) or (
                 caught_up and removed >= memory.SETTLE_AFTER and removed > live):
-            self.compact()
+            self.compact(collect)
 
-    def compact(self):
+    def compact(self, collect=False):
         """After many channels went: shrink the dicts that held them (a dict does not
         shrink as keys go) and give the freed memory back (memory.give_back)."""
         self.removed = 0
+        if collect:
+            self.uncollected = 0
         memory.shrink(self.hub.channels)
         memory.shrink(self.hub.ticking)
         for template in self.by_prefix.values():
             memory.shrink(template.channels)
-        memory.give_back()
+        memory.give_back(collect)
 
     # -- reload -------------------------------------------------------------------------------
 
