@@ -5,9 +5,10 @@ Python frees the objects, but four things keep the pages:
 - a dict never shrinks when keys are deleted (`shrink` rebuilds it in place);
 - CPython's free lists (tuples of each size up to 2,000, floats, dicts, lists) keep the last
   objects freed, which are the channels'; a full collection empties them;
-- pymalloc gives a 1 MiB arena back only once every object in it is freed, so one
-  long-lived object made during the wave keeps a whole arena: what lives on after a wave
-  (counters, the id clock) is made at start or kept where it makes no new object;
+- pymalloc gives a 1 MiB arena back only once every object in it is freed, so one object
+  made during the wave that lives on keeps a whole arena: nothing here makes one (ctypes is
+  looked up at start; dicts are shrunk in place). What still does (the last counter values,
+  the id clock's, the loop's times) keeps a few arenas: ~5 MB, not growing wave to wave;
 - glibc's malloc keeps freed chunks below the top of its heap (each channel's history ring
   is one, over pymalloc's 512-byte limit) until `malloc_trim` hands their pages back.
 The channels' sweep (ondemand.py) calls `shrink` and `give_back` only after many went.
