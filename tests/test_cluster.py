@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from clusterkit import (PTOK, SERVICES, id_key, node, nodes, pairs, plugin_env, post, publish_many,
+from clusterkit import (SERVICES, id_key, node, nodes, pairs, plugin_env, post, publish_many,
                         subscribe)
 from conftest import reap
 
@@ -188,9 +188,26 @@ def test_the_event_stream_is_trimmed_to_about_maxlen(daemon, redis):
     s.wait_bytes(f"id: {answers[-1]['id']}\n".encode())
     keys = [id_key(e.id) for e in s.events]
     assert keys == sorted(set(keys)) and s.events[-1].data == "499"
-    # Replay is the history's, which holds them all.
-    replay = a.stream("/chat", ["Last-Event-ID: 0-0"])
-    assert [e.data for e in replay.wait_events(500)] == [str(i) for i in range(500)]
+
+
+@pytest.mark.xfail(reason="lead: a node whose reader was outrun by more than maxlen (events "
+                   "trimmed from {PREFIX}:events before it read them) keeps a history with "
+                   "holes and replays from it (165 of 500 here), while a node started later "
+                   "replays all 500 from {PREFIX}:h:PATH: not the same answer on every node; "
+                   "and nothing is logged (the trim warning is only at a handshake)",
+                   strict=True)
+def test_a_node_outrun_by_more_than_maxlen_replays_what_the_others_do(daemon, redis):
+    a = node(daemon, redis.url, "a", maxlen=10)
+    s = subscribe(a, "/chat")
+    with a.control_conn() as c:
+        [answers] = publish_many([c], [[{"cmd": "publish", "service": "/chat",
+                                         "data": str(i)} for i in range(500)]])
+    s.wait_bytes(f"id: {answers[-1]['id']}\n".encode())
+    late = node(daemon, redis.url, "late", maxlen=10)
+    replays = [d.stream("/chat", ["Last-Event-ID: 0-0"]) for d in (late, a)]
+    want = [(x["id"], str(i)) for i, x in enumerate(answers)]
+    assert pairs(replays[0].wait_events(500)) == want
+    assert pairs(replays[1].wait_events(500, timeout=2)) == want
 
 
 SKEWED = '''
@@ -201,10 +218,6 @@ time.time = lambda: _real() + 30     # this node's clock: 30 s ahead of Redis's
 '''
 
 
-@pytest.mark.xfail(reason="lead: a node that has read no event yet primes a stream with its own "
-                   "clock (IdClock.prime falls back to now_ms while clock.read is None), not "
-                   "the last id of {PREFIX}:events it found at its handshake: 30 s ahead, a "
-                   "client resuming with that id misses the next 30 s of events", strict=True)
 def test_a_node_whose_clock_is_ahead_primes_with_an_id_that_misses_nothing(daemon, redis,
                                                                             tmp_path):
     """No clock sync between nodes: a node 30 s ahead gives a stream with nothing to replay

@@ -8,10 +8,8 @@ Proxy (clusterkit) cuts one node off while the others keep Redis.
 """
 import time
 
-import pytest
-
-from clusterkit import (TIMEOUT_S, Proxy, healthz, http, id_key, metric, node, nodes, pairs,
-                        post, publish_many, subscribe, wait_up, cluster_info, wait_for)
+from clusterkit import (TIMEOUT_S, Proxy, cluster_info, healthz, http, id_key, metric, node,
+                        nodes, pairs, post, publish_many, subscribe, wait_for, wait_up)
 
 
 def refused_at_once(d, path="/chat"):
@@ -319,9 +317,6 @@ def test_with_redis_paused_a_replay_is_served_and_a_shutdown_is_clean(daemon, re
         redis.resume()
 
 
-@pytest.mark.xfail(reason="lead: SIGTERM while the node is reconnecting to a Redis that does "
-                   "not answer waits out the whole shutdown_timeout (2 s here) though no "
-                   "client is owed anything; at once when Redis is simply down", strict=True)
 def test_a_node_reconnecting_to_a_silent_redis_shuts_down_at_once(daemon, redis):
     a = node(daemon, redis.url, "a", top="shutdown_timeout = 2\n")
     redis.pause()
