@@ -183,8 +183,13 @@ def test_a_password_in_the_url_and_a_wrong_one(daemon, make_redis):
         assert d.ctl({"cmd": "cluster"})["up"] is False
         assert healthz(d) == (503, "cluster unavailable\n")
         assert refused_at_once(d)
-    for d in (a, b, wrong, none):
-        assert not any("s3cret" in line for line in d.log)
+    # An ACL user: redis://user:password@...
+    assert redis.call("ACL", "SETUSER", "ssed", "on", ">user pw", "~*", "&*", "+@all") == "OK"
+    user = node(daemon, f"redis://ssed:user%20pw@127.0.0.1:{redis.port}/0", "user")
+    sent = user.publish("/chat", "as a user")
+    assert pairs(s.wait_events(2))[1] == (sent["id"], "as a user")
+    for d in (a, b, wrong, none, user):
+        assert not any("s3cret" in line or "user pw" in line for line in d.log)
 
 
 def wait_up_count(d, at_least, timeout=5):
@@ -329,3 +334,21 @@ def test_a_node_reconnecting_to_a_silent_redis_shuts_down_at_once(daemon, redis)
         assert took < 1.5, f"stopped after {took:.2f} s"
     finally:
         redis.resume()
+
+
+def test_a_unix_socket_url_and_a_db_number(daemon, make_redis):
+    """unix:///path?db=N and redis://host:port/N: the same db is one cluster whichever way
+    a node reaches it; another db is another cluster."""
+    redis = make_redis(unixsocket=True)
+    over_unix = node(daemon, redis.unix_url.replace("db=0", "db=3"), "unix")
+    over_tcp = node(daemon, redis.url.replace("/0", "/3"), "tcp")
+    other_db = node(daemon, redis.url, "db0")
+    s, other = subscribe(over_tcp, "/chat"), subscribe(other_db, "/chat")
+    sent = over_unix.publish("/chat", "db 3")
+    assert pairs(s.wait_events(1)) == [(sent["id"], "db 3")]
+    marker = other_db.publish("/chat", "db 0")
+    assert pairs(other.wait_events(1)) == [(marker["id"], "db 0")]
+    with redis.client() as c:
+        assert c.call("XLEN", "{ssed}:events") == 1
+        assert c.call("SELECT", 3) == "OK" and c.call("XLEN", "{ssed}:events") == 1
+        assert c.call("XRANGE", "{ssed}:events", "-", "+")[0][0].decode() == sent["id"]
