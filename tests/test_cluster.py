@@ -5,10 +5,11 @@ the id Redis gave; replay works on any node, a node started later included; `--c
 reach that client id everywhere and are never stored. Every wait is bounded.
 """
 import json
+import socket
 
 import pytest
 
-from clusterkit import (SERVICES, id_key, node, nodes, pairs, plugin_env, post, publish_many,
+from clusterkit import (PTOK, SERVICES, id_key, node, nodes, pairs, plugin_env, post, publish_many,
                         subscribe)
 from conftest import reap
 
@@ -334,3 +335,38 @@ def test_with_state_dir_only_cluster_false_services_keep_a_journal(daemon, redis
     for path, key, data in (("/chat", chat, "in redis"), ("/local", local, "in the journal")):
         s = again.stream(path, ["Last-Event-ID: 0-0"])
         assert pairs(s.wait_events(1)) == [(key, data)]
+
+
+def responses(sock, n):
+    """`n` HTTP responses read off one keep-alive connection: (status, body) each."""
+    out = []
+    f = sock.makefile("rb")
+    for _ in range(n):
+        status = int(f.readline().split()[1])
+        length = 0
+        while (line := f.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        out.append((status, f.read(length)))
+    return out
+
+
+def test_pipelined_http_publishes_are_answered_in_order(daemon, redis):
+    a = node(daemon, redis.url, "a")
+    s = subscribe(a, "/chat")
+    posts = [("/chat", "h1"), ("/local", "l1"), ("/chat", "h2"), ("/user/zoe", "z1"),
+             ("/chat", "h3")]
+    raw = b"".join(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PTOK}\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {len(data)}\r\n\r\n{data}".encode()
+        for path, data in posts)
+    with socket.create_connection(("127.0.0.1", a.port), timeout=10) as c:
+        c.sendall(raw)
+        got = responses(c, len(posts))
+    assert [status for status, _ in got] == [200] * 5, got
+    ids = [json.loads(body)["id"] for _, body in got]
+    chat = [ids[0], ids[2], ids[4]]
+    assert id_key(ids[0]) < id_key(ids[2]) < id_key(ids[3]) < id_key(ids[4])
+    assert [e.id for e in s.wait_events(3)] == chat
+    assert [e.data for e in s.events] == ["h1", "h2", "h3"]
