@@ -31,6 +31,7 @@ if n > 0 then
     redis.call('DEL', KEYS[2])
     redis.call('XADD', KEYS[2], 'MAXLEN', n, id, 'd', ARGV[3], 'e', ARGV[4])
   end
+  if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[7]) end
 end
 return id
 """
@@ -46,7 +47,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-READ_COUNT = 1000       # entries one XREAD may bring
+READ_COUNT = 1000       # entries one XREAD may bring (fewer after a reply over the cap)
+STABLE = 5.0            # seconds up before an outage counts as over (no flapping storm)
+MAX_INFLIGHT = 100_000  # publishes waiting for Redis past which more are refused
 HEARTBEAT = 1.0         # seconds between two node heartbeats (and lag readings)
 FAST_RETRY_FOR = 30.0   # seconds of an outage during which retries stay at most 1 s apart
 
@@ -80,6 +83,9 @@ class Cluster:
         self.next_lease = self.next_beat = 0.0
         self.beats = 0
         self.stop_by = 0.0              # a shutdown waits for the leases' release until then
+        self.up_since = 0.0
+        self.read_count = READ_COUNT
+        self.ticked = 0.0
         self.peers = {}                 # node -> (record, when this node saw it change)
         self.trouble = Episode(log, "cluster: Redis")
         self.throttle = Throttle(log, every=60)
@@ -103,6 +109,8 @@ class Cluster:
         self.attempts += 1
         for link in (self.reader, self.writer):
             link.open(now)
+            if self.state == "down":
+                return      # (it could not even start: down() has closed both)
 
     def link_up(self, link, now):
         """A link's TCP (or UNIX) connection is open: authenticate, pick the db; once both
@@ -137,6 +145,14 @@ class Cluster:
         return False
 
     def link_down(self, link, why):
+        self.down(why)
+
+    def bad_reply(self, link, why):
+        """A reply over the cap (or not RESP): a reader that asked for many big events asks
+        for fewer, so that a node behind on big events does not fail on the same batch
+        forever."""
+        if link is self.reader:
+            self.read_count = max(1, self.read_count // 8)
         self.down(why)
 
     def down(self, why):
@@ -177,9 +193,8 @@ class Cluster:
         send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self._checked, now)
         send(resp.command("GET", self.epoch_key), self._epoch, now)
         send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._top, now)
-        send(resp.command("XRANGE", self.events_key, "-", "+", "COUNT", 1), self._bottom, now)
-        for channel in clustered.channels_of(self.hub, with_history=True):
-            self.fill(channel, now)
+        send(resp.command("XRANGE", self.events_key, "-", "+", "COUNT", 1), self._fill_all,
+             now)
         send(resp.command("PING"), self._up, now)
 
     def _epoch(self, reply):
@@ -202,10 +217,21 @@ class Cluster:
             self._lost_data("its event stream is behind the last id this node read")
             self.last_id = self.hub.clock.read = top or (0, 0)
 
+    def _fill_all(self, reply):
+        """After the epoch and the ends of the stream: the histories read from Redis, at the
+        first handshake and when Redis lost data (after a mere outage, what the node holds
+        plus what it reads next is all there is)."""
+        if self._failed(reply):
+            return
+        if self.lost or not self.filled:
+            for channel in clustered.channels_of(self.hub, with_history=True):
+                self.fill(channel, self.hub.now)
+        self._bottom(reply)
+
     def _bottom(self, reply):
         """A node away for longer than the stream holds (`maxlen`) cannot get all it missed:
         said, since its subscribers miss those events."""
-        if self._failed(reply) or not reply or self.lost or self.last_id == (0, 0):
+        if not reply or self.lost or self.last_id == (0, 0):
             return
         oldest = parse_id(reply[0][0].decode())
         if oldest is not None and oldest > self.last_id:
@@ -228,25 +254,34 @@ class Cluster:
         if self._failed(reply):
             return
         now = self.hub.now
-        self.state, self.why = "up", None
-        self.attempts, self.down_since = 0, None
-        self.trouble.recovered(now)
+        self.state, self.why, self.up_since = "up", None, now
         self.next_lease = self.next_beat = self.hub.due = now
-        self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
-                 f"{format_id(self.last_id)}")
+        if not self.trouble.failing:
+            self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
+                     f"{format_id(self.last_id)}")
         self._read(now)
+
+    def _stable(self, now):
+        """Up for STABLE seconds: the outage is over (backoff and the log start afresh)."""
+        if self.down_since is not None and now - self.up_since >= STABLE:
+            self.attempts, self.down_since = 0, None
+            self.trouble.recovered(now)
+            self.log("info", f"cluster: node {self.node} reading {self.events_key} at "
+                     f"{format_id(self.last_id)}")
 
     # -- reading the cluster's events ----------------------------------------------------
 
     def _read(self, now):
         block = int(min(2.0, self.settings.timeout / 2) * 1000)
-        self.reader.send(resp.command("XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS",
+        self.reader.send(resp.command("XREAD", "COUNT", self.read_count, "BLOCK", block, "STREAMS",
                                       self.events_key, format_id(self.last_id)),
                          self._entries, now)
 
     def _entries(self, reply):
         if self._failed(reply):
             return
+        if self.read_count < READ_COUNT:
+            self.read_count = min(READ_COUNT, 2 * self.read_count)
         if reply:
             hub = self.hub
             for entry_id, fields in reply[0][1]:
@@ -333,15 +368,19 @@ class Cluster:
 
     # -- publishing ----------------------------------------------------------------------
 
-    def publish(self, path, data, event, client_id, history, delivered):
+    def publish(self, path, data, event, client_id, history, ttl, delivered):
         """Write one event; a Later settled with (id, delivered()) once Redis has it, or
-        with a ClusterUnavailable. Refused at once while Redis is down."""
+        with a ClusterUnavailable. Refused at once while Redis is down. `ttl`: seconds the
+        path's history stream outlives its last publish (0: for ever)."""
         if self.state != "up":
             raise ClusterUnavailable(f"cluster unavailable: {self.why}")
+        if len(self.writer.callbacks) > MAX_INFLIGHT:
+            raise ClusterUnavailable(f"cluster unavailable: {MAX_INFLIGHT} publishes already "
+                                     "wait for Redis")
         later = Later()
         command = resp.command("EVAL", PUBLISH, 2, self.events_key, self.history_key(path),
                                self.settings.maxlen, path, data, event or "", client_id or "",
-                               0 if client_id is not None else history)
+                               0 if client_id is not None else history, int(ttl * 1000))
         self.writer.send(command, lambda reply: self._published(later, reply, delivered),
                          self.hub.now)
         return later
@@ -373,11 +412,19 @@ class Cluster:
                 return self.retry_at
         if self.state != "up":
             return now + 0.1
+        if now < self.ticked:
+            self.held.clear()   # the wall clock went back: hold no lease on its word
+        self.ticked = now
+        self._stable(now)
         if now >= self.next_lease:
             self._leases(now)
         if now >= self.next_beat:
             self._heartbeat(now)
-        return min(self.next_lease, self.next_beat)
+        due = min(self.next_lease, self.next_beat)
+        for link, allowed in ((self.writer, timeout), (self.reader, timeout + 2.0)):
+            if link.oldest is not None:
+                due = min(due, link.oldest + allowed + 0.01)
+        return due
 
     def holds(self, path, now):
         """Whether this node runs the timers of `path` (the holder of its lease)."""

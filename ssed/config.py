@@ -314,6 +314,11 @@ def _build(text, filename, base, errors):
     if "ssed" in sections:
         top |= _entries(sections["ssed"], "ssed", base, error)[0]
     cluster = _cluster(sections.get("cluster"), base, error)
+    if cluster is not None and top["reuse_port"] and not cluster.node:
+        # hostname:port, the default, is the same for every node sharing the port: their
+        # leases and heartbeats would be one node's.
+        error(sections["cluster"].line, "[cluster] with reuse_port = true needs node = NAME, "
+                                        "a name of its own for each node sharing the port")
     built = [_service(section, top, base, error, cluster is not None) for section in services]
     templates = tuple(sc for sc in built if is_template(sc.path))
     built = tuple(sc for sc in built if not is_template(sc.path))

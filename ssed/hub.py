@@ -191,6 +191,8 @@ class Hub:
         if channel is None:
             return self.ondemand.publish(path, data, event, client_id)
         ev = channel.event(data, event, self.clock, int(self.now * 1000))
+        if self.cluster is not None and channel.config.cluster:
+            clustered.unnumbered(ev)        # (a Client's, the only kind that comes here)
         if client_id is None:
             try:
                 channel.record(ev, self.now)

@@ -24,7 +24,7 @@ from .http1 import whole_request
 from .log import Throttle, redact
 from .orders import Close, FanOut, Kill, Spawn
 from .outbox import Outbox
-from .redisconn import RedisConn
+from .redisconn import MAX_FILL, RedisConn
 from .responses import error_reply
 from .stalls import STALL_AFTER, Stalls
 from .wakeup import Wakeup
@@ -78,7 +78,7 @@ class Loop:
         cluster = self.hub.cluster
         if cluster is not None:
             cluster.attach(RedisConn(self, cluster.target, "reader", cluster),
-                           RedisConn(self, cluster.target, "writer", cluster))
+                           RedisConn(self, cluster.target, "writer", cluster, MAX_FILL))
             cluster.start(self.clock())
         self.wakeup = Wakeup(SIGNALS)
         self.selector.register(self.wakeup, READ, self._on_signal)
