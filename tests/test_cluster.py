@@ -207,7 +207,7 @@ def test_a_node_outrun_by_more_than_maxlen_replays_what_the_others_do(daemon, re
     replays = [d.stream("/chat", ["Last-Event-ID: 0-0"]) for d in (late, a)]
     want = [(x["id"], str(i)) for i, x in enumerate(answers)]
     assert pairs(replays[0].wait_events(500)) == want
-    assert pairs(replays[1].wait_events(500, timeout=2)) == want
+    assert pairs(replays[1].wait_events(500, timeout=1)) == want
 
 
 SKEWED = '''
