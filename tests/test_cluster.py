@@ -5,12 +5,13 @@ the id Redis gave; replay works on any node, a node started later included; `--c
 reach that client id everywhere and are never stored. Every wait is bounded.
 """
 import json
+import re
 import socket
 
 import pytest
 
-from clusterkit import (PTOK, SERVICES, id_key, node, nodes, pairs, plugin_env, post, publish_many,
-                        subscribe)
+from clusterkit import (PTOK, SERVICES, id_key, node, nodes, pairs, plugin_env, post,
+                        publish_many, subscribe)
 from conftest import reap
 
 
@@ -36,6 +37,7 @@ def test_a_publish_on_one_node_reaches_every_nodes_subscribers_with_the_redis_id
         assert pairs(s.wait_events(3)) == expected
     # The ids are Redis's: the entries of {ssed}:events, and of /chat's history stream.
     ids = [answer["id"], over_http["id"], on_b["id"]]
+    assert all(re.fullmatch(r"[0-9]+-[0-9]+", i) for i in ids), ids
     assert ids_in_redis(redis, "{ssed}:events") == ids
     assert ids_in_redis(redis, "{ssed}:h:/chat") == ids
 
