@@ -367,3 +367,36 @@ def test_a_unix_socket_url_and_a_db_number(daemon, make_redis):
         assert c.call("XLEN", "{ssed}:events") == 1
         assert c.call("SELECT", 3) == "OK" and c.call("XLEN", "{ssed}:events") == 1
         assert c.call("XRANGE", "{ssed}:events", "-", "+")[0][0].decode() == sent["id"]
+
+
+def client_ids(redis, command):
+    """The CLIENT LIST ids of the connections whose last command was `command`."""
+    listing = redis.call("CLIENT", "LIST").decode()
+    return [int(f.split("=")[1]) for line in listing.splitlines()
+            for f in line.split() if f.startswith("id=") and f" cmd={command} " in line + " "]
+
+
+def test_a_blocked_read_unblocked_with_an_error_or_a_killed_link_loses_nothing(daemon, redis):
+    a, b = nodes(daemon, redis, 2)
+    s = subscribe(a, "/chat")
+    sent = [b.publish("/chat", "before")["id"]]
+    s.wait_events(1)
+    # -UNBLOCKED on A's XREAD (B's too: both read): they count Redis as down and come back.
+    readers = wait_for("the blocked readers", lambda: len(client_ids(redis, "xread")) == 2
+                       and client_ids(redis, "xread"))
+    for reader in readers:      # (between two XREADs it is not blocked: again)
+        wait_for(f"client {reader} unblocked",
+                 lambda r=reader: redis.call("CLIENT", "UNBLOCK", r, "ERROR") == 1)
+    for d in (a, b):
+        wait_up_count(d, 1)
+        wait_up(d, timeout=5)
+    sent += [b.publish("/chat", f"after unblock {i}")["id"] for i in range(3)]
+    # Links closed under the nodes (EOF): the same.
+    assert redis.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") == 4
+    for d in (a, b):
+        wait_up_count(d, 2)
+        wait_up(d, timeout=5)
+    sent += [b.publish("/chat", f"after kill {i}")["id"] for i in range(3)]
+    assert [e.id for e in s.wait_events(7)] == sent and len(s.events) == 7
+    replay = a.stream("/chat", ["Last-Event-ID: 0-0"])
+    assert [e.id for e in replay.wait_events(7)] == sent
