@@ -35,6 +35,11 @@ if n > 0 then
 end
 return id
 """
+# A read while behind: the stream's oldest entry and the next entries, in one instant.
+CATCH_UP = """\
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+return {oldest, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+"""
 # SET NX PX, or renew a lease this node holds: 1 when it holds it now.
 LEASE = """\
 local v = redis.call('GET', KEYS[1])
@@ -271,35 +276,60 @@ class Cluster:
 
     # -- reading the cluster's events ----------------------------------------------------
 
-    def _read(self, now):
+    def _read(self, now, behind=False):
+        """The next entries: blocking while caught up; while behind (the last read brought
+        some), a script that also gives the stream's oldest entry in the same instant, so
+        that a stream trimmed (maxlen) past what this node read is noticed for sure."""
+        if behind:
+            self.reader.send(resp.command("EVAL", CATCH_UP, 1, self.events_key,
+                                          format_id(self.last_id), self.read_count),
+                             self._caught_up, now)
+            return
         block = int(min(2.0, self.settings.timeout / 2) * 1000)
         self.reader.send(resp.command("XREAD", "COUNT", self.read_count, "BLOCK", block, "STREAMS",
                                       self.events_key, format_id(self.last_id)),
-                         self._entries, now)
+                         lambda reply: self._entries(reply[0][1] if type(reply) is list else reply),
+                         now)
 
-    def _entries(self, reply):
-        if self._failed(reply):
+    def _caught_up(self, reply):
+        if not self._failed(reply) and reply[0]:
+            oldest = parse_id(reply[0][0][0].decode())
+            if oldest is not None and oldest > self.last_id:
+                self._trimmed()
+        self._entries(reply if type(reply) is not list else reply[1])
+
+    def _entries(self, entries):
+        if self._failed(entries):
             return
         if self.read_count < READ_COUNT:
             self.read_count = min(READ_COUNT, 2 * self.read_count)
-        if reply:
-            hub = self.hub
-            for entry_id, fields in reply[0][1]:
-                key = parse_id(entry_id.decode())
-                self.last_id = key
-                entry = dict(zip(fields[::2], fields[1::2]))
-                try:
-                    path = entry[b"p"].decode()
-                    data = entry[b"d"].decode()
-                    event = entry.get(b"e", b"").decode() or None
-                    client = entry.get(b"c", b"").decode() or None
-                except (KeyError, UnicodeDecodeError):
-                    self.throttle(("entry",), self.hub.now, "warning",
-                                  f"cluster: ignored entry {format_id(key)} of "
-                                  f"{self.events_key}: not an ssed event")
-                    continue
-                clustered.deliver(hub, path, key, data, event, client)
-        self._read(self.hub.now)
+        hub = self.hub
+        for entry_id, fields in entries or ():
+            key = parse_id(entry_id.decode())
+            self.last_id = key
+            entry = dict(zip(fields[::2], fields[1::2]))
+            try:
+                path = entry[b"p"].decode()
+                data = entry[b"d"].decode()
+                event = entry.get(b"e", b"").decode() or None
+                client = entry.get(b"c", b"").decode() or None
+            except (KeyError, UnicodeDecodeError):
+                self.throttle(("entry",), hub.now, "warning",
+                              f"cluster: ignored entry {format_id(key)} of "
+                              f"{self.events_key}: not an ssed event")
+                continue
+            clustered.deliver(hub, path, key, data, event, client)
+        self._read(hub.now, behind=bool(entries))
+
+    def _trimmed(self):
+        self.throttle(("trimmed",), self.hub.now, "warning",
+                      f"cluster: node {self.node} reads {self.events_key} slower than it is "
+                      f"trimmed (maxlen {self.settings.maxlen}): events after "
+                      f"{format_id(self.last_id)} went unread; histories are read again "
+                      "from Redis")
+        for channel in clustered.channels_of(self.hub, with_history=True):
+            self.filled.discard(channel.path)   # (a replay meanwhile waits for Redis's)
+            self.fill(channel, self.hub.now)
 
     def fill(self, channel, now):
         """Read a clustered channel's history from Redis into its memory (a node that just
