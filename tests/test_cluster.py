@@ -8,9 +8,16 @@ import json
 import re
 import socket
 
+import pytest
+
 from clusterkit import (PTOK, SERVICES, id_key, node, nodes, pairs, plugin_env, post,
-                        publish_many, subscribe)
+                        publish_many, subscribe, survived)
 from conftest import reap
+
+
+@pytest.fixture(autouse=True)
+def no_node_died():
+    yield from survived()
 
 
 def ids_in_redis(redis, key):

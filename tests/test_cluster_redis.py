@@ -10,8 +10,16 @@ import re
 import socket
 import time
 
+import pytest
+
 from clusterkit import (PTOK, TIMEOUT_S, Proxy, cluster_info, healthz, http, id_key, metric,
-                        node, nodes, pairs, post, publish_many, subscribe, wait_for, wait_up)
+                        node, nodes, pairs, post, publish_many, subscribe, survived, wait_for,
+                        wait_up)
+
+
+@pytest.fixture(autouse=True)
+def no_node_died():
+    yield from survived()
 
 
 def refused_at_once(d, path="/chat"):

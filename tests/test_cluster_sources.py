@@ -7,8 +7,10 @@ import json
 import socket
 import time
 
+import pytest
+
 from clusterkit import (LEASE_S, SERVICES, cluster_info, id_key, node, pairs, plugin_env,
-                        ssectl, subscribe, wait_for)
+                        ssectl, subscribe, survived, wait_for)
 from conftest import reap
 
 TICKER = '''
@@ -28,6 +30,11 @@ class Ticker(ssed.Service):
 '''
 
 TICK = "\n[/tick]\nclass = ticker:Ticker\ninterval = 0.1\nhistory = 0\n"
+
+
+@pytest.fixture(autouse=True)
+def no_node_died():
+    yield from survived()
 
 
 def tickers(daemon, tmp_path, redis, names, lease=LEASE_S):
