@@ -418,3 +418,32 @@ def test_a_blocked_read_unblocked_with_an_error_or_a_killed_link_loses_nothing(d
     assert [e.id for e in s.wait_events(7)] == sent and len(s.events) == 7
     replay = a.stream("/chat", ["Last-Event-ID: 0-0"])
     assert [e.id for e in replay.wait_events(7)] == sent
+
+
+def test_a_redis_turned_read_only_replica_is_down_and_its_promotion_is_lost_data(daemon,
+                                                                                 make_redis):
+    """REPLICAOF: Redis answers READONLY to writes (and takes its master's, empty, data);
+    promoted again (REPLICAOF NO ONE), the node finds its epoch gone and starts over."""
+    redis, master = make_redis(), make_redis()
+    a = node(daemon, redis.url, "a")
+    s = subscribe(a, "/chat")
+    before = a.publish("/chat", "before")["id"]
+    s.wait_events(1)
+    assert master.call("CONFIG", "SET", "repl-diskless-sync-delay", "0") == "OK"
+    assert redis.call("REPLICAOF", "127.0.0.1", str(master.port)) == "OK"
+    wait_for("the replica in sync", lambda: b"master_link_status:up" in redis.call(
+        "INFO", "replication"), every=0.05)
+    wait_up(a, up=False, timeout=5)
+    # The log names the first error of the episode (here -UNBLOCKED: the role changed); a
+    # refused publish names the last one.
+    refusal = wait_for("READONLY named", lambda: refused_at_once(a).find("READONLY") > 0,
+                       every=0.05)
+    assert refusal
+    assert healthz(a) == (503, "cluster unavailable\n") and a.proc.poll() is None
+    assert redis.call("REPLICAOF", "NO", "ONE") == "OK"
+    a.wait_log("Redis lost data")
+    wait_up(a, timeout=5)
+    after = a.publish("/chat", "after")["id"]
+    assert [e.id for e in s.wait_events(2)] == [before, after]
+    replay = a.stream("/chat", ["Last-Event-ID: 0-0"])
+    assert [e.id for e in replay.wait_events(1)] == [after]
