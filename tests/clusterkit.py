@@ -37,6 +37,21 @@ publish_token = {PTOK}
 """
 
 
+STARTED = []        # the nodes node() started in this test
+
+
+def survived():
+    """An autouse fixture's body: after the test, no node crashed or logged a bug, whatever
+    Redis went through (exit 0 after a stop, or -9 when the test killed it)."""
+    STARTED.clear()
+    yield
+    made, STARTED[:] = list(STARTED), []
+    for d in made:
+        bugs = [line for line in d.log if "Traceback" in line or " bug: " in line]
+        assert not bugs, bugs
+        assert d.proc.poll() in (None, 0, -9), (d.proc.returncode, d.log[-20:])
+
+
 def cluster_section(url, name, prefix="ssed", timeout=TIMEOUT_S, lease=LEASE_S, maxlen=None):
     """`name` None: no `node` key (the default name); `maxlen` None: the default."""
     return (f"\n[cluster]\nredis = {url}\nprefix = {prefix}\n"
@@ -51,6 +66,7 @@ def node(daemon, url, name, body=SERVICES, up=True, top="keepalive = 1\n", **kw)
     extra_env = kw.pop("env", None)
     d = daemon(body + cluster_section(url, name, **kw), top=top, env=extra_env)
     d.name = name
+    STARTED.append(d)
     if up:
         wait_up(d)
     return d

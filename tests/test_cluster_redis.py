@@ -6,12 +6,20 @@ unknown"; a Redis restarted empty is detected; one restarted from its AOF loses 
 Nodes are daemons; Redis is the test's own redis-server (tests/redisserver.py), and a
 Proxy (clusterkit) cuts one node off while the others keep Redis.
 """
+import re
+import socket
 import time
 
 import pytest
 
-from clusterkit import (TIMEOUT_S, Proxy, healthz, http, id_key, metric, node, nodes, pairs,
-                        post, publish_many, subscribe, wait_up, cluster_info, wait_for)
+from clusterkit import (PTOK, TIMEOUT_S, Proxy, cluster_info, healthz, http, id_key, metric,
+                        node, nodes, pairs, post, publish_many, subscribe, survived, wait_for,
+                        wait_up)
+
+
+@pytest.fixture(autouse=True)
+def no_node_died():
+    yield from survived()
 
 
 def refused_at_once(d, path="/chat"):
@@ -22,6 +30,16 @@ def refused_at_once(d, path="/chat"):
     assert answer["ok"] is False and answer["error"].startswith("cluster unavailable: "), answer
     assert took < 0.5, f"refused after {took:.2f} s"
     return answer["error"]
+
+
+def keepalive_from_now(stream, timeout=3):
+    """A `: keepalive` comment comes on `stream` after what it has read so far (keepalive
+    is 1 s)."""
+    mark = len(stream.body)
+    deadline = time.monotonic() + timeout
+    while b": keepalive\n\n" not in stream.body[mark:]:
+        left = deadline - time.monotonic()
+        assert left > 0 and stream.read_some(left), bytes(stream.body[mark:])
 
 
 def test_a_node_cut_off_from_redis_keeps_serving_and_catches_up_when_it_is_back(daemon, redis):
@@ -51,7 +69,7 @@ def test_a_node_cut_off_from_redis_keeps_serving_and_catches_up_when_it_is_back(
         assert mine["delivered"] == 1
         assert pairs(local.wait_events(1)) == [(mine["id"], "still here")]
         # Open streams stay open with their keepalives; a new one is served what A holds.
-        chat.wait_bytes(b": keepalive\n\n", timeout=3)
+        keepalive_from_now(chat)
         late = a.stream("/chat", ["Last-Event-ID: 0-0"])
         assert pairs(late.wait_events(1)) == [(before["id"], "before")]
         # Meanwhile B publishes; A's subscribers get it all, in order, once A is back.
@@ -77,6 +95,13 @@ def test_a_paused_redis_answers_a_publish_in_flight_outcome_unknown(daemon, redi
     first = a.publish("/chat", "first")
     redis.pause()
     try:
+        # Over HTTP on B (answered later, read below) and over control on A.
+        body = b"in flight http"
+        post_b = socket.create_connection(("127.0.0.1", b.port), timeout=TIMEOUT_S + 5)
+        post_b.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                       b"Authorization: Bearer " + PTOK.encode() + b"\r\n"
+                       b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
+                       + body)
         start = time.monotonic()
         answer = a.ctl({"cmd": "publish", "service": "/chat", "data": "in flight"})
         took = time.monotonic() - start
@@ -84,12 +109,16 @@ def test_a_paused_redis_answers_a_publish_in_flight_outcome_unknown(daemon, redi
         assert answer["error"].startswith("cluster unavailable: "), answer
         assert "outcome unknown" in answer["error"], answer
         assert TIMEOUT_S * 0.8 <= took <= TIMEOUT_S + 1.5, f"answered after {took:.2f} s"
+        with post_b:
+            raw = post_b.makefile("rb").read()
+        assert raw.startswith(b"HTTP/1.1 503 ") and b"outcome unknown" in raw, raw
+        assert re.search(rb"(?im)^retry-after: *[1-9]", raw), raw
         wait_up(b, up=False, timeout=TIMEOUT_S + 4)
         for d in (a, b):
             refused_at_once(d)
             assert healthz(d) == (503, "cluster unavailable\n")
         for s in subs:
-            s.wait_bytes(b": keepalive\n\n", timeout=3)
+            keepalive_from_now(s)
     finally:
         redis.resume()
     for d in (a, b):
@@ -101,8 +130,10 @@ def test_a_paused_redis_answers_a_publish_in_flight_outcome_unknown(daemon, redi
         got.append([(e.id, e.data) for e in s.events])
     assert got[0] == got[1]
     datas = [data for _, data in got[0]]
-    # Redis may have applied it when it came back: then it is delivered once, in order.
-    assert datas in (["first", "in flight", "last"], ["first", "last"]), datas
+    # Redis may have applied them when it came back: then each is delivered once, in order.
+    assert datas[0] == "first" and datas[-1] == "last", datas
+    assert len(datas) == len(set(datas)) and set(datas[1:-1]) <= {"in flight",
+                                                                   "in flight http"}, datas
     assert got[0][0] == (first["id"], "first") and got[0][-1] == (last["id"], "last")
 
 
@@ -185,8 +216,13 @@ def test_a_password_in_the_url_and_a_wrong_one(daemon, make_redis):
         assert d.ctl({"cmd": "cluster"})["up"] is False
         assert healthz(d) == (503, "cluster unavailable\n")
         assert refused_at_once(d)
-    for d in (a, b, wrong, none):
-        assert not any("s3cret" in line for line in d.log)
+    # An ACL user: redis://user:password@...
+    assert redis.call("ACL", "SETUSER", "ssed", "on", ">user pw", "~*", "&*", "+@all") == "OK"
+    user = node(daemon, f"redis://ssed:user%20pw@127.0.0.1:{redis.port}/0", "user")
+    sent = user.publish("/chat", "as a user")
+    assert pairs(s.wait_events(2))[1] == (sent["id"], "as a user")
+    for d in (a, b, wrong, none, user):
+        assert not any("s3cret" in line or "user pw" in line for line in d.log)
 
 
 def wait_up_count(d, at_least, timeout=5):
@@ -311,7 +347,7 @@ def test_with_redis_paused_a_replay_is_served_and_a_shutdown_is_clean(daemon, re
         assert s.status == 200
         s.wait_bytes(b"\n\n", timeout=TIMEOUT_S + 3)
         assert time.monotonic() - start < TIMEOUT_S + 3
-        s.wait_bytes(b": keepalive\n\n", timeout=3)
+        keepalive_from_now(s)
         start = time.monotonic()
         assert late.stop() == 0
         assert time.monotonic() - start < 1 + 2
@@ -331,3 +367,83 @@ def test_a_node_reconnecting_to_a_silent_redis_shuts_down_at_once(daemon, redis)
         assert took < 1.5, f"stopped after {took:.2f} s"
     finally:
         redis.resume()
+
+
+def test_a_unix_socket_url_and_a_db_number(daemon, make_redis):
+    """unix:///path?db=N and redis://host:port/N: the same db is one cluster whichever way
+    a node reaches it; another db is another cluster."""
+    redis = make_redis(unixsocket=True)
+    over_unix = node(daemon, redis.unix_url.replace("db=0", "db=3"), "unix")
+    over_tcp = node(daemon, redis.url.replace("/0", "/3"), "tcp")
+    other_db = node(daemon, redis.url, "db0")
+    s, other = subscribe(over_tcp, "/chat"), subscribe(other_db, "/chat")
+    sent = over_unix.publish("/chat", "db 3")
+    assert pairs(s.wait_events(1)) == [(sent["id"], "db 3")]
+    marker = other_db.publish("/chat", "db 0")
+    assert pairs(other.wait_events(1)) == [(marker["id"], "db 0")]
+    with redis.client() as c:
+        assert c.call("XLEN", "{ssed}:events") == 1
+        assert c.call("SELECT", 3) == "OK" and c.call("XLEN", "{ssed}:events") == 1
+        assert c.call("XRANGE", "{ssed}:events", "-", "+")[0][0].decode() == sent["id"]
+
+
+def client_ids(redis, command):
+    """The CLIENT LIST ids of the connections whose last command was `command`."""
+    listing = redis.call("CLIENT", "LIST").decode()
+    return [int(f.split("=")[1]) for line in listing.splitlines()
+            for f in line.split() if f.startswith("id=") and f" cmd={command} " in line + " "]
+
+
+def test_a_blocked_read_unblocked_with_an_error_or_a_killed_link_loses_nothing(daemon, redis):
+    a, b = nodes(daemon, redis, 2)
+    s = subscribe(a, "/chat")
+    sent = [b.publish("/chat", "before")["id"]]
+    s.wait_events(1)
+    # -UNBLOCKED on A's XREAD (B's too: both read): they count Redis as down and come back.
+    readers = wait_for("the blocked readers", lambda: len(client_ids(redis, "xread")) == 2
+                       and client_ids(redis, "xread"))
+    for reader in readers:      # (between two XREADs it is not blocked: again)
+        wait_for(f"client {reader} unblocked",
+                 lambda r=reader: redis.call("CLIENT", "UNBLOCK", r, "ERROR") == 1)
+    for d in (a, b):
+        wait_up_count(d, 1)
+        wait_up(d, timeout=5)
+    sent += [b.publish("/chat", f"after unblock {i}")["id"] for i in range(3)]
+    # Links closed under the nodes (EOF): the same.
+    assert redis.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") == 4
+    for d in (a, b):
+        wait_up_count(d, 2)
+        wait_up(d, timeout=5)
+    sent += [b.publish("/chat", f"after kill {i}")["id"] for i in range(3)]
+    assert [e.id for e in s.wait_events(7)] == sent and len(s.events) == 7
+    replay = a.stream("/chat", ["Last-Event-ID: 0-0"])
+    assert [e.id for e in replay.wait_events(7)] == sent
+
+
+def test_a_redis_turned_read_only_replica_is_down_and_its_promotion_is_lost_data(daemon,
+                                                                                 make_redis):
+    """REPLICAOF: Redis answers READONLY to writes (and takes its master's, empty, data);
+    promoted again (REPLICAOF NO ONE), the node finds its epoch gone and starts over."""
+    redis, master = make_redis(), make_redis()
+    a = node(daemon, redis.url, "a")
+    s = subscribe(a, "/chat")
+    before = a.publish("/chat", "before")["id"]
+    s.wait_events(1)
+    assert master.call("CONFIG", "SET", "repl-diskless-sync-delay", "0") == "OK"
+    assert redis.call("REPLICAOF", "127.0.0.1", str(master.port)) == "OK"
+    wait_for("the replica in sync", lambda: b"master_link_status:up" in redis.call(
+        "INFO", "replication"), every=0.05)
+    wait_up(a, up=False, timeout=5)
+    # The log names the first error of the episode (here -UNBLOCKED: the role changed); a
+    # refused publish names the last one.
+    refusal = wait_for("READONLY named", lambda: refused_at_once(a).find("READONLY") > 0,
+                       every=0.05)
+    assert refusal
+    assert healthz(a) == (503, "cluster unavailable\n") and a.proc.poll() is None
+    assert redis.call("REPLICAOF", "NO", "ONE") == "OK"
+    a.wait_log("Redis lost data")
+    wait_up(a, timeout=5)
+    after = a.publish("/chat", "after")["id"]
+    assert [e.id for e in s.wait_events(2)] == [before, after]
+    replay = a.stream("/chat", ["Last-Event-ID: 0-0"])
+    assert [e.id for e in replay.wait_events(1)] == [after]
