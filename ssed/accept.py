@@ -11,7 +11,7 @@ import socket
 import _socket
 import time
 
-from . import admission, reasons
+from . import admission, reasons, tlsconns
 from .addresses import peer_host
 from .conns import HttpConn
 from .controlconns import ControlConn
@@ -36,6 +36,14 @@ class Acceptor:
         self.pending = set()            # HTTP connections still sending their request
         self.pending_per_ip = admission.PerAddress()
         self.lingering = 0              # answered connections draining before they close
+        self.tls = None                 # the SSLContext of the HTTPS listeners (SPEC 14)
+        self.https = set()              # the listeners that speak HTTPS
+
+    def use_tls(self, context, https):
+        """From now on the listeners in `https` take new connections with a handshake made
+        with `context` (at start, and on reload: a new pair); the others stay plain."""
+        self.tls = context
+        self.https = set(https) if context is not None else set()
 
     def start(self):
         for sock in self.listeners:
@@ -49,7 +57,7 @@ class Acceptor:
         """Accept a burst from `listener`, each handed to `take(sock, peer)` (default: a
         new HTTP connection), `peer` being the address, or for IPv4 just its host; on
         EMFILE and its kin, pause instead of spinning."""
-        take = take or self._new_http
+        take = take or (self._new_tls if listener in self.https else self._new_http)
         family = int(listener.family)
         ipv4 = family == socket.AF_INET
         for _ in range(ACCEPT_BURST):
@@ -83,6 +91,24 @@ class Acceptor:
         if refused is not None:
             return self.refuse(sock, refused, address)
         loop.take_request(sock, address)
+
+    def _new_tls(self, sock, peer):
+        """An HTTPS listener's connection: refused before a byte is read as on a plain one,
+        but closed without an answer (an answer would need the handshake first); else the
+        handshake (tlsconns.py), then the request, under one `header_timeout` from now.
+        (On a proxy_protocol listener the PROXY header is read here first: the handshake
+        starts right after its last byte.)"""
+        sock.setblocking(False)
+        address = peer if type(peer) is str else peer_host(peer)
+        loop = self.loop
+        hub = loop.hub
+        refused = admission.refusal("connect", hub.config, self.pending_per_ip.get(address, 0),
+                                    len(self.pending), loop.stopping is not None,
+                                    hub.banned(address))
+        if refused is not None:
+            hub.refused[refused.reason] += 1
+            return sock.close()
+        tlsconns.start(loop, self.tls, sock, address, hub.now + hub.config.header_timeout)
 
     def waiting(self, conn):
         """`conn` waits for (the rest of) its request: it counts against the limits."""

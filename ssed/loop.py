@@ -252,10 +252,12 @@ class Loop:
 
     # -- requests and streams ------------------------------------------------------------
 
-    def take_request(self, sock, address):
+    def take_request(self, sock, address, deadline=None):
         """A connection the acceptor let in. Under load its request has usually arrived
         whole by the time it is accepted (97 % of a 10k storm): read it now rather than
-        after a turn through the selector. A stream needs no HttpConn then."""
+        after a turn through the selector. A stream needs no HttpConn then. `deadline`:
+        the head's, when it began before (`header_timeout` from accept, for a TLS
+        handshake); by default `header_timeout` from now."""
         try:
             data = sock.recv(65536)
         except BlockingIOError:
@@ -279,7 +281,7 @@ class Loop:
             self.acceptor.waiting(conn)
             conn.watch(READ)
             if conn.deadline is None:
-                self.deadline(conn, self.hub.now + self.hub.config.header_timeout)
+                self.deadline(conn, deadline or self.hub.now + self.hub.config.header_timeout)
 
     def route(self, request, address):
         """What to do with a whole request: web.handle's answer (a 500 on a bug in it)."""
