@@ -46,6 +46,10 @@ def is_tls(sock):
 def start(loop, context, sock, address, deadline):
     """Begin the handshake of `sock` (non-blocking, just accepted, not read from)."""
     try:
+        # OpenSSL sends TLS 1.3's session tickets in a write of their own once the handshake
+        # is done; with Nagle on, our answer then waited for the client's delayed ACK of
+        # them: 40 ms per connection (47 ms a connect measured, 1.4 ms without Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
     except OSError:
         sock.close()        # (wrap_socket closed nothing: the peer was gone already)
