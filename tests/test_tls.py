@@ -347,6 +347,19 @@ def test_handshakes_never_finished_are_closed_at_header_timeout_and_cost_others_
     assert stats(d)["refused"] == {"header_timeout": 50}
 
 
+def test_handshake_and_request_head_share_one_header_timeout_from_accept(daemon, pki):
+    d = daemon("[/s]\n", top=top(pki, extra="header_timeout = 1.5\n"))
+    raw = connect(d.port)
+    accepted = time.monotonic()
+    select.select([], [], [], 0.9)            # (a bounded pause: the slow client's part)
+    with client_context(pki).wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET /s HTTP/1.1\r\nHost: x\r\n")          # never finished
+        answer = read_all(s, timeout=5)
+    took = time.monotonic() - accepted
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert 1.3 < took < 2.2, took     # 1.5 s from accept, not from the handshake's end
+
+
 def _client_hello(pki):
     """The first flight of a real client, captured with memory BIOs."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
