@@ -483,6 +483,23 @@ def test_sighup_reloads_the_pair_for_new_connections_and_refuses_a_bad_one(daemo
     assert old.wait_events(2)[1].data == "still"
 
 
+def test_a_reload_turns_a_plain_listener_to_https_without_rebinding_it(daemon, pki):
+    d = daemon("[/s]\n", top=top(pki), listen="127.0.0.1:0 http://127.0.0.2:0")
+    port = d.ports()["127.0.0.2"]
+    raw = connect(port, source=None, host="127.0.0.2")
+    raw.sendall(get("/healthz"))
+    assert read_all(raw).startswith(b"HTTP/1.1 200")
+    d.ini.write_text(d.ini.read_text().replace("http://127.0.0.2:0", "127.0.0.2:0"))
+    ans = d.ctl({"cmd": "reload"})
+    assert ans["ok"], ans
+    assert "changed [ssed]: listen" in ans["changes"], ans
+    assert not any("listening on" in c for c in ans["changes"]), ans    # the same socket
+    with connect(port, source=None, host="127.0.0.2") as sock, client_context(pki).wrap_socket(
+            sock, server_hostname="localhost") as s:
+        s.sendall(get("/healthz"))
+        assert read_all(s).startswith(b"HTTP/1.1 200")
+
+
 # -- Chromium -------------------------------------------------------------------------------
 
 def _spki_hash(pki, name):
