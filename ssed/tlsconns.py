@@ -35,6 +35,10 @@ from .admission import Refusal
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# At most this much is offered to OpenSSL in one write. A write in flight shows no progress
+# until the whole of it is taken, and the outbox drops a stream whose queue shows none for
+# `send_timeout`: a slow reader behind 1 MiB of backlog still moves in visible steps.
+MAX_WRITE = 65536
 # OpenSSL's word for a first record that is an HTTP request: someone typed http:// .
 _PLAIN_HTTP = Refusal(400, "this port speaks HTTPS: use https://", reasons.TLS_HANDSHAKE)
 
@@ -69,12 +73,14 @@ class TlsSocket:
         return self.ssl.fileno()
 
     def send(self, data):
-        """How much of `data` was sent: all of it, or (bytes left in flight before) the
-        length of those; BlockingIOError if none. The caller offers what was not taken
-        again, starting with the bytes in flight."""
+        """How much of `data` was sent: all of it (up to MAX_WRITE), or (bytes left in
+        flight before) the length of those; BlockingIOError if none. The caller offers what
+        was not taken again, starting with the bytes in flight."""
         inflight = self.inflight
         try:
             if inflight is None:
+                if len(data) > MAX_WRITE:
+                    data = memoryview(data)[:MAX_WRITE]
                 return self.ssl.send(data)
             n = self.ssl.send(inflight)
         except _WANT:
