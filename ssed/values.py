@@ -174,10 +174,6 @@ class Listen(tuple):
 
     __hash__ = tuple.__hash__
 
-    def scheme(self, pair):
-        """What (host, port) was written with ("" for a pair not listed)."""
-        return next((s for p, s in zip(self, self.schemes) if p == pair), "")
-
 
 def listen(text):
     items = [re.match(r"(?i)(https?://)?(.*)", item).groups() for item in text.split()]
