@@ -2,8 +2,10 @@
 loop, ssl's same-bytes retry on partial writes, reload of the pair, and the hostile set.
 
 A test CA and two server certificates (for localhost and 127.0.0.1) are made with the
-openssl CLI at test time. Clients: Python's ssl, curl (--cacert) and headless Chromium.
-Without openssl or curl these tests skip, except under CI=true where they fail.
+openssl CLI at test time. Clients: Python's ssl, curl (--cacert) and headless Chromium, which
+trusts the CA through an NSS database of its own (certutil, Debian's libnss3-tools). Without
+openssl, curl, certutil or Chromium the tests that need them skip, except under CI=true where
+they fail (.ci/run installs them).
 """
 import os
 import re
@@ -502,34 +504,33 @@ def test_a_reload_turns_a_plain_listener_to_https_without_rebinding_it(daemon, p
 
 # -- Chromium -------------------------------------------------------------------------------
 
-def _spki_hash(pki, name):
-    """base64(sha256(SubjectPublicKeyInfo)) of a certificate, for Chromium's flag."""
-    openssl = _tool("openssl")
-    pub = subprocess.run([openssl, "x509", "-in", str(pki / f"{name}.pem"), "-pubkey",
-                          "-noout"], capture_output=True, check=True, timeout=30).stdout
-    der = subprocess.run([openssl, "pkey", "-pubin", "-outform", "der"], input=pub,
-                         capture_output=True, check=True, timeout=30).stdout
-    import base64
-    import hashlib
-    return base64.b64encode(hashlib.sha256(der).digest()).decode()
-
-
-def test_chromium_opens_an_event_source_over_https(daemon, pki):
-    from browser import Browser, require_chromium
+def test_chromium_trusting_the_test_ca_opens_an_event_source_over_https(daemon, pki, tmp_path):
+    from browser import Browser, BrowserError, require_chromium
+    chromium = require_chromium()
+    certutil = _tool("certutil")    # Debian's libnss3-tools
     d = daemon("[/s]\n", top=top(pki, extra="index = true\n"))
-    # Chromium has no headless way to trust a CA without NSS's certutil (not installed
-    # here): it is told to accept this one server key, and nothing else.
-    browser = Browser(require_chromium(),
-                      extra=(f"--ignore-certificate-errors-spki-list={_spki_hash(pki, 'one')}",))
+    # Chromium trusts the CAs of the user's NSS database ($HOME/.pki/nssdb): a HOME of our own.
+    nssdb = tmp_path / "home" / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    _run(certutil, "-d", f"sql:{nssdb}", "-N", "--empty-password", cwd=tmp_path)
+    browser = Browser(chromium, env={"HOME": str(tmp_path / "home")})
+    try:                # not yet trusted: the certificate is checked
+        with pytest.raises(BrowserError, match="ERR_CERT_AUTHORITY_INVALID"):
+            browser.tab().goto(f"https://localhost:{d.port}/")
+    finally:
+        browser.close()
+    _run(certutil, "-d", f"sql:{nssdb}", "-A", "-n", "ssed test CA", "-t", "C,,", "-i",
+         str(pki / "ca.pem"), cwd=tmp_path)
+    browser = Browser(chromium, env={"HOME": str(tmp_path / "home")})
     try:
         tab = browser.tab()
         tab.goto(f"https://localhost:{d.port}/")
+        assert tab.evaluate("location.protocol") == "https:"
         tab.evaluate("""window.got = []; window.es = new EventSource("/s");
                         es.onmessage = (e) => got.push(e.data);""")
         tab.wait("window.es.readyState === 1", what="the EventSource open")
         d.publish("/s", "to the browser over https")
         tab.wait("window.got.length === 1", what="the event")
         assert tab.evaluate("window.got[0]") == "to the browser over https"
-        assert tab.evaluate("location.protocol") == "https:"
     finally:
         browser.close()
