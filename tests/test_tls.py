@@ -303,6 +303,28 @@ def test_curl_gets_a_stream_and_publishes_with_post(daemon, pki):
         stream.wait()
 
 
+def test_keep_alive_and_bodies_in_several_records_over_tls(daemon, pki):
+    d = daemon("[/chat]\npublish_token = a-publish-token-of-some-length\n", top=top(pki))
+    sub = TlsStream(pki, d.port, "/chat")
+    body = b"y" * 40000         # more than one TLS record (16 KiB at most each)
+    head = (b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Authorization: Bearer a-publish-token-of-some-length\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    with connect(d.port) as raw, client_context(pki).wrap_socket(
+            raw, server_hostname="localhost") as s:
+        for _ in range(2):      # two requests on one connection, each in three writes
+            s.sendall(head)
+            s.sendall(body[:20000])
+            s.sendall(body[20000:])
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = s.recv(65536)
+                assert data, answer
+                answer += data
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert [e.data for e in sub.wait_events(2)] == [body.decode()] * 2
+
+
 def test_an_http_listener_stays_plain_while_the_other_speaks_https(daemon, pki):
     d = daemon("[/s]\n", top=top(pki), listen="127.0.0.1:0 http://127.0.0.2:0")
     ports = d.ports()
