@@ -256,7 +256,8 @@ class Loop:
         """A connection the acceptor let in. Under load its request has usually arrived
         whole by the time it is accepted (97 % of a 10k storm): read it now rather than
         after a turn through the selector. A stream needs no HttpConn then. `deadline`:
-        the head's, when set at accept already (a PROXY header was read first)."""
+        the head's, when it began before (`header_timeout` from accept: a PROXY header or a
+        TLS handshake came first); by default `header_timeout` from now."""
         try:
             data = sock.recv(65536)
         except BlockingIOError:
