@@ -556,3 +556,23 @@ def test_chromium_trusting_the_test_ca_opens_an_event_source_over_https(daemon, 
         assert tab.evaluate("window.got[0]") == "to the browser over https"
     finally:
         browser.close()
+
+
+def test_a_proxy_protocol_https_listener_reads_the_proxy_header_then_the_handshake(daemon, pki):
+    """HAProxy's send-proxy-v2 in front of an HTTPS listener: the PROXY header comes before
+    the ClientHello (SPEC 14), and names the client the stream is listed under."""
+    d = daemon("[/s]\n", top=top(pki, extra="proxy_protocol = true\n"))
+    raw = connect(d.port)
+    raw.sendall(b"PROXY TCP4 203.0.113.9 10.0.0.1 51000 443\r\n")
+    s = StreamClient.__new__(StreamClient)
+    s.sock = client_context(pki).wrap_socket(raw, server_hostname="localhost")
+    s.sock.sendall(get("/s?client=behind", ()))
+    s._begin()
+    assert s.status == 200
+    [listed] = d.ctl({"cmd": "clients", "service": "/s"})["clients"]
+    assert (listed["id"], listed["address"]) == ("behind", "203.0.113.9")
+    d.publish("/s", "through the header and the handshake")
+    assert s.wait_events(1)[0].data == "through the header and the handshake"
+    # Without the header, the ClientHello itself is refused as no PROXY header: closed.
+    with connect(d.port) as bare, pytest.raises((ssl.SSLError, OSError)):
+        client_context(pki).wrap_socket(bare, server_hostname="localhost")
