@@ -152,7 +152,8 @@ KEYS = (
     Key("timeout", "cluster", V.number(0, True), "5",
         "seconds without an answer before Redis counts as down"),
     Key("lease", "cluster", V.number(0, True), "10",
-        "seconds a source's lease lasts; renewed every third of it"),
+        "seconds within which another node runs a source whose node died (Redis keeps a "
+        "lease ¾ of it; every node asks every ¼)"),
 )
 _BY_NAME = {key.name: key for key in KEYS}
 _ATTR = {"class": "cls"}  # INI names that are Python keywords

@@ -97,7 +97,7 @@ def test_on_tick_runs_on_one_node_and_moves_when_its_holder_is_killed(daemon, tm
         assert sorted(n["node"] for n in info["nodes"]) == ["a", "b", "c"]
     # The keys of SPEC 12: the lease (SET NX PX), the heartbeats, the epoch; the ticks
     # went through the event stream (and no history: history = 0).
-    assert 0 < redis.call("PTTL", "{ssed}:lease:/tick") <= LEASE_S * 1000
+    assert 0 < redis.call("PTTL", "{ssed}:lease:/tick") <= LEASE_S * 750
     assert redis.call("EXISTS", "{ssed}:nodes", "{ssed}:epoch") == 2
     in_redis = {e[0].decode() for e in redis.call("XRANGE", "{ssed}:events", "-", "+")}
     assert {e.id for e in subs["a"].events[:8]} <= in_redis
@@ -113,9 +113,9 @@ def test_on_tick_runs_on_one_node_and_moves_when_its_holder_is_killed(daemon, tm
         if pid != runner:
             break
     took = time.monotonic() - killed
-    # The lease runs out at most LEASE_S after the kill; the others ask for it every third
-    # of it: LEASE_S * 4/3 at worst, plus a tick and the load of a shared machine.
-    assert took <= LEASE_S * 4 / 3 + 0.3, f"taken over after {took:.2f} s"
+    # Redis keeps the lease 3/4 of LEASE_S, the others ask every 1/4: within LEASE_S (SPEC
+    # 12), plus a tick and the load of a shared machine.
+    assert took <= LEASE_S + 0.3, f"taken over after {took:.2f} s"
     assert pid in {d.proc.pid for d in survivors}
     after = [(pid, count)] + ticks(watch, 5)
     assert one_runner(after) == pid
@@ -132,7 +132,7 @@ def test_on_tick_runs_on_one_node_and_moves_when_its_holder_is_killed(daemon, tm
 
 
 def test_a_holder_that_shuts_down_gives_its_lease_up(daemon, tmp_path, redis):
-    """A lease of 3 s: the survivor, which asks every third of it, takes over well before
+    """A lease of 3 s: the survivor, which asks every quarter of it, takes over well before
     the lease would have run out."""
     ns = tickers(daemon, tmp_path, redis, ["a", "b"], lease=3)
     subs = {d.name: subscribe(d, "/tick") for d in ns}
