@@ -19,6 +19,9 @@ from .log import Logger, escape, under_journald
 from .loop import Loop
 from .stalls import Stalls
 from .systemd import ActivationError, Notifier, listen_fds
+from . import takeover
+from .handover import HandoverError
+from .upgrade import Upgrade
 
 
 class StartupError(Exception):
@@ -153,6 +156,8 @@ class Daemon:
         self.loop = None
         self.listeners = {}
         self.activated = False
+        self.control = (None, False)    # the control socket, and whether we unlink it
+        self.successor = None           # the pid that took over (SPEC 13)
 
     def attach(self, loop, listeners, activated):
         self.loop, self.listeners, self.activated = loop, listeners, activated
@@ -175,6 +180,21 @@ class Daemon:
         self.listeners = kept | added
         self.loop.acceptor.set_listeners(list(self.listeners.values()), gone)
         return [f"listening on {describe(s)}" for s in added.values()]
+
+    def control_info(self):
+        """(control socket, whether its path is ours to unlink, its path) for a handover."""
+        return (*self.control, self.cfg.control)
+
+    def let_go(self, successor):
+        """The new process (`successor`) took the listeners and the control socket: our
+        descriptors of them go (theirs stay open), and the path stays at exit."""
+        acceptor = self.loop.acceptor
+        acceptor.stop_listening()
+        if acceptor.control_sock is not None:
+            self.loop.unwatch(acceptor.control_sock)
+            acceptor.control_sock.close()
+            acceptor.control_sock = None
+        self.successor = successor
 
     def reload(self):
         self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -306,10 +326,18 @@ def describe_redis(address):
 
 
 def serve(path, cfg, log, console, loader):
-    listeners, control_sock, activated, passed_control = sockets(cfg, log)
-    # A control socket systemd passed is not ours to unlink, even at our configured path: the
-    # socket unit keeps listening on that inode for our next start.
-    own_control = control_sock is not None and not passed_control
+    handing = _handover_socket()
+    received = None
+    if handing is not None:
+        # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
+        received = _receive(handing)
+        listeners, (control_sock, own_control) = received.listeners(), received.control()
+        activated = any(entry[0] == "systemd" for entry in listeners)
+    else:
+        listeners, control_sock, activated, passed_control = sockets(cfg, log)
+        # A control socket systemd passed is not ours to unlink, even at our configured
+        # path: the socket unit keeps listening on that inode for our next start.
+        own_control = control_sock is not None and not passed_control
     # What a command leaves running in a session of its own comes back to us when its shell
     # exits, to be reaped, and killed when we stop (below).
     if not become_subreaper():
@@ -324,12 +352,19 @@ def serve(path, cfg, log, console, loader):
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None, stalls=stalls)
     daemon.attach(loop, listeners, activated)
+    daemon.control = (control_sock, own_control)
+    loop.upgrader = lambda: Upgrade(loop, daemon)
+    if received is not None:
+        takeover.before_start(received.document, hub)
     hub.start()
     loop.start()
-    for sock in listeners.values():
-        log("info", f"listening on {describe(sock)}")
-    if control_sock is not None:
-        log("info", f"control socket {control_sock.getsockname()}")
+    if received is not None:
+        _take_over(received, handing, loop, log, notify)
+    else:
+        for sock in listeners.values():
+            log("info", f"listening on {describe(sock)}")
+        if control_sock is not None:
+            log("info", f"control socket {control_sock.getsockname()}")
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     # What start-up made (modules, config) lives as long as the daemon: keep the cyclic
@@ -340,13 +375,67 @@ def serve(path, cfg, log, console, loader):
         loop.run()
     finally:
         loop.close()
-        if own_control:
-            try:
-                os.unlink(cfg.control)
-            except OSError:
-                pass
-        killed = kill_descendants()
-        if killed:
-            log("info", f"killed {killed} process(es) that commands had left running")
-    log("info", "stopped")
+        _after(daemon, cfg, log)
+    log("info", "stopped" if daemon.successor is None
+        else f"handed over to pid {daemon.successor}")
     return 0
+
+
+def _after(daemon, cfg, log):
+    """At exit: the control socket unlinked (unless another process has it now), and the
+    processes commands left behind killed (not the new process of an upgrade)."""
+    sock, owned = daemon.control
+    if owned and daemon.successor is None:
+        try:
+            os.unlink(cfg.control)
+        except OSError:
+            pass
+    killed = kill_descendants(spare=daemon.successor)
+    if killed:
+        log("info", f"killed {killed} process(es) that commands had left running")
+
+
+def _handover_socket():
+    try:
+        return takeover.inherited(os.environ)
+    except HandoverError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _receive(handing):
+    """Say we are ready, then take what the old process sends (bounded)."""
+    try:
+        handing.sendall(b"ready")
+        return takeover.receive(handing, HANDOVER_WAIT)
+    except HandoverError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(f"handover: {exc.strerror or exc}") from None
+
+
+HANDOVER_WAIT = 30.0    # seconds the new process waits for the old one's sockets
+
+
+def _take_over(received, handing, loop, log, notify):
+    """Put the streams and requests back, tell the old process we own them (from then on
+    we write), take its stderr as ours, and tell systemd we are the main process now."""
+    doc = received.document
+    try:
+        takeover.check_inodes(received)
+        takeover.after_start(doc, loop.hub)
+        orphans = takeover.streams(received, loop)
+        pending = takeover.requests(received, loop)
+        stderr = received.fd(doc["stderr"]) if doc.get("stderr") is not None else None
+        received.close_rest()
+        handing.sendall(b"took")
+    except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise StartupError(f"handover: {exc}") from None
+    handing.close()
+    if stderr is not None:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+    takeover.end_orphans(orphans)
+    takeover.take_requests(loop, pending)
+    notify(f"MAINPID={os.getpid()}")
+    log("info", f"took over {loop.hub.client_count} streams, {len(received.document['listeners'])} "
+        f"listeners and {len(pending)} requests from the old process")

@@ -33,7 +33,8 @@ READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2)
+LEAVE_WITHIN = 2.0     # seconds an upgraded process gives its last replies before it exits
 
 
 class Loop:
@@ -59,6 +60,10 @@ class Loop:
         self.children = Children()      # the commands running
         self.backlog = set()            # control connections (and the console) with lines waiting
         self.stopping = None            # the time a graceful shutdown must end by
+        self.upgrader = None            # makes an upgrade.Upgrade (set by cli)
+        self.upgrading = None           # the Upgrade in progress
+        self.leaving = None             # (by when, control conns): handed over, finishing
+        self.fdstore = None             # fdstore.Store when SIGTERM hands over to systemd
         self.running = True
         self.due = 0.0                  # when the timers next have something to do
         self.next_ping = self.next_status = self.next_sweep = self.next_sync = 0.0
@@ -127,11 +132,14 @@ class Loop:
             self._answer_backlog()
         dispatched = monotonic()
         self._expire(now)
-        self.due = self.hub.tick(now) if self.stopping is None else now + 0.05
+        self.due = self.hub.tick(now) if self.stopping is None and self.leaving is None \
+            else now + 0.05
         self.carry_out()
         self.due = min(self.due, self._watchdog(now), self._sweep_stalled(now), self._sync(now))
         if self.stopping is not None:
             self._shutdown_step(now)
+        if self.leaving is not None:
+            self._leave_step(now)
         took = monotonic() - started
         if took >= STALL_AFTER:
             self.stalls.report(took, dispatched - started, events, self.hub)
@@ -375,10 +383,56 @@ class Loop:
                     self.reload()
                 except control.CommandError:
                     pass        # logged with its FILE:LINE errors; nothing changed
+            elif signum == signal.SIGUSR2:
+                self.log("info", "SIGUSR2: upgrading")
+                self._upgrade_logged()
             elif signum in (signal.SIGTERM, signal.SIGINT):
-                self.shutdown(signal.Signals(signum).name)
+                if not (signum == signal.SIGTERM and self.fdstore is not None
+                        and self.fdstore.store(self)):
+                    self.shutdown(signal.Signals(signum).name)
         if signal.SIGCHLD in signals:
-            self.children.reap(self.hub.now)
+            self.children.reap(self.hub.now, keep=self._upgrade_pid())
+
+    # -- live upgrade (SPEC 13: upgrade.py, the old process's side) ----------------------
+
+    def upgrade(self):
+        """Start an upgrade: a Later of its answer (control.py's `upgrade`)."""
+        if self.upgrading is not None and self.upgrading.state in ("loading", "handing over"):
+            raise control.CommandError(f"an upgrade is already in progress (new process pid "
+                                       f"{self.upgrading.pid})")
+        if self.stopping is not None or self.leaving is not None or self.upgrader is None:
+            raise control.CommandError("cannot upgrade now: this process is stopping")
+        self.upgrading = self.upgrader()
+        return self.upgrading.start()
+
+    def _upgrade_logged(self):
+        try:
+            self.upgrade()
+        except control.CommandError as exc:
+            self.log("error", f"upgrade: {exc}")
+
+    def _upgrade_pid(self):
+        up = self.upgrading
+        return (up.pid,) if up is not None and up.pid is not None else ()
+
+    def leave(self, controls):
+        """Handed over: answer what is owed (the control connections, read no more; the
+        HTTP replies being written), then stop, at most LEAVE_WITHIN seconds from now."""
+        self.leaving = (self.clock() + LEAVE_WITHIN, controls)
+        for conn in controls:
+            conn.eof = True
+            conn.lines.clear()
+            conn._next()
+
+    def _leave_step(self, now):
+        by, controls = self.leaving
+        http = [k.data for k in self.selector.get_map().values() if type(k.data) is HttpConn]
+        for conn in http:
+            if not (conn.replied or conn.waiting):
+                conn.close(reasons.IDLE)    # answered, and would take another request
+        busy = any(not c.closed for c in controls) or any(not c.closed for c in http)
+        if now >= by or not busy:
+            self.running = False
 
     def shutdown(self, why):
         """Stop accepting, tell every stream when to come back (spread out), then flush."""

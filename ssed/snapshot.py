@@ -1,0 +1,168 @@
+"""What a daemon hands over (SPEC 13), taken from the running loop and hub: the freeze (what
+can be written is written, without waiting), then the record (handover.py) and the sockets
+it names, in order. Used by both ways of handing over: to a new process (upgrade.py) and
+to systemd's fd store (fdstore.py).
+
+The freeze is one synchronous step of the loop: nothing is read, accepted or published from
+its start until the handover commits or rolls back, so the state taken here stays true, and
+a rollback has nothing to undo.
+"""
+import os
+
+from . import handover
+from .conns import HttpConn, StreamConn
+from .controlconns import ControlConn
+from .outbox import failed
+
+
+class Snapshot:
+    """The record's document and blob, the sockets it names (`socks[i]` is its fd `i`),
+    and what the old process does with the rest once the new one has taken over."""
+
+    def __init__(self):
+        self.document = {}
+        self.blob = handover.Blob()
+        self.socks = []             # objects with fileno(), in the record's fd order
+        self.streams = []           # the StreamConns handed over
+        self.requests = []          # HttpConns handed over (their request still arriving)
+        self.idle = []              # kept-alive HTTP connections nobody uses: closed
+        self.cut = []               # requests with a body half read: closed (see README)
+        self.finishing = []         # HTTP connections writing their reply: finish here
+        self.controls = []          # control connections: answered, then closed
+
+    def fd(self, sock):
+        self.socks.append(sock)
+        return len(self.socks) - 1
+
+    def data(self):
+        return handover.encode(self.document, self.blob)
+
+
+def flush(loop):
+    """Write what can be written without waiting: the fan-outs in progress whole (so that
+    what is queued is per stream), then one try for each stream with bytes queued."""
+    outbox, now = loop.outbox, loop.hub.now
+    loop.carry_out()
+    while outbox.jobs:
+        outbox.drain(now)
+    loop.carry_out()
+    for client in list(outbox.writing):
+        try:
+            outbox.flush(client, now)
+        except OSError as exc:
+            outbox.doomed.append((client, failed(exc)))
+    loop.carry_out()
+
+
+def answer_controls(loop):
+    """Answer every request line a control connection has sent (the others are not read
+    again: they are closed after the handover)."""
+    controls = [k.data for k in loop.selector.get_map().values()
+                if type(k.data) is ControlConn and not k.data.closed]
+    for conn in controls:
+        while conn.lines and not conn.closed:
+            conn.work()
+            loop.carry_out()
+    return controls
+
+
+def take(loop, listeners, control, extra):
+    """The snapshot of a frozen loop. `listeners`: {listen entry: socket}; `control`: the
+    control socket (or None) and whether this daemon made it (it unlinks it at exit);
+    `extra`: more fields for the document (the path of the handover, the stderr fd...)."""
+    shot = Snapshot()
+    hub = loop.hub
+    doc = shot.document
+    doc.update(extra)
+    doc["listeners"] = [[shot.fd(sock), list(entry), _inode(sock)]
+                        for entry, sock in listeners.items()]
+    sock, owned, path = control
+    doc["control"] = None if sock is None else {"fd": shot.fd(sock), "owned": owned,
+                                                "path": path, "inode": _inode(sock)}
+    doc.update(hub_state(hub))
+    doc["streams"] = _streams(shot, hub)
+    doc["requests"] = _requests(shot, loop)
+    doc["inodes"] = [_inode(s) for s in shot.socks]
+    return shot
+
+
+def hub_state(hub):
+    """The hub's part: the id clock, counters, bans, and each channel's history and times."""
+    cluster = hub.cluster
+    return {
+        "clock": list(hub.clock.last),
+        "read": list(hub.clock.read) if hub.clock.read else None,
+        "cluster_last_id": list(cluster.last_id) if cluster and cluster.last_id else None,
+        "started": hub.started,
+        "stats": dict(hub.stats), "dropped": dict(hub.dropped), "refused": dict(hub.refused),
+        "bans": [[str(net), until] for net, until in hub.bans.current(hub.now)],
+        "channels": [{"path": ch.path, "template": ch.template is not None,
+                      "events": [handover.event_values(e) for e in ch.history.ring],
+                      "next_tick": ch.next_tick, "last_sent": ch.last_sent,
+                      "published": ch.published, "delivered": ch.delivered}
+                     for ch in hub.channels.values()],
+    }
+
+
+def _streams(shot, hub):
+    expires = {c: when for when, _, c in hub.expiring.heap}
+    out = []
+    seen = set()
+    for channel in hub.channels.values():
+        for c in channel.clients:
+            if c in seen or type(c.conn) is not StreamConn or c.conn.closed:
+                continue
+            seen.add(c)
+            shot.streams.append(c.conn)
+            queued = b"".join(c.pending) if c.pending else b""
+            out.append([shot.fd(c.conn.sock), c.id, c.address, c.since,
+                        [ch.path for ch in c.channels], c.last_event_id, c.idle_since, c.sent,
+                        shot.blob.put(queued), expires.get(c)])
+    return out
+
+
+def _requests(shot, loop):
+    """HTTP connections: one that has sent part of a request head (or nothing yet) goes
+    with its bytes; an idle kept-alive one is closed (SPEC 13); one writing its reply, or
+    waiting for Redis, finishes here; one half way through a body is cut."""
+    out = []
+    for key in list(loop.selector.get_map().values()):
+        conn = key.data
+        if type(conn) is not HttpConn or conn.closed:
+            continue
+        if conn.replied or conn.waiting:
+            shot.finishing.append(conn)
+        elif conn.parser is None and conn.served:
+            shot.idle.append(conn)
+        elif conn.parser is not None and conn.parser.request is not None:
+            shot.cut.append(conn)
+        else:
+            received = bytes(conn.parser.buffer) if conn.parser is not None else b""
+            shot.requests.append(conn)
+            out.append([shot.fd(conn.sock), conn.address, shot.blob.put(received)])
+    return out
+
+
+def _inode(sock):
+    st = os.fstat(sock.fileno())
+    return [st.st_dev, st.st_ino]
+
+
+def release(loop, shot):
+    """The new process has taken over: let go of what it took without a byte more to any
+    of it (no shutdown `retry:`, no close order, no on_disconnect: the connection lives on
+    there), close the idle and cut, leave the replies being written to finish."""
+    for conn in shot.streams:
+        conn.closed = True
+        loop.unwatch(conn.sock)
+        loop.outbox.forget(conn.client)
+        conn.sock.close()
+    for conn in shot.requests:
+        conn.closed = True
+        loop.unwatch(conn.sock)
+        loop.acceptor.done(conn)
+        conn.sock.close()
+    for conn in shot.idle + shot.cut:
+        conn.close("upgrade")
+    for channel in loop.hub.channels.values():
+        channel.clients = set()     # nothing this process still does reaches them

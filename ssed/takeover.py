@@ -1,0 +1,267 @@
+"""Live upgrade, the new process's side (SPEC 13): take the sockets and the record the old
+process (upgrade.py) or systemd's fd store (fdstore.py) hands over, and put them back into a
+hub and a loop: the id clock, counters, bans and histories before the services start, the
+listeners and the control socket as the loop's own, then every stream with the exact bytes
+it had queued, and the requests still arriving.
+
+Nothing is written to a socket here: the loop writes once `run()` starts, after the old
+process has been told `took` (a stream has one owner at every moment).
+"""
+import os
+import socket
+import _socket
+
+from . import handover
+from .addresses import network_of
+from .channel import Client
+from .conns import HttpConn, StreamConn
+from .handover import HandoverError
+from .history import Event
+
+READ, WRITE = 1, 2
+ENV = "SSED_HANDOVER_FD"    # (upgrade.ENV) our end of the old process's socketpair
+MAX_FDS = 253
+
+
+def inherited(env):
+    """The socketpair end the old process gave us (and the variable removed, so that our
+    own children do not see it), or None: not an upgrade."""
+    value = env.pop(ENV, None)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise HandoverError(f"{ENV}={value!r} is not a descriptor")
+    fd = int(value)
+    os.set_inheritable(fd, False)
+    return socket.socket(fileno=fd)
+
+
+def receive(sock, timeout):
+    """What the old process sends: batches of descriptors (`F`), then the memfd of the
+    record (`S`): a Received. HandoverError if it is cut short or the kernel dropped
+    descriptors (MSG_CTRUNC: over our RLIMIT_NOFILE)."""
+    sock.settimeout(timeout)
+    fds = []
+    try:
+        while True:
+            msg, got, flags, _ = socket.recv_fds(sock, 16, MAX_FDS)
+            if flags & socket.MSG_CTRUNC:
+                for fd in fds + got:
+                    os.close(fd)
+                raise HandoverError("handover: descriptors were dropped (MSG_CTRUNC): "
+                                    "raise LimitNOFILE")
+            if msg == b"F":
+                fds += got
+            elif msg == b"S" and len(got) == 1:
+                return Received(read_memfd(got[0]), fds)
+            else:
+                raise HandoverError(f"handover: unexpected message {msg[:40]!r}")
+    except socket.timeout:
+        raise HandoverError(f"handover: nothing from the old process for {timeout:g} s") from None
+
+
+def read_memfd(fd):
+    try:
+        size = os.fstat(fd).st_size
+        chunks, at = [], 0
+        while at < size:
+            chunk = os.pread(fd, size - at, at)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            at += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class Received:
+    """A record and the descriptors it names: `fds[i]` is its fd `i` (None once taken)."""
+
+    def __init__(self, data, fds):
+        self.document, self.blob = handover.decode(data)
+        self.fds = list(fds)
+        if len(self.fds) != len(self.document.get("inodes", ())):
+            raise HandoverError(f"handover: {len(self.fds)} descriptors came, the record "
+                                f"names {len(self.document.get('inodes', ()))}")
+
+    def sock(self, index):
+        """The socket at fd `index`, taken (each is taken once)."""
+        fd = self.fds[index]
+        if fd is None:
+            raise HandoverError(f"handover: fd {index} named twice")
+        self.fds[index] = None
+        return _socket.socket(fileno=fd)
+
+    def fd(self, index):
+        fd, self.fds[index] = self.fds[index], None
+        return fd
+
+    def close_rest(self):
+        for fd in self.fds:
+            if fd is not None:
+                os.close(fd)
+
+    def listeners(self):
+        """{listen entry: socket}: ("systemd", i) entries stay as they were."""
+        out = {}
+        for index, entry, _ in self.document["listeners"]:
+            sock = socket.socket(fileno=self.fd(index))
+            out[tuple(entry)] = sock
+        return out
+
+    def control(self):
+        """(socket, whether we made it) of the control socket, or (None, False)."""
+        info = self.document.get("control")
+        if info is None:
+            return None, False
+        return socket.socket(fileno=self.fd(info["fd"])), info["owned"]
+
+
+def before_start(doc, hub):
+    """The hub's state that must be in place before its services start (what they publish
+    at start gets ids after the old process's last)."""
+    hub.clock.advance(tuple(doc["clock"]))
+    if doc.get("read"):
+        hub.clock.read = tuple(doc["read"])
+    if hub.cluster is not None and doc.get("cluster_last_id"):
+        hub.cluster.last_id = tuple(doc["cluster_last_id"])
+    hub.started = doc["started"]
+    hub.stats.update(doc["stats"])
+    hub.dropped.update(doc["dropped"])
+    hub.refused.update(doc["refused"])
+    for net, until in doc["bans"]:
+        hub.bans[network_of(net)] = until
+
+
+def after_start(doc, hub):
+    """Each channel's history (unless its journal gave it back already), its next tick (a
+    source goes on at its interval) and its counters; a template's channel is made again."""
+    for saved in doc["channels"]:
+        channel = hub.channels.get(saved["path"])
+        if channel is None and saved["template"] and (saved["events"] or saved["path"]):
+            channel = _make(hub, saved["path"])
+        if channel is None:
+            continue        # a service the new config no longer has
+        if channel.journal is None and saved["events"]:
+            _prepend(channel, saved["events"])
+        if channel.next_tick is not None and saved["next_tick"] is not None:
+            channel.next_tick = saved["next_tick"]
+        channel.last_sent = saved["last_sent"]
+        channel.published += saved["published"]
+        channel.delivered += saved["delivered"]
+
+
+def _make(hub, path):
+    found = hub.ondemand.find(path)
+    if found is None:
+        return None
+    try:
+        return hub.ondemand.make(path, found.template)
+    except Exception:
+        return None     # over max_channels in the new config: its streams are closed
+
+
+def _prepend(channel, saved):
+    """The old history first, then what the services published at start (newer ids)."""
+    history = channel.history
+    started = list(history.ring)
+    history.ring.clear()
+    for values in saved:
+        key, type_, data = handover.event_key(values)
+        history.append(Event(key, data, type_))
+    history.ring.extend(started)
+
+
+def streams(received, loop):
+    """Every stream back in the hub and the loop, its queued bytes first in its outbox; the
+    streams whose services are all gone: (socket, queued bytes), for the caller to end."""
+    hub, doc, blob = loop.hub, received.document, received.blob
+    orphans = []
+    for values in doc["streams"]:
+        f = handover.stream_fields(values)
+        sock = received.sock(f["fd"])
+        queued = handover.take(blob, f["queued"])
+        channels = [ch for ch in (hub.channels.get(p) or _channel(hub, p) for p in f["paths"])
+                    if ch is not None]
+        if not channels:
+            orphans.append((sock, queued))
+            continue
+        _adopt(loop, sock, f, channels, queued)
+    return orphans
+
+
+def _channel(hub, path):
+    """A template's channel a stream is on (made again if the record did not bring it)."""
+    return _make(hub, path) if hub.ondemand.find(path) is not None else None
+
+
+def _adopt(loop, sock, f, channels, queued):
+    hub = loop.hub
+    client = Client(f["id"], f["address"], f["since"], channels, f["last_event_id"])
+    client.idle_since = f["idle_since"]
+    client.sent = f["sent"]
+    for channel in channels:
+        channel.clients.add(client)
+        channel.members += 1
+    hub.by_id.add(client)
+    hub.per_ip.add(client.address)
+    hub.client_count += 1
+    conn = StreamConn(loop, sock, client)
+    if queued:
+        client.pending = [queued]
+        client.queued = len(queued)
+        loop.outbox.writing[client] = hub.now
+    loop.watch(sock, conn, READ | WRITE if queued else READ)
+    if f["expires"] is not None:
+        hub.expire_at(client, f["expires"])
+
+
+def requests(received, loop):
+    """The HTTP connections whose request was still arriving: (socket, address, bytes so
+    far) to take once we own them (taking them may write: a stream's head)."""
+    out = []
+    for values in received.document["requests"]:
+        f = handover.request_fields(values)
+        out.append((received.sock(f["fd"]), f["address"],
+                    handover.take(received.blob, f["received"])))
+    return out
+
+
+def take_requests(loop, pending):
+    for sock, address, received in pending:
+        conn = HttpConn(loop, sock, address)
+        try:
+            if received:
+                conn.take(received)
+        except Exception:
+            loop._bug(conn)
+            continue
+        if not (conn.closed or conn.replied or conn.waiting):
+            loop.acceptor.waiting(conn)
+            conn.watch(READ)
+            if conn.deadline is None:
+                loop.deadline(conn, loop.hub.now + loop.hub.config.header_timeout)
+
+
+def end_orphans(orphans):
+    """Streams of services the new config removed: their queued bytes (what they were
+    owed), then closed, as a reload that removes a service closes them."""
+    for sock, queued in orphans:
+        try:
+            if queued:
+                sock.send(queued)
+        except OSError:
+            pass
+        sock.close()
+
+
+def check_inodes(received):
+    """Each descriptor is the socket the record says (device, inode): HandoverError if not
+    (an fd store hands them back in no promised order; fdstore.py sorts them by inode)."""
+    for index, (fd, want) in enumerate(zip(received.fds, received.document["inodes"])):
+        if fd is None or want is None:
+            continue
+        st = os.fstat(fd)
+        if [st.st_dev, st.st_ino] != list(want):
+            raise HandoverError(f"handover: fd {index} is not the socket the record names")
