@@ -62,6 +62,7 @@ class Loop:
         self.stopping = None            # the time a graceful shutdown must end by
         self.upgrader = None            # makes an upgrade.Upgrade (set by cli)
         self.upgrading = None           # the Upgrade in progress
+        self.at_turn_end = None         # what to do once this turn's events are handled
         self.leaving = None             # (by when, control conns): handed over, finishing
         self.fdstore = None             # fdstore.Store when SIGTERM hands over to systemd
         self.running = True
@@ -130,6 +131,9 @@ class Loop:
             self._dispatch(key.data, mask)
         if self.backlog:
             self._answer_backlog()
+        if self.at_turn_end is not None:    # a handover: after this turn's events, all of them
+            step, self.at_turn_end = self.at_turn_end, None
+            step()
         dispatched = monotonic()
         self._expire(now)
         self.due = self.hub.tick(now) if self.stopping is None and self.leaving is None \

@@ -120,7 +120,10 @@ class Upgrade:
         except OSError:
             msg = b""
         if msg == b"ready" and self.state == "loading":
-            return self._hand_over()
+            # Once every event of this turn is handled: none is left stale for after it.
+            self.state = "handing over"
+            self.loop.at_turn_end = self._hand_over
+            return None
         self._failed(self._exit_reason("before it was ready") if not msg
                      else f"unexpected message {msg[:40]!r} from the new process")
 
