@@ -18,8 +18,8 @@ from .redisconn import resolve
 from .log import Logger, escape, under_journald
 from .loop import Loop
 from .stalls import Stalls
-from .systemd import ActivationError, Notifier, listen_fds
-from . import takeover
+from .systemd import ActivationError, Notifier, listen_fds, stored_fds
+from . import fdstore, takeover
 from .handover import HandoverError
 from .upgrade import Upgrade
 
@@ -157,7 +157,8 @@ class Daemon:
         self.listeners = {}
         self.activated = False
         self.control = (None, False)    # the control socket, and whether we unlink it
-        self.successor = None           # the pid that took over (SPEC 13)
+        self.successor = None           # who has our sockets now (SPEC 13)
+        self.spare = None               # the pid of the new process, which lives on
 
     def attach(self, loop, listeners, activated):
         self.loop, self.listeners, self.activated = loop, listeners, activated
@@ -185,16 +186,17 @@ class Daemon:
         """(control socket, whether its path is ours to unlink, its path) for a handover."""
         return (*self.control, self.cfg.control)
 
-    def let_go(self, successor):
-        """The new process (`successor`) took the listeners and the control socket: our
-        descriptors of them go (theirs stay open), and the path stays at exit."""
+    def let_go(self, successor, spare=None):
+        """`successor` (the new process, or systemd's fd store) has the listeners and the
+        control socket: our descriptors of them go (theirs stay open), the path stays at
+        exit, and process `spare` (the new one) is not killed with our children."""
         acceptor = self.loop.acceptor
         acceptor.stop_listening()
         if acceptor.control_sock is not None:
             self.loop.unwatch(acceptor.control_sock)
             acceptor.control_sock.close()
             acceptor.control_sock = None
-        self.successor = successor
+        self.successor, self.spare = successor, spare
 
     def reload(self):
         self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -279,26 +281,55 @@ def main(argv=None):
         return 1
 
 
-def sockets(cfg, log):
+def sockets(cfg, log, notify):
     """Listeners by listen entry, the control socket, whether systemd handed the listeners
-    over, and whether it handed over the control socket too."""
+    over, whether the control socket is ours to unlink at exit, and what a previous run
+    left in systemd's fd store (a takeover.Received, or None; SPEC 13)."""
     try:
         passed = listen_fds(os.environ, os.getpid())
-    except ActivationError as exc:
+        stored = stored_fds(os.environ, os.getpid())
+        received = fdstore.take(stored, notify, log) if stored else None
+    except (ActivationError, HandoverError) as exc:
         raise StartupError(str(exc)) from None
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)      # not for our children
+    kept = received.listeners() if received is not None else {}
+    control, owned = received.control() if received is not None else (None, False)
+    if control is not None and not _at_path(control, cfg.control):
+        control.close()                 # its path is gone: bound anew (SPEC 13)
+        control = None
     if not passed:
-        socks = bind_listeners(cfg)
-        return dict(zip(cfg.listen, socks)), bind_control(cfg), False, False
-    control = next((sock for name, sock in passed
-                    if name == "control" or sock.family == socket.AF_UNIX), None)
-    listeners = {("systemd", i): sock for i, (_, sock) in enumerate(passed) if sock is not control}
+        listeners = kept or dict(zip(cfg.listen, bind_listeners(cfg)))
+        if control is None:
+            control, owned = bind_control(cfg), True
+        return listeners, control, False, owned and control is not None, received
+    for sock in kept.values():
+        sock.close()                    # the socket unit's listeners come first
+    passed_control = next((sock for name, sock in passed
+                           if name == "control" or sock.family == socket.AF_UNIX), None)
+    listeners = {("systemd", i): sock for i, (_, sock) in enumerate(passed)
+                 if sock is not passed_control}
     log("info", f"socket activation: {len(listeners)} listeners"
-        + (", the control socket" if control else "") + " from systemd")
-    if control is not None:
-        return listeners, control, True, True
-    return listeners, bind_control(cfg), True, False
+        + (", the control socket" if passed_control else "") + " from systemd")
+    if passed_control is not None:
+        if control is not None:
+            control.close()
+        return listeners, passed_control, True, False, received
+    if control is None:
+        control, owned = bind_control(cfg), True
+    return listeners, control, True, owned and control is not None, received
+
+
+def _at_path(sock, path):
+    """Whether the control socket from the fd store is still reachable at `path` (its
+    name, and a socket there). (A socket's fstat inode is sockfs's, not the path's: the
+    two cannot be compared.)"""
+    try:
+        name = sock.getsockname()
+        there = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISSOCK(there.st_mode) and os.path.abspath(name) == os.path.abspath(path)
 
 
 def make_cluster(settings, hub, log, listeners):
@@ -326,18 +357,15 @@ def describe_redis(address):
 
 
 def serve(path, cfg, log, console, loader):
+    notify = Notifier(os.environ)
     handing = _handover_socket()
-    received = None
     if handing is not None:
         # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
         received = _receive(handing)
         listeners, (control_sock, own_control) = received.listeners(), received.control()
         activated = any(entry[0] == "systemd" for entry in listeners)
     else:
-        listeners, control_sock, activated, passed_control = sockets(cfg, log)
-        # A control socket systemd passed is not ours to unlink, even at our configured
-        # path: the socket unit keeps listening on that inode for our next start.
-        own_control = control_sock is not None and not passed_control
+        listeners, control_sock, activated, own_control, received = sockets(cfg, log, notify)
     # What a command leaves running in a session of its own comes back to us when its shell
     # exits, to be reaped, and killed when we stop (below).
     if not become_subreaper():
@@ -347,24 +375,26 @@ def serve(path, cfg, log, console, loader):
     hub = Hub(cfg, log, now=time.time(), timed=stalls.timed)
     if cfg.cluster is not None:
         hub.cluster = make_cluster(cfg.cluster, hub, log, listeners)
-    notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify, loader)
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None, stalls=stalls)
     daemon.attach(loop, listeners, activated)
     daemon.control = (control_sock, own_control)
     loop.upgrader = lambda: Upgrade(loop, daemon)
+    loop.fdstore = fdstore.Store(daemon, notify, log)
     if received is not None:
         takeover.before_start(received.document, hub)
     hub.start()
     loop.start()
+    for sock in listeners.values():
+        log("info", f"listening on {describe(sock)}")
+    if control_sock is not None:
+        log("info", f"control socket {control_sock.getsockname()}")
     if received is not None:
-        _take_over(received, handing, loop, log, notify)
-    else:
-        for sock in listeners.values():
-            log("info", f"listening on {describe(sock)}")
-        if control_sock is not None:
-            log("info", f"control socket {control_sock.getsockname()}")
+        try:
+            takeover.finish(received, handing, loop, log, notify)
+        except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise StartupError(f"handover: {exc}") from None
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     # What start-up made (modules, config) lives as long as the daemon: keep the cyclic
@@ -377,7 +407,7 @@ def serve(path, cfg, log, console, loader):
         loop.close()
         _after(daemon, cfg, log)
     log("info", "stopped" if daemon.successor is None
-        else f"handed over to pid {daemon.successor}")
+        else f"handed over to {daemon.successor}")
     return 0
 
 
@@ -390,7 +420,7 @@ def _after(daemon, cfg, log):
             os.unlink(cfg.control)
         except OSError:
             pass
-    killed = kill_descendants(spare=daemon.successor)
+    killed = kill_descendants(spare=daemon.spare)
     if killed:
         log("info", f"killed {killed} process(es) that commands had left running")
 
@@ -414,28 +444,3 @@ def _receive(handing):
 
 
 HANDOVER_WAIT = 30.0    # seconds the new process waits for the old one's sockets
-
-
-def _take_over(received, handing, loop, log, notify):
-    """Put the streams and requests back, tell the old process we own them (from then on
-    we write), take its stderr as ours, and tell systemd we are the main process now."""
-    doc = received.document
-    try:
-        takeover.check_inodes(received)
-        takeover.after_start(doc, loop.hub)
-        orphans = takeover.streams(received, loop)
-        pending = takeover.requests(received, loop)
-        stderr = received.fd(doc["stderr"]) if doc.get("stderr") is not None else None
-        received.close_rest()
-        handing.sendall(b"took")
-    except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
-        raise StartupError(f"handover: {exc}") from None
-    handing.close()
-    if stderr is not None:
-        os.dup2(stderr, 2)
-        os.close(stderr)
-    takeover.end_orphans(orphans)
-    takeover.take_requests(loop, pending)
-    notify(f"MAINPID={os.getpid()}")
-    log("info", f"took over {loop.hub.client_count} streams, {len(received.document['listeners'])} "
-        f"listeners and {len(pending)} requests from the old process")

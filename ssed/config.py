@@ -86,6 +86,9 @@ KEYS = (
     Key("reuse_port", "ssed", V.boolean, "false", "bind the listeners with `SO_REUSEPORT`, so "
         "that several nodes on one machine share a port (each with its own `control`); "
         "changes at restart"),
+    Key("fdstore", "ssed", V.boolean, "false", "on SIGTERM, put every socket and stream in "
+        "systemd's fd store for the next start (SPEC 13; also on when `$FDSTORE` is set, "
+        "systemd >= 254)"),
     Key("jwt_key", "ssed", V.optional, "", "`ALG:FILE`, one or more: hs256/384/512 (a secret "
         "file) or rs256/384/512 (a PEM public key or JWK set), for `auth = jwt`"),
     Key("jwt_issuer", "ssed", V.optional, "", "if set, a token's `iss` must equal it"),

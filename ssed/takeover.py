@@ -78,10 +78,12 @@ def read_memfd(fd):
 class Received:
     """A record and the descriptors it names: `fds[i]` is its fd `i` (None once taken)."""
 
-    def __init__(self, data, fds):
+    def __init__(self, data, fds=None):
+        """`fds` None: none yet (an fd store's, matched by inode afterwards)."""
         self.document, self.blob = handover.decode(data)
-        self.fds = list(fds)
-        if len(self.fds) != len(self.document.get("inodes", ())):
+        named = len(self.document.get("inodes", ()))
+        self.fds = [None] * named if fds is None else list(fds)
+        if len(self.fds) != named:
             raise HandoverError(f"handover: {len(self.fds)} descriptors came, the record "
                                 f"names {len(self.document.get('inodes', ()))}")
 
@@ -106,16 +108,18 @@ class Received:
         """{listen entry: socket}: ("systemd", i) entries stay as they were."""
         out = {}
         for index, entry, _ in self.document["listeners"]:
-            sock = socket.socket(fileno=self.fd(index))
-            out[tuple(entry)] = sock
+            fd = self.fd(index)
+            if fd is not None:      # (an fd store may have lost one: it is bound anew)
+                out[tuple(entry)] = socket.socket(fileno=fd)
         return out
 
     def control(self):
         """(socket, whether we made it) of the control socket, or (None, False)."""
         info = self.document.get("control")
-        if info is None:
+        fd = None if info is None else self.fd(info["fd"])
+        if fd is None:
             return None, False
-        return socket.socket(fileno=self.fd(info["fd"])), info["owned"]
+        return socket.socket(fileno=fd), info["owned"]
 
 
 def before_start(doc, hub):
@@ -180,6 +184,8 @@ def streams(received, loop):
     orphans = []
     for values in doc["streams"]:
         f = handover.stream_fields(values)
+        if received.fds[f["fd"]] is None:
+            continue        # an fd store that lost it: the client reconnects
         sock = received.sock(f["fd"])
         queued = handover.take(blob, f["queued"])
         channels = [ch for ch in (hub.channels.get(p) or _channel(hub, p) for p in f["paths"])
@@ -223,6 +229,8 @@ def requests(received, loop):
     out = []
     for values in received.document["requests"]:
         f = handover.request_fields(values)
+        if received.fds[f["fd"]] is None:
+            continue
         out.append((received.sock(f["fd"]), f["address"],
                     handover.take(received.blob, f["received"])))
     return out
@@ -265,3 +273,28 @@ def check_inodes(received):
         st = os.fstat(fd)
         if [st.st_dev, st.st_ino] != list(want):
             raise HandoverError(f"handover: fd {index} is not the socket the record names")
+
+
+def finish(received, handing, loop, log, notify):
+    """Put the streams and requests back; with an old process (`handing`), tell it we own
+    them (from then on we write), take its stderr as ours, and tell systemd we are the
+    main process now."""
+    doc = received.document
+    check_inodes(received)
+    after_start(doc, loop.hub)
+    orphans = streams(received, loop)
+    pending = requests(received, loop)
+    stderr = received.fd(doc["stderr"]) if doc.get("stderr") is not None else None
+    received.close_rest()
+    if handing is not None:
+        handing.sendall(b"took")
+        handing.close()
+    if stderr is not None:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+    end_orphans(orphans)
+    take_requests(loop, pending)
+    if handing is not None:
+        notify(f"MAINPID={os.getpid()}")
+    log("info", f"took over {loop.hub.client_count} streams and {len(pending)} requests "
+        + ("from the old process" if handing is not None else "from systemd's fd store"))

@@ -171,7 +171,7 @@ class Upgrade:
         ms = round((time.monotonic() - self.started) * 1000)
         self.state = "done"
         snapshot.release(loop, shot)
-        self.daemon.let_go(self.proc.pid)
+        self.daemon.let_go(f"pid {self.proc.pid}", self.proc.pid)
         self._stop_watching()
         answer = {"pid": self.proc.pid, "streams": len(shot.streams), "ms": ms,
                   "freeze_ms": round(freeze * 1000, 1)}
