@@ -34,9 +34,10 @@ class Store:
     def __init__(self, daemon, notify, log):
         self.daemon, self.notify, self.log = daemon, notify, log
 
+    def wanted(self):
+        return self.notify.address is not None and enabled(self.daemon.cfg, os.environ)
+
     def store(self, loop):
-        if self.notify.address is None or not enabled(self.daemon.cfg, os.environ):
-            return False
         controls = snapshot.answer_controls(loop)
         snapshot.flush(loop)
         shot = snapshot.take(loop, self.daemon.listeners, self.daemon.control_info(),

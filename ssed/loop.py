@@ -390,14 +390,21 @@ class Loop:
             elif signum == signal.SIGUSR2:
                 self.log("info", "SIGUSR2: upgrading")
                 self._upgrade_logged()
+            elif signum == signal.SIGTERM and self.fdstore is not None \
+                    and self.fdstore.wanted():
+                # Once every event of this turn is handled (none is left stale for after).
+                self.at_turn_end = self._store_or_stop
             elif signum in (signal.SIGTERM, signal.SIGINT):
-                if not (signum == signal.SIGTERM and self.fdstore is not None
-                        and self.fdstore.store(self)):
-                    self.shutdown(signal.Signals(signum).name)
+                self.shutdown(signal.Signals(signum).name)
         if signal.SIGCHLD in signals:
             self.children.reap(self.hub.now, keep=self._upgrade_pid())
 
     # -- live upgrade (SPEC 13: upgrade.py, the old process's side) ----------------------
+
+    def _store_or_stop(self):
+        """SIGTERM with an fd store: every socket into it, or else the usual shutdown."""
+        if self.stopping is None and self.leaving is None and not self.fdstore.store(self):
+            self.shutdown("SIGTERM")
 
     def upgrade(self):
         """Start an upgrade: a Later of its answer (control.py's `upgrade`)."""
