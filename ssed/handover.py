@@ -21,7 +21,7 @@ VERSION = 1
 _HEAD = struct.Struct(">II")
 
 # The fields of one stream, in order.
-STREAM = ("fd", "id", "address", "since", "paths", "last_event_id", "idle_since", "sent",
+STREAM = ("fd", "family", "id", "address", "since", "paths", "last_event_id", "idle_since", "sent",
           "queued", "expires")
 # The fields of one request still arriving (an HTTP connection that has not finished its
 # head): its socket, its peer, and the bytes it sent so far.
@@ -102,8 +102,8 @@ def request_fields(values):
 
 def _fields(names, values, what):
     if not isinstance(values, list) or len(values) != len(names):
-        raise HandoverError(f"handover record: a {what} has {len(values) if isinstance(values, list) else 'no'} "
-                            f"fields, not {len(names)}")
+        got = len(values) if isinstance(values, list) else "no"
+        raise HandoverError(f"handover record: a {what} has {got} fields, not {len(names)}")
     return dict(zip(names, values))
 
 

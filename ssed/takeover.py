@@ -180,16 +180,23 @@ def _prepend(channel, saved):
 def streams(received, loop):
     """Every stream back in the hub and the loop, its queued bytes first in its outbox; the
     streams whose services are all gone: (socket, queued bytes), for the caller to end."""
-    hub, doc, blob = loop.hub, received.document, received.blob
+    hub, doc, blob, fds = loop.hub, received.document, received.blob, received.fds
     orphans = []
+    shared = {}     # paths -> channels: streams of the same services share one list
     for values in doc["streams"]:
         f = handover.stream_fields(values)
-        if received.fds[f["fd"]] is None:
+        fd = fds[f["fd"]]
+        if fd is None:
             continue        # an fd store that lost it: the client reconnects
-        sock = received.sock(f["fd"])
+        fds[f["fd"]] = None
+        # (the family from the record: socket's own detection is 3 syscalls a stream)
+        sock = _socket.socket(f["family"], socket.SOCK_STREAM, 0, fd)
         queued = handover.take(blob, f["queued"])
-        channels = [ch for ch in (hub.channels.get(p) or _channel(hub, p) for p in f["paths"])
-                    if ch is not None]
+        paths = tuple(f["paths"])
+        channels = shared.get(paths)
+        if channels is None:
+            channels = shared[paths] = [ch for ch in map(lambda p: _channel(hub, p), paths)
+                                        if ch is not None]
         if not channels:
             orphans.append((sock, queued))
             continue
@@ -198,8 +205,12 @@ def streams(received, loop):
 
 
 def _channel(hub, path):
-    """A template's channel a stream is on (made again if the record did not bring it)."""
-    return _make(hub, path) if hub.ondemand.find(path) is not None else None
+    """The channel a stream is on: a service, or a template's channel (made again if the
+    record did not bring it); None if the new config has neither."""
+    found = hub.channels.get(path)
+    if found is None and hub.ondemand.find(path) is not None:
+        found = _make(hub, path)
+    return found
 
 
 def _adopt(loop, sock, f, channels, queued):

@@ -10,6 +10,7 @@ old -> new: `F` with up to MAX_FDS descriptors, then `S` with the memfd of the r
 A stream is owned by one process at every moment: the old one writes nothing from the freeze
 on, keeps its descriptors until `took`, and the new one writes nothing before saying it.
 """
+import gc
 import os
 import signal
 import socket
@@ -137,10 +138,17 @@ class Upgrade:
         """Freeze, send, wait for `took` (bounded): commit, or roll back."""
         loop, frozen = self.loop, time.monotonic()
         self.state = "handing over"
+        gc.disable()        # no collection in the middle of the freeze
+        try:
+            self._freeze(loop, frozen)
+        finally:
+            gc.enable()
+
+    def _freeze(self, loop, frozen):
         controls = snapshot.answer_controls(loop)     # (what they publish goes out first)
         snapshot.flush(loop)
         shot = snapshot.take(loop, self.daemon.listeners, self.daemon.control_info(),
-                             {"stderr": None})
+                             {"stderr": None}, inodes=False)
         shot.document["stderr"] = shot.fd(_Fd(2))
         shot.document["inodes"].append(None)
         shot.controls = controls
@@ -171,6 +179,7 @@ class Upgrade:
         ms = round((time.monotonic() - self.started) * 1000)
         self.state = "done"
         snapshot.release(loop, shot)
+        self._stderr()      # what it said before `took` (from then on, it writes our stderr)
         self.daemon.let_go(f"pid {self.proc.pid}", self.proc.pid)
         self._stop_watching()
         answer = {"pid": self.proc.pid, "streams": len(shot.streams), "ms": ms,
