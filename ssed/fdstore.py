@@ -56,6 +56,7 @@ class Store:
         except OSError as exc:
             for name in names:      # what did go in would keep those connections open
                 self._remove(name)
+            snapshot.rewatch(loop)
             self.log("error", f"fd store: storing failed ({exc.strerror or exc}); shutting "
                      "down without it")
             return False

@@ -12,7 +12,6 @@ import os
 from . import handover
 from .conns import HttpConn, StreamConn
 from .controlconns import ControlConn
-from .outbox import failed
 
 
 class Snapshot:
@@ -39,19 +38,33 @@ class Snapshot:
 
 
 def flush(loop):
-    """Write what can be written without waiting: the fan-outs in progress whole (so that
-    what is queued is per stream), then one try for each stream with bytes queued."""
+    """Settle what is in progress without writing: the orders the hub left, and the
+    fan-outs under way turned into each stream's queue (what the new process writes first).
+    Writing them now would cost the freeze a send per stream per fan-out (at 10,000 streams
+    under 100 events/s that was ~1.5 s); queuing costs an append. (A rollback asks for
+    write readiness on them: `rewatch`.)"""
+    loop.carry_out()
     outbox, now = loop.outbox, loop.hub.now
-    loop.carry_out()
     while outbox.jobs:
-        outbox.drain(now)
+        job = outbox.jobs.popleft()
+        wire = b"".join(job.parts)
+        size = len(wire)
+        for c in job.clients[job.start:]:
+            if c.pending is None:
+                c.pending = [wire]
+                c.queued = size
+                outbox.writing[c] = now
+            else:
+                c.pending.append(wire)
+                c.queued += size
     loop.carry_out()
-    for client in list(outbox.writing):
-        try:
-            outbox.flush(client, now)
-        except OSError as exc:
-            outbox.doomed.append((client, failed(exc)))
-    loop.carry_out()
+
+
+def rewatch(loop):
+    """After a rollback: every stream with bytes queued is watched for writing again."""
+    for client in list(loop.outbox.writing):
+        if not client.conn.closed:
+            client.conn.want_write()
 
 
 def answer_controls(loop):

@@ -194,7 +194,7 @@ class Upgrade:
 
     def _failed(self, why):
         """Nothing was committed: the new process goes, we serve on; the answer says why."""
-        self.state = "failed"
+        frozen, self.state = self.state == "handing over", "failed"
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         if self.proc is not None:
@@ -205,6 +205,8 @@ class Upgrade:
         if self.err is not None:
             self._drain_stderr()
         self._stop_watching()
+        if frozen:
+            snapshot.rewatch(self.loop)
         tail = b"".join(self.tail).decode("utf-8", "replace")[-TAIL:]
         self.loop.log("error", f"upgrade failed, serving on: {why}")
         self.answer.settle(CommandError(f"upgrade failed: {why}", stderr=tail))
