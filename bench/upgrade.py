@@ -217,9 +217,9 @@ class Fleet:
     def _restart(self, i):
         t0 = time.monotonic()
         os.kill(self.pid, signal.SIGTERM)
+        self._collect()         # (as systemd does, read while it sends: the queue is short)
         if self.proc is not None:
             self.proc.wait(60)
-        self._collect()
         pairs = [(name, fd) for name, fds in self.store.items() for fd in fds][::-1]
         fds = [fd for _, fd in pairs]
         self.proc = self._spawn([sys.executable, "-c", LAUNCH, ",".join(map(str, fds)),

@@ -21,7 +21,6 @@ from .stalls import Stalls
 from .systemd import ActivationError, Notifier, listen_fds, stored_fds
 from . import fdstore, takeover
 from .handover import HandoverError
-from .upgrade import Upgrade
 
 
 class StartupError(Exception):
@@ -295,7 +294,7 @@ def sockets(cfg, log, notify):
         os.environ.pop(name, None)      # not for our children
     kept = received.listeners() if received is not None else {}
     control, owned = received.control() if received is not None else (None, False)
-    if control is not None and not _at_path(control, cfg.control):
+    if control is not None and not fdstore.at_path(control, cfg.control):
         control.close()                 # its path is gone: bound anew (SPEC 13)
         control = None
     if not passed:
@@ -318,18 +317,6 @@ def sockets(cfg, log, notify):
     if control is None:
         control, owned = bind_control(cfg), True
     return listeners, control, True, owned and control is not None, received
-
-
-def _at_path(sock, path):
-    """Whether the control socket from the fd store is still reachable at `path` (its
-    name, and a socket there). (A socket's fstat inode is sockfs's, not the path's: the
-    two cannot be compared.)"""
-    try:
-        name = sock.getsockname()
-        there = os.stat(path)
-    except OSError:
-        return False
-    return stat.S_ISSOCK(there.st_mode) and os.path.abspath(name) == os.path.abspath(path)
 
 
 def make_cluster(settings, hub, log, listeners):
@@ -358,11 +345,15 @@ def describe_redis(address):
 
 def serve(path, cfg, log, console, loader):
     notify = Notifier(os.environ)
-    handing = _handover_socket()
+    try:
+        handing = takeover.inherited(os.environ)
+        if handing is not None:
+            # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
+            gc.disable()    # until it serves: a restore makes ~10 objects a stream (-15 % freeze)
+            received = takeover.ready_then_receive(handing)
+    except HandoverError as exc:
+        raise StartupError(str(exc)) from None
     if handing is not None:
-        # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
-        gc.disable()    # until it serves: the restore makes ~10 objects a stream (-15 % freeze)
-        received = _receive(handing)
         listeners, (control_sock, own_control) = received.listeners(), received.control()
         activated = any(entry[0] == "systemd" for entry in listeners)
     else:
@@ -381,8 +372,8 @@ def serve(path, cfg, log, console, loader):
                 console=sys.stdin if console else None, stalls=stalls)
     daemon.attach(loop, listeners, activated)
     daemon.control = (control_sock, own_control)
-    loop.upgrader = lambda: Upgrade(loop, daemon)
-    loop.fdstore = fdstore.Store(daemon, notify, log)
+    loop.handovers.daemon = daemon
+    loop.handovers.store = fdstore.Store(daemon, notify, log)
     if received is not None:
         takeover.before_start(received.document, hub)
     hub.start()
@@ -425,24 +416,3 @@ def _after(daemon, cfg, log):
     killed = kill_descendants(spare=daemon.spare)
     if killed:
         log("info", f"killed {killed} process(es) that commands had left running")
-
-
-def _handover_socket():
-    try:
-        return takeover.inherited(os.environ)
-    except HandoverError as exc:
-        raise StartupError(str(exc)) from None
-
-
-def _receive(handing):
-    """Say we are ready, then take what the old process sends (bounded)."""
-    try:
-        handing.sendall(b"ready")
-        return takeover.receive(handing, HANDOVER_WAIT)
-    except HandoverError as exc:
-        raise StartupError(str(exc)) from None
-    except OSError as exc:
-        raise StartupError(f"handover: {exc.strerror or exc}") from None
-
-
-HANDOVER_WAIT = 30.0    # seconds the new process waits for the old one's sockets

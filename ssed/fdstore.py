@@ -10,8 +10,10 @@ took (`FDSTOREREMOVE=1`). On by `$FDSTORE` (systemd >= 254 sets it to the unit's
 FileDescriptorStoreMax=) or `fdstore = true` (older systemd).
 """
 import array
+import gc
 import os
 import socket
+import stat
 
 from . import snapshot
 from .handover import HandoverError
@@ -20,6 +22,7 @@ from .takeover import Received, read_memfd
 PREFIX = "ssed-"
 STATE = PREFIX + "state"
 MAX_FDS = 253
+SEND_WITHIN = 5.0   # seconds a datagram may wait for room in systemd's queue
 
 
 def enabled(cfg, env):
@@ -38,6 +41,13 @@ class Store:
         return self.notify.address is not None and enabled(self.daemon.cfg, os.environ)
 
     def store(self, loop):
+        gc.disable()        # no collection in the middle of the freeze
+        try:
+            return self._store(loop)
+        finally:
+            gc.enable()
+
+    def _store(self, loop):
         controls = snapshot.answer_controls(loop)
         snapshot.flush(loop)
         shot = snapshot.take(loop, self.daemon.listeners, self.daemon.control_info(),
@@ -53,7 +63,10 @@ class Store:
                 self._send(STATE, [memfd])
             finally:
                 os.close(memfd)
+                self.notify.sock.settimeout(None)   # as the Notifier has it
         except OSError as exc:
+            if self.notify.sock is not None:
+                self.notify.sock.settimeout(None)
             for name in names:      # what did go in would keep those connections open
                 self._remove(name)
             snapshot.rewatch(loop)
@@ -71,6 +84,9 @@ class Store:
     def _send(self, name, fds):
         sock = self.notify.sock or _dgram()
         self.notify.sock = sock
+        # systemd reads as we send, but a datagram queue holds ~10 (net.unix.max_dgram_qlen):
+        # wait for room, boundedly (then give up on the store and shut down as usual).
+        sock.settimeout(SEND_WITHIN)
         # (socket.send_fds takes an address but does not pass it on to sendmsg)
         sock.sendmsg([f"FDSTORE=1\nFDNAME={name}".encode()],
                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))], 0,
@@ -125,3 +141,15 @@ def take(stored, notify, log):
         log("warning", f"fd store: {unknown} descriptors the record does not name (closed), "
             f"{len(by_inode)} it names missing")
     return received
+
+
+def at_path(sock, path):
+    """Whether the control socket from the fd store is still reachable at `path` (its
+    name, and a socket there). (A socket's fstat inode is sockfs's, not the path's: the
+    two cannot be compared.)"""
+    try:
+        name = sock.getsockname()
+        there = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISSOCK(there.st_mode) and os.path.abspath(name) == os.path.abspath(path)

@@ -27,6 +27,7 @@ from .outbox import Outbox
 from .redisconn import RedisConn
 from .responses import error_reply
 from .stalls import STALL_AFTER, Stalls
+from .upgrade import Handovers
 from .wakeup import Wakeup
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -34,7 +35,6 @@ STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2)
-LEAVE_WITHIN = 2.0     # seconds an upgraded process gives its last replies before it exits
 
 
 class Loop:
@@ -60,11 +60,9 @@ class Loop:
         self.children = Children()      # the commands running
         self.backlog = set()            # control connections (and the console) with lines waiting
         self.stopping = None            # the time a graceful shutdown must end by
-        self.upgrader = None            # makes an upgrade.Upgrade (set by cli)
-        self.upgrading = None           # the Upgrade in progress
+        self.handovers = Handovers(self)    # upgrades, the fd store (SPEC 13)
         self.at_turn_end = None         # what to do once this turn's events are handled
         self.leaving = None             # (by when, control conns): handed over, finishing
-        self.fdstore = None             # fdstore.Store when SIGTERM hands over to systemd
         self.running = True
         self.due = 0.0                  # when the timers next have something to do
         self.next_ping = self.next_status = self.next_sweep = self.next_sync = 0.0
@@ -143,7 +141,7 @@ class Loop:
         if self.stopping is not None:
             self._shutdown_step(now)
         if self.leaving is not None:
-            self._leave_step(now)
+            self.handovers.leave_step(now)
         took = monotonic() - started
         if took >= STALL_AFTER:
             self.stalls.report(took, dispatched - started, events, self.hub)
@@ -388,62 +386,23 @@ class Loop:
                 except control.CommandError:
                     pass        # logged with its FILE:LINE errors; nothing changed
             elif signum == signal.SIGUSR2:
-                self.log("info", "SIGUSR2: upgrading")
-                self._upgrade_logged()
-            elif signum == signal.SIGTERM and self.fdstore is not None \
-                    and self.fdstore.wanted():
+                self.handovers.on_sigusr2()
+            elif signum == signal.SIGTERM and self.handovers.storing():
                 # Once every event of this turn is handled (none is left stale for after).
-                self.at_turn_end = self._store_or_stop
+                self.at_turn_end = self.handovers.store_or_stop
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown(signal.Signals(signum).name)
         if signal.SIGCHLD in signals:
-            self.children.reap(self.hub.now, keep=self._upgrade_pid())
+            self.children.reap(self.hub.now, keep=self.handovers.pids())
 
-    # -- live upgrade (SPEC 13: upgrade.py, the old process's side) ----------------------
-
-    def _store_or_stop(self):
-        """SIGTERM with an fd store: every socket into it, or else the usual shutdown."""
-        if self.stopping is None and self.leaving is None and not self.fdstore.store(self):
-            self.shutdown("SIGTERM")
+    # -- live upgrade (SPEC 13): upgrade.Handovers holds the old process's side ---------
 
     def upgrade(self):
         """Start an upgrade: a Later of its answer (control.py's `upgrade`)."""
-        if self.upgrading is not None and self.upgrading.state in ("loading", "handing over"):
-            raise control.CommandError(f"an upgrade is already in progress (new process pid "
-                                       f"{self.upgrading.pid})")
-        if self.stopping is not None or self.leaving is not None or self.upgrader is None:
-            raise control.CommandError("cannot upgrade now: this process is stopping")
-        self.upgrading = self.upgrader()
-        return self.upgrading.start()
-
-    def _upgrade_logged(self):
-        try:
-            self.upgrade()
-        except control.CommandError as exc:
-            self.log("error", f"upgrade: {exc}")
-
-    def _upgrade_pid(self):
-        up = self.upgrading
-        return (up.pid,) if up is not None and up.pid is not None else ()
+        return self.handovers.upgrade()
 
     def leave(self, controls):
-        """Handed over: answer what is owed (the control connections, read no more; the
-        HTTP replies being written), then stop, at most LEAVE_WITHIN seconds from now."""
-        self.leaving = (self.clock() + LEAVE_WITHIN, controls)
-        for conn in controls:
-            conn.eof = True
-            conn.lines.clear()
-            conn._next()
-
-    def _leave_step(self, now):
-        by, controls = self.leaving
-        http = [k.data for k in self.selector.get_map().values() if type(k.data) is HttpConn]
-        for conn in http:
-            if not (conn.replied or conn.waiting):
-                conn.close(reasons.IDLE)    # answered, and would take another request
-        busy = any(not c.closed for c in controls) or any(not c.closed for c in http)
-        if now >= by or not busy:
-            self.running = False
+        self.handovers.leave(controls)
 
     def shutdown(self, why):
         """Stop accepting, tell every stream when to come back (spread out), then flush."""

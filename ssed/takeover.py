@@ -36,6 +36,18 @@ def inherited(env):
     return socket.socket(fileno=fd)
 
 
+HANDOVER_WAIT = 30.0    # seconds the new process waits for the old one's sockets
+
+
+def ready_then_receive(sock):
+    """Say we are ready (config read), then take what the old process sends (bounded)."""
+    try:
+        sock.sendall(b"ready")
+        return receive(sock, HANDOVER_WAIT)
+    except OSError as exc:
+        raise HandoverError(f"handover: {exc.strerror or exc}") from None
+
+
 def receive(sock, timeout):
     """What the old process sends: batches of descriptors (`F`), then the memfd of the
     record (`S`): a Received. HandoverError if it is cut short or the kernel dropped

@@ -19,16 +19,17 @@ import sys
 import time
 from collections import deque
 
-from . import snapshot
+from . import reasons, snapshot
+from .conns import HttpConn
 from .control import CommandError
 from .later import Later
-from .log import escape
 
 ENV = "SSED_HANDOVER_FD"    # the new process's end of the socketpair
 READY_WITHIN = 10.0         # seconds the new process has to read its config and say ready
 TAKE_WITHIN = 10.0          # seconds it has to take the sockets once they are sent
 MAX_FDS = 253               # descriptors per message (the kernel's SCM_MAX_FD)
 TAIL = 4096                 # bytes of the new process's stderr an answer carries
+LEAVE_WITHIN = 2.0          # seconds a process that handed over gives its last answers
 
 
 def command_line():
@@ -41,6 +42,68 @@ def child_env(env, fd):
            if k not in ("WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")}
     env[ENV] = str(fd)
     return env
+
+
+class Handovers:
+    """The loop's side of handing over: one upgrade at a time (the command, SIGUSR2),
+    SIGTERM into systemd's fd store, and the last turns of a process that handed over."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.daemon = None      # cli.Daemon (its listeners, its control socket): set by cli
+        self.store = None       # fdstore.Store: set by cli
+        self.current = None     # the last Upgrade
+
+    def upgrade(self):
+        """A Later of the answer; CommandError if one cannot start now."""
+        loop, up = self.loop, self.current
+        if up is not None and up.state in ("loading", "handing over"):
+            raise CommandError(f"an upgrade is already in progress (new process pid {up.pid})")
+        if loop.stopping is not None or loop.leaving is not None or self.daemon is None:
+            raise CommandError("cannot upgrade now: this process is stopping")
+        self.current = Upgrade(loop, self.daemon)
+        return self.current.start()
+
+    def on_sigusr2(self):
+        self.loop.log("info", "SIGUSR2: upgrading")
+        try:
+            self.upgrade()      # (its outcome is logged either way)
+        except CommandError as exc:
+            self.loop.log("error", f"upgrade: {exc}")
+
+    def pids(self):
+        """The new process's pid while it is ours to wait for (not to reap as an orphan)."""
+        up = self.current
+        return (up.pid,) if up is not None and up.pid is not None else ()
+
+    def storing(self):
+        return self.store is not None and self.store.wanted()
+
+    def store_or_stop(self):
+        """SIGTERM with an fd store: every socket into it, or else the usual shutdown."""
+        loop = self.loop
+        if loop.stopping is None and loop.leaving is None and not self.store.store(loop):
+            loop.shutdown("SIGTERM")
+
+    def leave(self, controls):
+        """Handed over: answer what is owed (the control connections, read no more; the
+        HTTP replies being written), then stop, at most LEAVE_WITHIN seconds from now."""
+        self.loop.leaving = (self.loop.clock() + LEAVE_WITHIN, controls)
+        for conn in controls:
+            conn.eof = True
+            conn.lines.clear()
+            conn._next()
+
+    def leave_step(self, now):
+        loop = self.loop
+        by, controls = loop.leaving
+        http = [k.data for k in loop.selector.get_map().values() if type(k.data) is HttpConn]
+        for conn in http:
+            if not (conn.replied or conn.waiting):
+                conn.close(reasons.IDLE)    # answered, and would take another request
+        busy = any(not c.closed for c in controls) or any(not c.closed for c in http)
+        if now >= by or not busy:
+            loop.running = False
 
 
 class Upgrade:
@@ -284,12 +347,3 @@ def memfd_of(data):
         view = view[os.write(fd, view):]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
-
-
-def describe(answer):
-    """A log line's account of a finished upgrade answer (SIGUSR2 has no one to tell)."""
-    if isinstance(answer, Exception):
-        tail = getattr(answer, "extra", {}).get("stderr", "")
-        return "error", f"{answer}" + (f"; its stderr ended: {escape(tail[-500:])}" if tail
-                                       else "")
-    return "info", f"upgrade done: {answer}"
