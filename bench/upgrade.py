@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,7 +161,11 @@ class Fleet:
         with open(self.ini, "w") as f:
             f.write(INI.format(port=self.port, limit=n + 100))
         self.log_path = os.path.join(tmp, "ssed.log")
-        self.env = dict(os.environ, PYTHONPATH=ROOT)
+        # The package as it is now, copied: an upgrade starts the code on disk, which must
+        # not be the tree being edited meanwhile.
+        shutil.copytree(os.path.join(ROOT, "ssed"), os.path.join(tmp, "code", "ssed"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        self.env = dict(os.environ, PYTHONPATH=os.path.join(tmp, "code"))
         self.env.pop("JOURNAL_STREAM", None)
         self.manager = None
         if mode == "fdstore":

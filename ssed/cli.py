@@ -387,6 +387,7 @@ def serve(path, cfg, log, console, loader):
             takeover.finish(received, handing, loop, log, notify)
         except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
             raise StartupError(f"handover: {exc}") from None
+        received = None     # (its blob maps the record: tens of MB at 10,000 streams)
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     # What start-up made (modules, config) lives as long as the daemon: keep the cyclic

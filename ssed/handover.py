@@ -52,15 +52,22 @@ class Blob:
 def encode(document, blob):
     """The record's bytes: `document` (JSON-able, with "version" set here) and the Blob its
     references point into."""
+    return b"".join(encode_parts(document, blob))
+
+
+def encode_parts(document, blob):
+    """The record as a list of byte strings to write one after the other (the queued bytes
+    of 10,000 streams can be tens of MB: written as they are, not joined first)."""
     document = {**document, "version": VERSION}
     text = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
-    return b"".join([MAGIC, _HEAD.pack(VERSION, len(text)), text, *blob.parts])
+    return [MAGIC, _HEAD.pack(VERSION, len(text)), text, *blob.parts]
 
 
 def decode(data):
-    """(document, blob bytes) of a record; HandoverError naming what is wrong."""
-    data = bytes(data)
-    if not data.startswith(MAGIC):
+    """(document, blob) of a record (bytes, or a memoryview: the blob is then a view into
+    it, not a copy); HandoverError naming what is wrong."""
+    data = memoryview(data)
+    if data[:len(MAGIC)] != MAGIC:
         raise HandoverError("not a handover record (no magic)")
     at = len(MAGIC)
     if len(data) < at + _HEAD.size:
@@ -72,7 +79,7 @@ def decode(data):
     if len(data) < at + size:
         raise HandoverError("handover record cut short (document)")
     try:
-        document = json.loads(data[at:at + size])
+        document = json.loads(bytes(data[at:at + size]))
     except ValueError as exc:
         raise HandoverError(f"handover record: bad document: {exc}") from None
     if not isinstance(document, dict) or document.get("version") != VERSION:
@@ -88,7 +95,7 @@ def take(blob, ref):
     if offset < 0 or length < 0 or offset + length > len(blob):
         raise HandoverError(f"handover record: bytes [{offset}, {offset + length}) lie "
                             f"outside the {len(blob)} bytes it carries")
-    return blob[offset:offset + length]
+    return bytes(blob[offset:offset + length])
 
 
 def stream_fields(values):

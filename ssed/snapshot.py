@@ -34,7 +34,8 @@ class Snapshot:
         return len(self.socks) - 1
 
     def data(self):
-        return handover.encode(self.document, self.blob)
+        """The record as byte strings to write in order (handover.encode_parts)."""
+        return handover.encode_parts(self.document, self.blob)
 
 
 def flush(loop):

@@ -7,6 +7,7 @@ it had queued, and the requests still arriving.
 Nothing is written to a socket here: the loop writes once `run()` starts, after the old
 process has been told `took` (a stream has one owner at every moment).
 """
+import mmap
 import os
 import socket
 import _socket
@@ -73,16 +74,13 @@ def receive(sock, timeout):
 
 
 def read_memfd(fd):
+    """The memfd's bytes, mapped (no copy: each stream's queued bytes are copied once, out
+    of it); the descriptor is closed (the mapping stays)."""
     try:
         size = os.fstat(fd).st_size
-        chunks, at = [], 0
-        while at < size:
-            chunk = os.pread(fd, size - at, at)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            at += len(chunk)
-        return b"".join(chunks)
+        if not size:
+            return b""
+        return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
     finally:
         os.close(fd)
 

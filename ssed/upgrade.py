@@ -216,14 +216,20 @@ class Upgrade:
         shot.document["inodes"].append(None)
         shot.controls = controls
         try:
-            send(self.sock, shot.socks, shot.data(), TAKE_WITHIN)
+            record = shot.data()
+            taken = time.monotonic()
+            send(self.sock, shot.socks, record, TAKE_WITHIN)
+            sent = time.monotonic()
             took = self._took(TAKE_WITHIN)
         except (OSError, HandoverFailed) as exc:
             why = exc.why if isinstance(exc, HandoverFailed) else \
                 f"sending the sockets failed: {exc.strerror or exc}"
             return self._failed(why)
-        freeze = time.monotonic() - frozen
-        self._commit(shot, took, freeze)
+        done = time.monotonic()
+        # Where the freeze went: our snapshot, sending, the new process's restore.
+        self.parts = {"snapshot": taken - frozen, "send": sent - taken, "restore": done - sent,
+                      "bytes": sum(map(len, record))}
+        self._commit(shot, took, done - frozen)
 
     def _took(self, timeout):
         self.sock.settimeout(timeout)
@@ -247,9 +253,12 @@ class Upgrade:
         self._stop_watching()
         answer = {"pid": self.proc.pid, "streams": len(shot.streams), "ms": ms,
                   "freeze_ms": round(freeze * 1000, 1)}
+        parts = self.parts
         loop.log("info", f"upgrade: pid {self.proc.pid} took over {len(shot.streams)} "
-                 f"streams (frozen {freeze * 1000:.1f} ms, {ms} ms in all); this process "
-                 "exits")
+                 f"streams (frozen {freeze * 1000:.1f} ms: snapshot "
+                 f"{parts['snapshot'] * 1000:.1f}, send {parts['send'] * 1000:.1f}, its restore "
+                 f"{parts['restore'] * 1000:.1f}; a record of {parts['bytes']} bytes; {ms} ms in "
+                 "all); this process exits")
         loop.leave(shot.controls)
         self.answer.settle(answer)
 
@@ -340,10 +349,16 @@ def send(sock, socks, record, timeout):
         os.close(memfd)
 
 
-def memfd_of(data):
+def memfd_of(parts):
+    """A memfd holding `parts` (byte strings) one after the other, read from its start."""
     fd = os.memfd_create("ssed-handover", os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
     return fd

@@ -185,3 +185,51 @@ def test_the_new_process_of_an_upgrade_tells_systemd_it_is_the_main_one(
     manager.wait("WATCHDOG")
     manager.wait("WATCHDOG")
     assert alive(answer["pid"])
+
+
+def test_three_restarts_through_the_store_under_publishing_lose_and_repeat_nothing(
+        daemon, manager):
+    from test_upgrade import _wait_for
+    from conftest import ControlClient
+    extra = {"NOTIFY_SOCKET": manager.name, "FDSTORE": "64"}
+    d = daemon(CHAT, env=extra)
+    manager.wait("READY")
+    clients = [d.stream("/chat") for _ in range(3)]
+    acked, stop, running = [], threading.Event(), [d]
+
+    def publish():
+        n, conn = 0, None
+        while not stop.is_set():
+            try:
+                conn = conn or ControlClient(d.control)
+                answer = conn.request({"cmd": "publish", "service": "/chat", "data": f"e{n}"})
+            except (OSError, AssertionError):
+                conn = None
+                time.sleep(0.005)
+                continue
+            if answer.get("ok"):
+                acked.append((answer["id"], f"e{n}"))
+                n += 1
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        for _ in range(3):
+            _wait_for(lambda: len(acked) >= 20)
+            current = running[-1]
+            current.proc.send_signal(signal.SIGTERM)
+            manager.wait("FDNAME", "ssed-state")
+            assert current.proc.wait(TIMEOUT) == 0
+            running.append(Restarted(d, stored(manager), extra))
+            while manager.store:
+                manager.wait("FDSTOREREMOVE")
+            at = len(acked)
+            _wait_for(lambda: len(acked) >= at + 20)
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+        for r in running[1:]:
+            reap(r.proc)
+    want = [i for i, _ in acked]
+    for c in clients:
+        assert [e.id for e in c.wait_events(len(want))] == want

@@ -306,3 +306,81 @@ def test_a_second_upgrade_while_one_runs_is_refused(daemon, successors):
     assert len(ok) == 1 and len(refused) == 1, answers
     successors.append(ok[0]["pid"])
     assert "already in progress" in refused[0]["error"]
+
+
+SLEEPER = '''
+import os, time
+if os.path.exists(os.path.join(os.path.dirname(__file__), "sleep-now")):
+    time.sleep(60)      # an import that hangs: the new process is never ready
+from ssed.service import Service
+
+class Sleeper(Service):
+    pass
+'''
+
+
+def test_a_new_process_not_ready_within_10_s_is_killed_and_the_old_serves_on(
+        daemon, successors, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "sleeper.py").write_text(SLEEPER)
+    d = daemon(CHAT + "\n[/zz]\nclass = sleeper:Sleeper\n",
+               env={"PYTHONPATH": f"{ROOT}{os.pathsep}{plugins}"})
+    c = d.stream("/chat")
+    (plugins / "sleep-now").write_text("")
+    started = time.monotonic()
+    with ControlClient(d.control) as ctl:
+        ctl.sock.settimeout(TIMEOUT + 10)      # the answer takes the 10 s
+        answer = ctl.request({"cmd": "upgrade"})
+    assert 9.5 < time.monotonic() - started < TIMEOUT + 5
+    assert answer["error"] == "upgrade failed: the new process was not ready within 10 s"
+    assert d.proc.poll() is None
+    d.publish("/chat", "still here")
+    assert c.wait_events(1)[0].data == "still here"
+
+
+def test_a_rollback_after_the_freeze_keeps_a_slow_readers_queue_exact(daemon, successors,
+                                                                     tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "crasher.py").write_text(CRASHER)
+    d = daemon(CHAT + "\n[/boom]\nclass = crasher:Crasher\n",
+               top="send_buffer = 33554432\nsend_timeout = 60\n",
+               env={"PYTHONPATH": f"{ROOT}{os.pathsep}{plugins}"})
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(TIMEOUT)
+    slow.connect(("127.0.0.1", d.port))
+    slow.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")
+    frames, queued = [], 0
+    while queued < 300_000:
+        assert len(frames) < 2000
+        data = f"{len(frames):04d} " + "z" * 10000
+        frames.append(sse.frame(data, None, d.publish("/chat", data)["id"]))
+        queued = d.ctl({"cmd": "clients", "service": "/chat"})["clients"][0]["bytes_queued"]
+    (plugins / "crash-now").write_text("")
+    assert not upgrade(d, successors, expect_ok=False)["ok"]
+    frames.append(sse.frame("after", None, d.publish("/chat", "after")["id"]))
+    want, body = b"".join(frames), bytearray()
+    while not body.endswith(want):
+        chunk = slow.recv(65536)
+        assert chunk, "EOF"
+        body += chunk
+        assert len(body) < len(want) + 4096
+    slow.close()
+
+
+def test_streams_of_a_template_channel_cross_and_one_of_a_removed_service_ends(
+        daemon, successors):
+    d = daemon(CHAT + "\n[/user/*]\n\n[/gone]\n")
+    user = d.stream("/user/alice")
+    gone = d.stream("/gone")
+    d.publish("/user/alice", "one")
+    user.wait_events(1)
+    d.ini.write_text(d.ini.read_text().replace("[/gone]\n", ""))
+    upgrade(d, successors)
+    d.publish("/user/alice", "two")
+    assert [e.data for e in user.wait_events(2)] == ["one", "two"]
+    gone.wait_closed()
+    assert [c["path"] for c in d.ctl({"cmd": "channels", "template": "/user/*"})["channels"]] \
+        == ["/user/alice"]
