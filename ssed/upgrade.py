@@ -134,8 +134,8 @@ class Upgrade:
         err_r, err_w = os.pipe()
         try:
             self.proc = subprocess.Popen(self.argv, env=child_env(self.env, theirs.fileno()),
-                                         pass_fds=(theirs.fileno(),), stderr=err_w,
-                                         stdin=subprocess.DEVNULL)
+                                         pass_fds=(theirs.fileno(),), stderr=err_w)
+            # (stdin and stdout are ours: with --console, the new process takes it over)
         except OSError as exc:
             os.close(err_r)
             return self._failed(f"cannot start {self.argv[0]}: {exc.strerror or exc}")
@@ -200,7 +200,9 @@ class Upgrade:
     def _hand_over(self):
         """Freeze, send, wait for `took` (bounded): commit, or roll back."""
         loop, frozen = self.loop, time.monotonic()
-        self.state = "handing over"
+        if loop.stopping is not None:       # SIGTERM came in the same turn: it wins
+            self.state = "loading"
+            return self._failed("this process is shutting down")
         gc.disable()        # no collection in the middle of the freeze
         try:
             self._freeze(loop, frozen)

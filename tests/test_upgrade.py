@@ -384,3 +384,29 @@ def test_streams_of_a_template_channel_cross_and_one_of_a_removed_service_ends(
     gone.wait_closed()
     assert [c["path"] for c in d.ctl({"cmd": "channels", "template": "/user/*"})["channels"]] \
         == ["/user/alice"]
+
+
+def test_a_streams_token_expiry_crosses_and_closes_it_in_the_new_process(tmp_path,
+                                                                          successors):
+    import subprocess
+    import sys
+    from conftest import Daemon, env, reap
+    (tmp_path / "jwt.secret").write_text("s" * 40)
+    d = Daemon(tmp_path, "[/chat]\nauth = jwt\n",
+               top=f"jwt_key = hs256:{tmp_path / 'jwt.secret'}\njwt_leeway = 0\n")
+    try:
+        token = subprocess.run([sys.executable, "-m", "ssed.ctl", "-c", str(d.ini), "token",
+                                "--sub", "alice", "--subscribe", "/chat", "--ttl", "4"],
+                               capture_output=True, text=True, env=env(), timeout=TIMEOUT,
+                               check=True).stdout.strip()
+        c = d.stream("/chat", headers=[f"Authorization: Bearer {token}"])
+        assert c.status == 200
+        opened = time.monotonic()
+        upgrade(d, successors)
+        d.publish("/chat", "before expiry")
+        assert c.wait_events(1)[0].data == "before expiry"
+        c.wait_closed(timeout=TIMEOUT)          # at exp, by the new process
+        assert 2.0 < time.monotonic() - opened < 8
+        assert d.ctl({"cmd": "stats"})["dropped"] == {"expired": 1}
+    finally:
+        reap(d.proc)
