@@ -43,14 +43,36 @@ keepalive = 15
 source = none
 history = 100
 """
+# Put the passed descriptors at 3, 4, ... as systemd does, moving each once (10,000 of them
+# leave no room under RLIMIT_NOFILE for a copy of each); a cycle goes through a spare fd.
 LAUNCH = """
 import fcntl, os, sys
 fds, names = [int(x) for x in sys.argv[1].split(",")], sys.argv[2]
-high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1000) for fd in fds]
-for i, fd in enumerate(high):
-    os.dup2(fd, 3 + i)
+n = len(fds)
+pending = {fd: 3 + i for i, fd in enumerate(fds) if fd != 3 + i}
+by_target = {t: fd for fd, t in pending.items()}
+stack = [fd for fd, t in pending.items() if t not in pending]
+while pending:
+    if stack:
+        fd = stack.pop()
+    else:                       # only cycles left: one source steps aside
+        fd = next(iter(pending))
+        spare = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, n + 3)
+        t = pending.pop(fd)
+        os.close(fd)
+        pending[spare], by_target[t] = t, spare
+        if fd in by_target:
+            stack.append(by_target[fd])
+        continue
+    t = pending.pop(fd)
+    os.dup2(fd, t)
     os.close(fd)
-os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=names)
+    del by_target[t]
+    if fd in by_target:
+        stack.append(by_target[fd])
+for i in range(n):
+    os.set_inheritable(3 + i, True)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(n), LISTEN_FDNAMES=names)
 os.execv(sys.executable, [sys.executable, "-m", "ssed", *sys.argv[3:]])
 """
 
