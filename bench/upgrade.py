@@ -196,7 +196,9 @@ class Fleet:
             self.manager.bind("\0" + name)
             self.manager.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
             self.env.update(NOTIFY_SOCKET="@" + name, FDSTORE="65536")
-        self.store = {}
+        self.store, self.stored = {}, threading.Event()
+        if self.manager is not None:
+            threading.Thread(target=self._manage, daemon=True).start()
         self.proc = self._spawn([sys.executable, "-m", "ssed", "-c", self.ini], ())
         self.pid = self.proc.pid
         self._wait_log("ready: ", 1)
@@ -247,32 +249,36 @@ class Fleet:
         self._collect()         # (as systemd does, read while it sends: the queue is short)
         if self.proc is not None:
             self.proc.wait(60)
-        pairs = [(name, fd) for name, fds in self.store.items() for fd in fds][::-1]
+        store, self.store = self.store, {}
+        pairs = [(name, fd) for name, fds in store.items() for fd in fds][::-1]
         fds = [fd for _, fd in pairs]
         self.proc = self._spawn([sys.executable, "-c", LAUNCH, ",".join(map(str, fds)),
                                  ":".join(name for name, _ in pairs), "-c", self.ini], fds)
         self.pid = self.proc.pid
-        for fdl in self.store.values():
-            for fd in fdl:
-                os.close(fd)
-        self.store = {}
+        for fd in fds:
+            os.close(fd)
         self._wait_log("ready: ", i + 2)
         return {"ms": round((time.monotonic() - t0) * 1000), "stored": len(fds)}
 
-    def _collect(self):
-        """The datagrams the stopping daemon sent, until its state is in."""
-        self.manager.settimeout(30)
-        while "ssed-state" not in self.store:
-            data, fds, _, _ = socket.recv_fds(self.manager, 65536, 1024)
+    def _manage(self):
+        """systemd's side, always reading (its queue holds ~10 datagrams): the fd store."""
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.manager, 65536, 1024)
+            except OSError:
+                return
             fields = dict(line.partition("=")[::2] for line in data.decode().split("\n"))
             if fields.get("FDSTORE") == "1":
                 self.store.setdefault(fields["FDNAME"], []).extend(fds)
-        self.manager.settimeout(0.001)
-        try:
-            while True:
-                socket.recv_fds(self.manager, 65536, 1024)   # the rest (STOPPING...)
-        except (socket.timeout, BlockingIOError):
-            pass
+                if fields["FDNAME"] == "ssed-state":
+                    self.stored.set()
+            for fd in ([] if fields.get("FDSTORE") == "1" else fds):
+                os.close(fd)
+
+    def _collect(self):
+        if not self.stored.wait(60):
+            raise RuntimeError(f"nothing stored in 60 s:\n{self.tail()}")
+        self.stored.clear()
 
     def stop(self):
         try:
@@ -332,11 +338,12 @@ def run(mode, args):
             for _, pipe in workers:
                 pipe.send(("end", pub.acked, 30))
             results = gather(workers, "result", 60)
+            probe_closed = probe.eof        # (before the daemon is killed below)
         finally:
             fleet.stop()
             for p, _ in workers:
                 p.kill()
-    return summary(mode, args, connected, pub.acked, results, rows, probe)
+    return summary(mode, args, connected, pub.acked, results, rows, probe_closed)
 
 
 def pct(values, q):
@@ -344,13 +351,13 @@ def pct(values, q):
     return s[min(len(s) - 1, int(q * len(s)))] if s else None
 
 
-def summary(mode, args, connected, published, results, rows, probe):
+def summary(mode, args, connected, published, results, rows, probe_closed):
     gaps = [r["gap_ms"] for r in rows]
     out = {"mode": mode, "streams": connected, "rate": args.rate, "handovers": len(rows),
            "published": published,
            "lost": sum(r["lost"] for r in results), "dups": sum(r["dups"] for r in results),
            "out_of_order": sum(r["ooo"] for r in results),
-           "closed": sum(r["closed"] for r in results) + probe.eof,
+           "closed": sum(r["closed"] for r in results), "probe_closed": probe_closed,
            "incomplete": sum(r["incomplete"] for r in results),
            "probe_gap_ms_p50": pct(gaps, 0.5), "probe_gap_ms_max": max(gaps, default=None),
            "handover_ms_p50": pct([r["ms"] for r in rows], 0.5),
