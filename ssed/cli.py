@@ -391,8 +391,10 @@ def serve(path, cfg, log, console, loader):
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     # What start-up made (modules, config) lives as long as the daemon: keep the cyclic
-    # collector from walking it again on every full collection.
-    gc.collect()
+    # collector from walking it again on every full collection. (After an upgrade, streams
+    # wait for our first turn: no full collection first, only the freeze.)
+    if handing is None:
+        gc.collect()
     gc.freeze()
     gc.enable()
     try:
