@@ -233,3 +233,34 @@ def test_three_restarts_through_the_store_under_publishing_lose_and_repeat_nothi
     want = [i for i, _ in acked]
     for c in clients:
         assert [e.id for e in c.wait_events(len(want))] == want
+
+
+def test_a_socket_activated_daemon_upgrades_and_keeps_systemds_sockets(tmp_path, successors):  # noqa: F811
+    """Socket activation (systemd owns the listener and the control socket): the new process
+    serves on the same passed sockets, still binds nothing of `listen`, and leaves the
+    systemd-owned control socket's path alone, as the old one would."""
+    from test_systemd import Activated, free_port, listening_tcp_ports
+    import shutil
+    import tempfile
+    from conftest import ControlClient
+    port, configured = free_port(), free_port()
+    short = tempfile.mkdtemp(prefix="ssed-u")
+    ctl_path = os.path.join(short, "ctl.sock")
+    d = Activated(tmp_path, CHAT, [f"127.0.0.1:{port}", ctl_path], names=["http", "control"],
+                  listen=f"127.0.0.1:{configured}")
+    try:
+        d.port = port
+        s = d.stream("/chat")
+        d.wait_log(r"ready: 1 services")
+        with ControlClient(ctl_path) as c:
+            answer = c.request({"cmd": "upgrade"})
+        assert answer["ok"], answer
+        successors.append(answer["pid"])
+        assert listening_tcp_ports(answer["pid"]) == {port}
+        with ControlClient(ctl_path) as c:
+            assert c.request({"cmd": "publish", "service": "/chat", "data": "via new"})["ok"]
+        assert s.wait_events(1)[0].data == "via new"
+        assert os.path.exists(ctl_path)
+    finally:
+        reap(d.proc)
+        shutil.rmtree(short, ignore_errors=True)
