@@ -54,11 +54,12 @@ class Children(list):
         for child in list(self):
             child.check(now)
 
-    def reap(self, now):
+    def reap(self, now, keep=()):
         """A child exited (SIGCHLD): finish the runs whose shell did (at once, not at the
-        next deadline), and reap the orphans we adopted as they exit."""
+        next deadline), and reap the orphans we adopted as they exit (not `keep`: the new
+        process of an upgrade, which its Popen waits for)."""
         self.check(now)
-        reap_adopted({child.pid for child in self})
+        reap_adopted({child.pid for child in self} | set(keep))
 
 
 class ChildProc:
@@ -229,9 +230,10 @@ def reap_adopted(ours):
             pass
 
 
-def descendants(pid):
-    """The pids of every live process below `pid` (from /proc: Linux; elsewhere none).
-    Zombies are left out: they have ended already, and are reaped, or go with their parent."""
+def descendants(pid, spare=None):
+    """The pids of every live process below `pid` (from /proc: Linux; elsewhere none), but
+    `spare` and those below it. Zombies are left out: they have ended already, and are
+    reaped, or go with their parent."""
     children = {}
     try:
         names = [name for name in os.listdir("/proc") if name.isdigit()]
@@ -247,28 +249,29 @@ def descendants(pid):
             children.setdefault(int(ppid), []).append(int(name))
     found, todo = [], [pid]
     while todo:
-        below = children.get(todo.pop(), [])
+        below = [p for p in children.get(todo.pop(), []) if p != spare]
         found += below
         todo += below
     return found
 
 
-def kill_descendants(timeout=2.0):
+def kill_descendants(timeout=2.0, spare=None):
     """At exit: SIGKILL every process below the daemon and reap those that come back to it,
     until none is left (a process forked during one scan is found by the next); how many
-    were killed. Bounded by `timeout` (a process stuck in the kernel may take longer)."""
+    were killed. Bounded by `timeout` (a process stuck in the kernel may take longer).
+    `spare`: the new process of an upgrade, which lives on (with what it runs)."""
     me = os.getpid()
     end = time.monotonic() + timeout
     killed = set()
     while True:
-        left = descendants(me)
+        left = descendants(me, spare)
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
             except OSError:
                 pass
-        reap_adopted(())
+        reap_adopted(() if spare is None else (spare,))
         if not left or time.monotonic() > end:
             return len(killed)
         time.sleep(0.01)    # SIGKILL takes effect asynchronously

@@ -18,7 +18,9 @@ from .redisconn import resolve
 from .log import Logger, escape, under_journald
 from .loop import Loop
 from .stalls import Stalls
-from .systemd import ActivationError, Notifier, listen_fds
+from .systemd import ActivationError, Notifier, listen_fds, stored_fds
+from . import fdstore, takeover
+from .handover import HandoverError
 
 
 class StartupError(Exception):
@@ -153,6 +155,9 @@ class Daemon:
         self.loop = None
         self.listeners = {}
         self.activated = False
+        self.control = (None, False)    # the control socket, and whether we unlink it
+        self.successor = None           # who has our sockets now (SPEC 13)
+        self.spare = None               # the pid of the new process, which lives on
 
     def attach(self, loop, listeners, activated):
         self.loop, self.listeners, self.activated = loop, listeners, activated
@@ -175,6 +180,22 @@ class Daemon:
         self.listeners = kept | added
         self.loop.acceptor.set_listeners(list(self.listeners.values()), gone)
         return [f"listening on {describe(s)}" for s in added.values()]
+
+    def control_info(self):
+        """(control socket, whether its path is ours to unlink, its path) for a handover."""
+        return (*self.control, self.cfg.control)
+
+    def let_go(self, successor, spare=None):
+        """`successor` (the new process, or systemd's fd store) has the listeners and the
+        control socket: our descriptors of them go (theirs stay open), the path stays at
+        exit, and process `spare` (the new one) is not killed with our children."""
+        acceptor = self.loop.acceptor
+        acceptor.stop_listening()
+        if acceptor.control_sock is not None:
+            self.loop.unwatch(acceptor.control_sock)
+            acceptor.control_sock.close()
+            acceptor.control_sock = None
+        self.successor, self.spare = successor, spare
 
     def reload(self):
         self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -282,26 +303,43 @@ def main(argv=None):
         return 1
 
 
-def sockets(cfg, log):
+def sockets(cfg, log, notify):
     """Listeners by listen entry, the control socket, whether systemd handed the listeners
-    over, and whether it handed over the control socket too."""
+    over, whether the control socket is ours to unlink at exit, and what a previous run
+    left in systemd's fd store (a takeover.Received, or None; SPEC 13)."""
     try:
         passed = listen_fds(os.environ, os.getpid())
-    except ActivationError as exc:
+        stored = stored_fds(os.environ, os.getpid())
+        received = fdstore.take(stored, notify, log) if stored else None
+    except (ActivationError, HandoverError) as exc:
         raise StartupError(str(exc)) from None
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)      # not for our children
+    kept = received.listeners() if received is not None else {}
+    control, owned = received.control() if received is not None else (None, False)
+    if control is not None and not fdstore.at_path(control, cfg.control):
+        control.close()                 # its path is gone: bound anew (SPEC 13)
+        control = None
     if not passed:
-        socks = bind_listeners(cfg)
-        return dict(zip(cfg.listen, socks)), bind_control(cfg), False, False
-    control = next((sock for name, sock in passed
-                    if name == "control" or sock.family == socket.AF_UNIX), None)
-    listeners = {("systemd", i): sock for i, (_, sock) in enumerate(passed) if sock is not control}
+        listeners = kept or dict(zip(cfg.listen, bind_listeners(cfg)))
+        if control is None:
+            control, owned = bind_control(cfg), True
+        return listeners, control, False, owned and control is not None, received
+    for sock in kept.values():
+        sock.close()                    # the socket unit's listeners come first
+    passed_control = next((sock for name, sock in passed
+                           if name == "control" or sock.family == socket.AF_UNIX), None)
+    listeners = {("systemd", i): sock for i, (_, sock) in enumerate(passed)
+                 if sock is not passed_control}
     log("info", f"socket activation: {len(listeners)} listeners"
-        + (", the control socket" if control else "") + " from systemd")
-    if control is not None:
-        return listeners, control, True, True
-    return listeners, bind_control(cfg), True, False
+        + (", the control socket" if passed_control else "") + " from systemd")
+    if passed_control is not None:
+        if control is not None:
+            control.close()
+        return listeners, passed_control, True, False, received
+    if control is None:
+        control, owned = bind_control(cfg), True
+    return listeners, control, True, owned and control is not None, received
 
 
 def make_cluster(settings, hub, log, listeners):
@@ -329,10 +367,20 @@ def describe_redis(address):
 
 
 def serve(path, cfg, log, console, loader):
-    listeners, control_sock, activated, passed_control = sockets(cfg, log)
-    # A control socket systemd passed is not ours to unlink, even at our configured path: the
-    # socket unit keeps listening on that inode for our next start.
-    own_control = control_sock is not None and not passed_control
+    notify = Notifier(os.environ)
+    try:
+        handing = takeover.inherited(os.environ)
+        if handing is not None:
+            # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
+            gc.disable()    # until it serves: a restore makes ~10 objects a stream (-15 % freeze)
+            received = takeover.ready_then_receive(handing)
+    except HandoverError as exc:
+        raise StartupError(str(exc)) from None
+    if handing is not None:
+        listeners, (control_sock, own_control) = received.listeners(), received.control()
+        activated = any(entry[0] == "systemd" for entry in listeners)
+    else:
+        listeners, control_sock, activated, own_control, received = sockets(cfg, log, notify)
     # What a command leaves running in a session of its own comes back to us when its shell
     # exits, to be reaped, and killed when we stop (below).
     if not become_subreaper():
@@ -342,7 +390,6 @@ def serve(path, cfg, log, console, loader):
     hub = Hub(cfg, log, now=time.time(), timed=stalls.timed)
     if cfg.cluster is not None:
         hub.cluster = make_cluster(cfg.cluster, hub, log, listeners)
-    notify = Notifier(os.environ)
     daemon = Daemon(path, cfg, hub, log, notify, loader)
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None, stalls=stalls)
@@ -353,6 +400,11 @@ def serve(path, cfg, log, console, loader):
         raise StartupError(f"{exc.key}: {exc}") from None
     https = daemon.https(cfg, context)
     loop.acceptor.use_tls(context, https)
+    daemon.control = (control_sock, own_control)
+    loop.handovers.daemon = daemon
+    loop.handovers.store = fdstore.Store(daemon, notify, log)
+    if received is not None:
+        takeover.before_start(received.document, hub)
     hub.start()
     loop.start()
     for sock in listeners.values():
@@ -361,23 +413,40 @@ def serve(path, cfg, log, console, loader):
         log("info", f"HTTPS on {', '.join(map(describe, https))} (certificate {cfg.tls_cert})")
     if control_sock is not None:
         log("info", f"control socket {control_sock.getsockname()}")
+    if received is not None:
+        try:
+            takeover.finish(received, handing, loop, log, notify)
+        except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise StartupError(f"handover: {exc}") from None
+        received = None     # (its blob maps the record: tens of MB at 10,000 streams)
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     # What start-up made (modules, config) lives as long as the daemon: keep the cyclic
-    # collector from walking it again on every full collection.
-    gc.collect()
+    # collector from walking it again on every full collection. (After an upgrade, streams
+    # wait for our first turn: no full collection first, only the freeze.)
+    if handing is None:
+        gc.collect()
     gc.freeze()
+    gc.enable()
     try:
         loop.run()
     finally:
         loop.close()
-        if own_control:
-            try:
-                os.unlink(cfg.control)
-            except OSError:
-                pass
-        killed = kill_descendants()
-        if killed:
-            log("info", f"killed {killed} process(es) that commands had left running")
-    log("info", "stopped")
+        _after(daemon, cfg, log)
+    log("info", "stopped" if daemon.successor is None
+        else f"handed over to {daemon.successor}")
     return 0
+
+
+def _after(daemon, cfg, log):
+    """At exit: the control socket unlinked (unless another process has it now), and the
+    processes commands left behind killed (not the new process of an upgrade)."""
+    sock, owned = daemon.control
+    if owned and daemon.successor is None:
+        try:
+            os.unlink(cfg.control)
+        except OSError:
+            pass
+    killed = kill_descendants(spare=daemon.spare)
+    if killed:
+        log("info", f"killed {killed} process(es) that commands had left running")

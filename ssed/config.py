@@ -97,6 +97,9 @@ KEYS = (
         "with `tls_key`, the listeners speak HTTPS; read at start and on reload"),
     Key("tls_key", "ssed", V.path, "", "PEM private key of `tls_cert` (relative to the "
         "config file); read at start and on reload"),
+    Key("fdstore", "ssed", V.boolean, "false", "on SIGTERM, put every socket and stream in "
+        "systemd's fd store for the next start (SPEC 13; also on when `$FDSTORE` is set, "
+        "systemd >= 254)"),
     Key("jwt_key", "ssed", V.optional, "", "`ALG:FILE`, one or more: hs256/384/512 (a secret "
         "file) or rs256/384/512 (a PEM public key or JWK set), for `auth = jwt`"),
     Key("jwt_issuer", "ssed", V.optional, "", "if set, a token's `iss` must equal it"),

@@ -153,6 +153,11 @@ def _admin(hub, daemon, req):
     return {"result": result}
 
 
+def _upgrade(hub, daemon, req):
+    """Hand every socket to a new process (SPEC 13): answered once it has them, or not."""
+    return daemon.upgrade()
+
+
 def _help(hub, daemon, req):
     return {"commands": [f"{name} {' '.join(spec.text_args)}".strip()
                          for name, spec in COMMANDS.items()], "quoting": QUOTING}
@@ -200,6 +205,7 @@ COMMANDS = {
     "admin": Spec(_admin, {"service": (STR, True), "args": ((list,), True)},
                   ("SERVICE", "ARGS..."), True),
     "cluster": Spec(_cluster),
+    "upgrade": Spec(_upgrade, changes_state=True),
     "help": Spec(_help),
 }
 

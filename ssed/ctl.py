@@ -87,6 +87,8 @@ COMMANDS = {
     "cluster": Command("show this node's view of the cluster", (),
                        lambda a: {"cmd": "cluster"}, show.show_cluster),
     "reload": Command("read the config again", (), lambda a: {"cmd": "reload"}, show.show_reload),
+    "upgrade": Command("start the code and config now on disk, every stream kept (SPEC 13)",
+                       (), lambda a: {"cmd": "upgrade"}, show.show_upgrade),
     "bans": Command("list the banned addresses", (), lambda a: {"cmd": "bans"}, show.show_bans),
     "channels": Command("list a template's channels", (
         (("template",), {"metavar": "TEMPLATE", "help": "a template path, e.g. /user/*"}),),
@@ -225,6 +227,9 @@ def _refusal(answer):
     errors = answer.get("errors")
     if isinstance(errors, list) and len(errors) > 1:
         text += "".join("\n  " + _shown(str(e)) for e in errors)
+    stderr = answer.get("stderr")
+    if isinstance(stderr, str) and stderr.strip():     # a failed upgrade: the new process's
+        text += "\n" + stderr.rstrip("\n")               # last words
     return text
 
 

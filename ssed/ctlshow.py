@@ -82,6 +82,11 @@ def show_reload(a):
     return "\n".join(cell(c) for c in a.get("changes") or []) or "no changes"
 
 
+def show_upgrade(a):
+    return (f"upgraded: pid {a.get('pid')} took over {a.get('streams')} streams in "
+            f"{a.get('ms')} ms")
+
+
 def show_admin(a):
     result = a.get("result")
     return "" if result is None else cell(result)

@@ -27,13 +27,14 @@ from .outbox import Outbox
 from .redisconn import MAX_FILL, RedisConn
 from .responses import error_reply
 from .stalls import STALL_AFTER, Stalls
+from .upgrade import Handovers
 from .wakeup import Wakeup
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 STATUS_EVERY = 5.0
 HEAP_FLOOR = 1024
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2)
 
 
 class Loop:
@@ -59,6 +60,9 @@ class Loop:
         self.children = Children()      # the commands running
         self.backlog = set()            # control connections (and the console) with lines waiting
         self.stopping = None            # the time a graceful shutdown must end by
+        self.handovers = Handovers(self)    # upgrades, the fd store (SPEC 13)
+        self.at_turn_end = None         # what to do once this turn's events are handled
+        self.leaving = None             # (by when, control conns): handed over, finishing
         self.running = True
         self.due = 0.0                  # when the timers next have something to do
         self.next_ping = self.next_status = self.next_sweep = self.next_sync = 0.0
@@ -125,13 +129,19 @@ class Loop:
             self._dispatch(key.data, mask)
         if self.backlog:
             self._answer_backlog()
+        if self.at_turn_end is not None:    # a handover: after this turn's events, all of them
+            step, self.at_turn_end = self.at_turn_end, None
+            step()
         dispatched = monotonic()
         self._expire(now)
-        self.due = self.hub.tick(now) if self.stopping is None else now + 0.05
+        self.due = self.hub.tick(now) if self.stopping is None and self.leaving is None \
+            else now + 0.05
         self.carry_out()
         self.due = min(self.due, self._watchdog(now), self._sweep_stalled(now), self._sync(now))
         if self.stopping is not None:
             self._shutdown_step(now)
+        if self.leaving is not None:
+            self.handovers.leave_step(now)
         took = monotonic() - started
         if took >= STALL_AFTER:
             self.stalls.report(took, dispatched - started, events, self.hub)
@@ -377,10 +387,24 @@ class Loop:
                     self.reload()
                 except control.CommandError:
                     pass        # logged with its FILE:LINE errors; nothing changed
+            elif signum == signal.SIGUSR2:
+                self.handovers.on_sigusr2()
+            elif signum == signal.SIGTERM and self.handovers.storing():
+                # Once every event of this turn is handled (none is left stale for after).
+                self.at_turn_end = self.handovers.store_or_stop
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown(signal.Signals(signum).name)
         if signal.SIGCHLD in signals:
-            self.children.reap(self.hub.now)
+            self.children.reap(self.hub.now, keep=self.handovers.pids())
+
+    # -- live upgrade (SPEC 13): upgrade.Handovers holds the old process's side ---------
+
+    def upgrade(self):
+        """Start an upgrade: a Later of its answer (control.py's `upgrade`)."""
+        return self.handovers.upgrade()
+
+    def leave(self, controls):
+        self.handovers.leave(controls)
 
     def shutdown(self, why):
         """Stop accepting, tell every stream when to come back (spread out), then flush."""

@@ -44,19 +44,39 @@ class ActivationError(Exception):
     """A passed descriptor that is not a listening stream socket: one line, exit 1."""
 
 
-def listen_fds(env, pid):
-    """The sockets systemd passed (LISTEN_FDS from fd 3, for this LISTEN_PID), as
-    (name, socket) pairs; names from LISTEN_FDNAMES, else "unknown". ActivationError names
-    the first descriptor that is not a listening stream socket (closed, a file, UDP...)."""
+STORED = "ssed-"     # the names of what the daemon put in the fd store (fdstore.py)
+
+
+def _passed(env, pid):
+    """(name, fd) of each descriptor systemd passed (LISTEN_FDS from fd 3, for this
+    LISTEN_PID); names from LISTEN_FDNAMES, else "unknown"."""
     if env.get("LISTEN_PID") != str(pid) or not env.get("LISTEN_FDS", "").isdigit():
         return []
-    count = int(env["LISTEN_FDS"])
     names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
-    passed = []
-    for i in range(count):
-        fd = 3 + i
-        passed.append((names[i] if i < len(names) else "unknown", _listening(fd, count)))
-    return passed
+    return [(names[i] if i < len(names) else "unknown", 3 + i)
+            for i in range(int(env["LISTEN_FDS"]))]
+
+
+def listen_fds(env, pid):
+    """The sockets systemd passed to listen on, as (name, socket) pairs, what this daemon
+    put in the fd store aside (`stored_fds`). ActivationError names the first descriptor
+    that is not a listening stream socket (closed, a file, UDP...)."""
+    passed = _passed(env, pid)
+    return [(name, _listening(fd, len(passed))) for name, fd in passed
+            if not name.startswith(STORED)]
+
+
+def stored_fds(env, pid):
+    """(name, fd) of what a previous run put in the fd store: raw descriptors, close-on-exec."""
+    out = []
+    for name, fd in _passed(env, pid):
+        if name.startswith(STORED):
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                continue        # not open after all
+            out.append((name, fd))
+    return out
 
 
 def _listening(fd, count):

@@ -137,6 +137,10 @@ def test_service_unit_has_notify_reload_watchdog_directories_and_hardening():
     assert svc["PrivateTmp"] == "yes"
     assert set(svc["RestrictAddressFamilies"].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
     assert int(svc["LimitNOFILE"]) >= 65536
+    # SPEC 13: the upgraded process's MAINPID= is heard; restart keeps streams in the store
+    assert svc["NotifyAccess"] == "all"
+    assert int(svc["FileDescriptorStoreMax"]) >= 10000
+    assert svc["RuntimeDirectoryPreserve"] == "restart"
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 

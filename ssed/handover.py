@@ -1,0 +1,125 @@
+"""The handover record (SPEC 13): what a daemon hands the next one along with its sockets,
+to bytes and back. Pure: values in, bytes out; no descriptor, no clock.
+
+The record is a JSON document followed by one blob of raw bytes (what streams had queued
+and not yet written, and the bytes of requests still arriving), which the document points
+into by (offset, length): queued bytes are the largest part and must cross byte-exact, half
+a frame included, so they are never escaped or decoded.
+
+    MAGIC, then ">II" (version, length of the JSON), the JSON (UTF-8), the blob.
+
+Descriptors travel beside the record (SCM_RIGHTS, or systemd's fd store); the record names
+each by its place in that sequence (`fd`), and by its (device, inode), which the receiver
+checks, since an fd store does not promise an order. A stream's fields are a list in the
+order of STREAM (10,000 dicts of repeated keys would cost the freeze ~30 % more).
+"""
+import json
+import struct
+
+MAGIC = b"SSED-HANDOVER\n"
+VERSION = 1
+_HEAD = struct.Struct(">II")
+
+# The fields of one stream, in order.
+STREAM = ("fd", "family", "id", "address", "since", "paths", "last_event_id", "idle_since", "sent",
+          "queued", "expires")
+# The fields of one request still arriving (an HTTP connection that has not finished its
+# head): its socket, its peer, and the bytes it sent so far.
+REQUEST = ("fd", "address", "received")
+
+
+class HandoverError(Exception):
+    """A record that cannot be read: the wrong kind of bytes, another version, cut short."""
+
+
+class Blob:
+    """The raw bytes of a record being built: `put(bytes)` gives the (offset, length) to
+    store in the document."""
+
+    def __init__(self):
+        self.parts = []
+        self.size = 0
+
+    def put(self, data):
+        if not data:
+            return None
+        ref = [self.size, len(data)]
+        self.parts.append(data)
+        self.size += len(data)
+        return ref
+
+
+def encode(document, blob):
+    """The record's bytes: `document` (JSON-able, with "version" set here) and the Blob its
+    references point into."""
+    return b"".join(encode_parts(document, blob))
+
+
+def encode_parts(document, blob):
+    """The record as a list of byte strings to write one after the other (the queued bytes
+    of 10,000 streams can be tens of MB: written as they are, not joined first)."""
+    document = {**document, "version": VERSION}
+    text = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    return [MAGIC, _HEAD.pack(VERSION, len(text)), text, *blob.parts]
+
+
+def decode(data):
+    """(document, blob) of a record (bytes, or a memoryview: the blob is then a view into
+    it, not a copy); HandoverError naming what is wrong."""
+    data = memoryview(data)
+    if data[:len(MAGIC)] != MAGIC:
+        raise HandoverError("not a handover record (no magic)")
+    at = len(MAGIC)
+    if len(data) < at + _HEAD.size:
+        raise HandoverError("handover record cut short (no header)")
+    version, size = _HEAD.unpack_from(data, at)
+    if version != VERSION:
+        raise HandoverError(f"handover record version {version}; this daemon reads {VERSION}")
+    at += _HEAD.size
+    if len(data) < at + size:
+        raise HandoverError("handover record cut short (document)")
+    try:
+        document = json.loads(bytes(data[at:at + size]))
+    except ValueError as exc:
+        raise HandoverError(f"handover record: bad document: {exc}") from None
+    if not isinstance(document, dict) or document.get("version") != VERSION:
+        raise HandoverError("handover record: the document is not a record of this version")
+    return document, data[at + size:]
+
+
+def take(blob, ref):
+    """The bytes a (offset, length) reference names (None: no bytes)."""
+    if ref is None:
+        return b""
+    offset, length = ref
+    if offset < 0 or length < 0 or offset + length > len(blob):
+        raise HandoverError(f"handover record: bytes [{offset}, {offset + length}) lie "
+                            f"outside the {len(blob)} bytes it carries")
+    return bytes(blob[offset:offset + length])
+
+
+def stream_fields(values):
+    """A stream's list of fields as a dict (HandoverError if it has not STREAM's length)."""
+    return _fields(STREAM, values, "stream")
+
+
+def request_fields(values):
+    return _fields(REQUEST, values, "request")
+
+
+def _fields(names, values, what):
+    if not isinstance(values, list) or len(values) != len(names):
+        got = len(values) if isinstance(values, list) else "no"
+        raise HandoverError(f"handover record: a {what} has {got} fields, not {len(names)}")
+    return dict(zip(names, values))
+
+
+def event_values(event):
+    """An Event of a history as the record keeps it: [ms, seq, type, data]."""
+    return [event.key[0], event.key[1], event.type, event.data]
+
+
+def event_key(values):
+    """(key, type, data) of an event as the record keeps it."""
+    ms, seq, type_, data = values
+    return (int(ms), int(seq)), type_, data

@@ -1,0 +1,323 @@
+"""Live upgrade, the new process's side (SPEC 13): take the sockets and the record the old
+process (upgrade.py) or systemd's fd store (fdstore.py) hands over, and put them back into a
+hub and a loop: the id clock, counters, bans and histories before the services start, the
+listeners and the control socket as the loop's own, then every stream with the exact bytes
+it had queued, and the requests still arriving.
+
+Nothing is written to a socket here: the loop writes once `run()` starts, after the old
+process has been told `took` (a stream has one owner at every moment).
+"""
+import mmap
+import os
+import socket
+import _socket
+
+from . import handover
+from .addresses import network_of
+from .channel import Client
+from .conns import HttpConn, StreamConn
+from .handover import HandoverError
+from .history import Event
+
+READ, WRITE = 1, 2
+ENV = "SSED_HANDOVER_FD"    # (upgrade.ENV) our end of the old process's socketpair
+MAX_FDS = 253
+
+
+def inherited(env):
+    """The socketpair end the old process gave us (and the variable removed, so that our
+    own children do not see it), or None: not an upgrade."""
+    value = env.pop(ENV, None)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise HandoverError(f"{ENV}={value!r} is not a descriptor")
+    fd = int(value)
+    os.set_inheritable(fd, False)
+    return socket.socket(fileno=fd)
+
+
+HANDOVER_WAIT = 30.0    # seconds the new process waits for the old one's sockets
+
+
+def ready_then_receive(sock):
+    """Say we are ready (config read), then take what the old process sends (bounded)."""
+    try:
+        sock.sendall(b"ready")
+        return receive(sock, HANDOVER_WAIT)
+    except OSError as exc:
+        raise HandoverError(f"handover: {exc.strerror or exc}") from None
+
+
+def receive(sock, timeout):
+    """What the old process sends: batches of descriptors (`F`), then the memfd of the
+    record (`S`): a Received. HandoverError if it is cut short or the kernel dropped
+    descriptors (MSG_CTRUNC: over our RLIMIT_NOFILE)."""
+    sock.settimeout(timeout)
+    fds = []
+    try:
+        while True:
+            msg, got, flags, _ = socket.recv_fds(sock, 16, MAX_FDS)
+            if flags & socket.MSG_CTRUNC:
+                for fd in fds + got:
+                    os.close(fd)
+                raise HandoverError("handover: descriptors were dropped (MSG_CTRUNC): "
+                                    "raise LimitNOFILE")
+            if msg == b"F":
+                fds += got
+            elif msg == b"S" and len(got) == 1:
+                return Received(read_memfd(got[0]), fds)
+            else:
+                raise HandoverError(f"handover: unexpected message {msg[:40]!r}")
+    except socket.timeout:
+        raise HandoverError(f"handover: nothing from the old process for {timeout:g} s") from None
+
+
+def read_memfd(fd):
+    """The memfd's bytes, mapped (no copy: each stream's queued bytes are copied once, out
+    of it); the descriptor is closed (the mapping stays)."""
+    try:
+        size = os.fstat(fd).st_size
+        if not size:
+            return b""
+        return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
+    finally:
+        os.close(fd)
+
+
+class Received:
+    """A record and the descriptors it names: `fds[i]` is its fd `i` (None once taken)."""
+
+    def __init__(self, data, fds=None):
+        """`fds` None: none yet (an fd store's, matched by inode afterwards)."""
+        self.document, self.blob = handover.decode(data)
+        named = len(self.document.get("inodes", ()))
+        self.fds = [None] * named if fds is None else list(fds)
+        if len(self.fds) != named:
+            raise HandoverError(f"handover: {len(self.fds)} descriptors came, the record "
+                                f"names {len(self.document.get('inodes', ()))}")
+
+    def sock(self, index):
+        """The socket at fd `index`, taken (each is taken once)."""
+        fd = self.fds[index]
+        if fd is None:
+            raise HandoverError(f"handover: fd {index} named twice")
+        self.fds[index] = None
+        return _socket.socket(fileno=fd)
+
+    def fd(self, index):
+        fd, self.fds[index] = self.fds[index], None
+        return fd
+
+    def close_rest(self):
+        for fd in self.fds:
+            if fd is not None:
+                os.close(fd)
+
+    def listeners(self):
+        """{listen entry: socket}: ("systemd", i) entries stay as they were."""
+        out = {}
+        for index, entry, _ in self.document["listeners"]:
+            fd = self.fd(index)
+            if fd is not None:      # (an fd store may have lost one: it is bound anew)
+                out[tuple(entry)] = socket.socket(fileno=fd)
+        return out
+
+    def control(self):
+        """(socket, whether we made it) of the control socket, or (None, False)."""
+        info = self.document.get("control")
+        fd = None if info is None else self.fd(info["fd"])
+        if fd is None:
+            return None, False
+        return socket.socket(fileno=fd), info["owned"]
+
+
+def before_start(doc, hub):
+    """The hub's state that must be in place before its services start (what they publish
+    at start gets ids after the old process's last)."""
+    hub.clock.advance(tuple(doc["clock"]))
+    if doc.get("read"):
+        hub.clock.read = tuple(doc["read"])
+    if hub.cluster is not None and doc.get("cluster_last_id"):
+        hub.cluster.last_id = tuple(doc["cluster_last_id"])
+    hub.started = doc["started"]
+    hub.stats.update(doc["stats"])
+    hub.dropped.update(doc["dropped"])
+    hub.refused.update(doc["refused"])
+    for net, until in doc["bans"]:
+        hub.bans[network_of(net)] = until
+
+
+def after_start(doc, hub):
+    """Each channel's history (unless its journal gave it back already), its next tick (a
+    source goes on at its interval) and its counters; a template's channel is made again."""
+    for saved in doc["channels"]:
+        channel = hub.channels.get(saved["path"])
+        if channel is None and saved["template"] and (saved["events"] or saved["path"]):
+            channel = _make(hub, saved["path"])
+        if channel is None:
+            continue        # a service the new config no longer has
+        if channel.journal is None and saved["events"]:
+            _prepend(channel, saved["events"])
+        if channel.next_tick is not None and saved["next_tick"] is not None:
+            channel.next_tick = saved["next_tick"]
+        channel.last_sent = saved["last_sent"]
+        channel.published += saved["published"]
+        channel.delivered += saved["delivered"]
+
+
+def _make(hub, path):
+    found = hub.ondemand.find(path)
+    if found is None:
+        return None
+    try:
+        return hub.ondemand.make(path, found.template)
+    except Exception:
+        return None     # over max_channels in the new config: its streams are closed
+
+
+def _prepend(channel, saved):
+    """The old history first, then what the services published at start (newer ids)."""
+    history = channel.history
+    started = list(history.ring)
+    history.ring.clear()
+    for values in saved:
+        key, type_, data = handover.event_key(values)
+        history.append(Event(key, data, type_))
+    history.ring.extend(started)
+
+
+def streams(received, loop):
+    """Every stream back in the hub and the loop, its queued bytes first in its outbox; the
+    streams whose services are all gone: (socket, queued bytes), for the caller to end."""
+    hub, doc, blob, fds = loop.hub, received.document, received.blob, received.fds
+    orphans = []
+    shared = {}     # paths -> channels: streams of the same services share one list
+    for values in doc["streams"]:
+        if type(values) is not list or len(values) != len(handover.STREAM):
+            handover.stream_fields(values)      # (raises, naming what is wrong)
+        # handover.STREAM's order, unpacked (a dict a stream is ~10 % of the restore)
+        index, family, id_, address, since, paths, last_id, idle, sent, ref, expires = values
+        fd = fds[index]
+        if fd is None:
+            continue        # an fd store that lost it: the client reconnects
+        fds[index] = None
+        # (the family from the record: socket's own detection is 3 syscalls a stream)
+        sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        queued = handover.take(blob, ref) if ref is not None else b""
+        paths = tuple(paths)
+        channels = shared.get(paths)
+        if channels is None:
+            channels = shared[paths] = [ch for ch in map(lambda p: _channel(hub, p), paths)
+                                        if ch is not None]
+        if not channels:
+            orphans.append((sock, queued))
+            continue
+        client = Client(id_, address, since, channels, last_id)
+        client.idle_since, client.sent = idle, sent
+        _adopt(loop, sock, client, queued, expires)
+    return orphans
+
+
+def _channel(hub, path):
+    """The channel a stream is on: a service, or a template's channel (made again if the
+    record did not bring it); None if the new config has neither."""
+    found = hub.channels.get(path)
+    if found is None and hub.ondemand.find(path) is not None:
+        found = _make(hub, path)
+    return found
+
+
+def _adopt(loop, sock, client, queued, expires):
+    hub = loop.hub
+    for channel in client.channels:
+        channel.clients.add(client)
+        channel.members += 1
+    hub.by_id.add(client)
+    hub.per_ip.add(client.address)
+    hub.client_count += 1
+    conn = StreamConn(loop, sock, client)
+    if queued:
+        client.pending = [queued]
+        client.queued = len(queued)
+        loop.outbox.writing[client] = hub.now
+    loop.watch(sock, conn, READ | WRITE if queued else READ)
+    if expires is not None:
+        hub.expire_at(client, expires)
+
+
+def requests(received, loop):
+    """The HTTP connections whose request was still arriving: (socket, address, bytes so
+    far) to take once we own them (taking them may write: a stream's head)."""
+    out = []
+    for values in received.document["requests"]:
+        f = handover.request_fields(values)
+        if received.fds[f["fd"]] is None:
+            continue
+        out.append((received.sock(f["fd"]), f["address"],
+                    handover.take(received.blob, f["received"])))
+    return out
+
+
+def take_requests(loop, pending):
+    for sock, address, received in pending:
+        conn = HttpConn(loop, sock, address)
+        try:
+            if received:
+                conn.take(received)
+        except Exception:
+            loop._bug(conn)
+            continue
+        if not (conn.closed or conn.replied or conn.waiting):
+            loop.acceptor.waiting(conn)
+            conn.watch(READ)
+            if conn.deadline is None:
+                loop.deadline(conn, loop.hub.now + loop.hub.config.header_timeout)
+
+
+def end_orphans(orphans):
+    """Streams of services the new config removed: their queued bytes (what they were
+    owed), then closed, as a reload that removes a service closes them."""
+    for sock, queued in orphans:
+        try:
+            if queued:
+                sock.send(queued)
+        except OSError:
+            pass
+        sock.close()
+
+
+def check_inodes(received):
+    """Each descriptor is the socket the record says (device, inode): HandoverError if not
+    (an fd store hands them back in no promised order; fdstore.py sorts them by inode)."""
+    for index, (fd, want) in enumerate(zip(received.fds, received.document["inodes"])):
+        if fd is None or want is None:
+            continue
+        st = os.fstat(fd)
+        if [st.st_dev, st.st_ino] != list(want):
+            raise HandoverError(f"handover: fd {index} is not the socket the record names")
+
+
+def finish(received, handing, loop, log, notify):
+    """Put the streams and requests back; with an old process (`handing`), tell it we own
+    them (from then on we write), take its stderr as ours, and tell systemd we are the
+    main process now."""
+    doc = received.document
+    check_inodes(received)
+    after_start(doc, loop.hub)
+    orphans = streams(received, loop)
+    pending = requests(received, loop)
+    stderr = received.fd(doc["stderr"]) if doc.get("stderr") is not None else None
+    received.close_rest()
+    if handing is not None:
+        handing.sendall(b"took")
+        handing.close()
+    if stderr is not None:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+    end_orphans(orphans)
+    take_requests(loop, pending)
+    if handing is not None:
+        notify(f"MAINPID={os.getpid()}")
+    log("info", f"took over {loop.hub.client_count} streams and {len(pending)} requests "
+        + ("from the old process" if handing is not None else "from systemd's fd store"))

@@ -1,0 +1,366 @@
+"""Live upgrade, the old process's side (SPEC 13): start the new process, serve on until it
+says it is ready, then freeze, hand it every socket (in batches over a UNIX socketpair,
+`socket.send_fds`) and a memfd with the record of their state (snapshot.py, handover.py),
+and go once it says it took them; or, if anything fails before that, kill it and serve on
+as if nothing happened (rollback).
+
+The pair is SOCK_SEQPACKET: each message arrives whole, with its descriptors. Messages:
+new -> old: `ready` (config read, it waits for the sockets), `took <ms>` (it owns them now);
+old -> new: `F` with up to MAX_FDS descriptors, then `S` with the memfd of the record.
+A stream is owned by one process at every moment: the old one writes nothing from the freeze
+on, keeps its descriptors until `took`, and the new one writes nothing before saying it.
+"""
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+
+from . import reasons, snapshot
+from .conns import HttpConn
+from .control import CommandError
+from .later import Later
+
+ENV = "SSED_HANDOVER_FD"    # the new process's end of the socketpair
+READY_WITHIN = 10.0         # seconds the new process has to read its config and say ready
+TAKE_WITHIN = 10.0          # seconds it has to take the sockets once they are sent
+MAX_FDS = 253               # descriptors per message (the kernel's SCM_MAX_FD)
+TAIL = 4096                 # bytes of the new process's stderr an answer carries
+LEAVE_WITHIN = 2.0          # seconds a process that handed over gives its last answers
+
+
+def command_line():
+    """The command line that started this process, for the new one (SPEC 13: the same)."""
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
+def child_env(env, fd):
+    env = {k: v for k, v in env.items()
+           if k not in ("WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")}
+    env[ENV] = str(fd)
+    return env
+
+
+class Handovers:
+    """The loop's side of handing over: one upgrade at a time (the command, SIGUSR2),
+    SIGTERM into systemd's fd store, and the last turns of a process that handed over."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.daemon = None      # cli.Daemon (its listeners, its control socket): set by cli
+        self.store = None       # fdstore.Store: set by cli
+        self.current = None     # the last Upgrade
+
+    def upgrade(self):
+        """A Later of the answer; CommandError if one cannot start now."""
+        loop, up = self.loop, self.current
+        if up is not None and up.state in ("loading", "handing over"):
+            raise CommandError(f"an upgrade is already in progress (new process pid {up.pid})")
+        if loop.stopping is not None or loop.leaving is not None or self.daemon is None:
+            raise CommandError("cannot upgrade now: this process is stopping")
+        self.current = Upgrade(loop, self.daemon)
+        return self.current.start()
+
+    def on_sigusr2(self):
+        self.loop.log("info", "SIGUSR2: upgrading")
+        try:
+            self.upgrade()      # (its outcome is logged either way)
+        except CommandError as exc:
+            self.loop.log("error", f"upgrade: {exc}")
+
+    def pids(self):
+        """The new process's pid while it is ours to wait for (not to reap as an orphan)."""
+        up = self.current
+        return (up.pid,) if up is not None and up.pid is not None else ()
+
+    def storing(self):
+        return self.store is not None and self.store.wanted()
+
+    def store_or_stop(self):
+        """SIGTERM with an fd store: every socket into it, or else the usual shutdown."""
+        loop = self.loop
+        if loop.stopping is None and loop.leaving is None and not self.store.store(loop):
+            loop.shutdown("SIGTERM")
+
+    def leave(self, controls):
+        """Handed over: answer what is owed (the control connections, read no more; the
+        HTTP replies being written), then stop, at most LEAVE_WITHIN seconds from now."""
+        self.loop.leaving = (self.loop.clock() + LEAVE_WITHIN, controls)
+        for conn in controls:
+            conn.eof = True
+            conn.lines.clear()
+            conn._next()
+
+    def leave_step(self, now):
+        loop = self.loop
+        by, controls = loop.leaving
+        http = [k.data for k in loop.selector.get_map().values() if type(k.data) is HttpConn]
+        for conn in http:
+            if not (conn.replied or conn.waiting):
+                conn.close(reasons.IDLE)    # answered, and would take another request
+        busy = any(not c.closed for c in controls) or any(not c.closed for c in http)
+        if now >= by or not busy:
+            loop.running = False
+
+
+class Upgrade:
+    """One upgrade in progress. `state`: how far it is. `answer`: a Later of the answer
+    fields (or a CommandError). The loop watches `sock` and the stderr pipe through it."""
+
+    def __init__(self, loop, daemon, argv=None, env=None):
+        self.loop = loop
+        self.daemon = daemon        # cli.Daemon: the listeners, the control socket
+        self.argv = argv or command_line()
+        self.env = os.environ if env is None else env
+        self.answer = Later()
+        self.state = "starting"
+        self.proc = self.sock = None
+        self.err = None             # the read end of the new process's stderr
+        self.tail = deque()
+        self.tail_size = 0
+        self.started = time.monotonic()
+        self.closed = False
+        self.deadline = None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def start(self):
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        err_r, err_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(self.argv, env=child_env(self.env, theirs.fileno()),
+                                         pass_fds=(theirs.fileno(),), stderr=err_w)
+            # (stdin and stdout are ours: with --console, the new process takes it over)
+        except OSError as exc:
+            os.close(err_r)
+            return self._failed(f"cannot start {self.argv[0]}: {exc.strerror or exc}")
+        finally:
+            theirs.close()
+            os.close(err_w)
+        self.err = err_r
+        os.set_blocking(err_r, False)
+        self.sock.setblocking(False)
+        self.state = "loading"
+        self.loop.watch(self.sock, self._message)
+        self.loop.watch(err_r, self._stderr)
+        self.loop.deadline(self, self.loop.hub.now + READY_WITHIN)
+        self.loop.log("info", f"upgrade: started the new process (pid {self.proc.pid}); "
+                      "serving until it is ready")
+        return self.answer
+
+    # -- while the new process loads ------------------------------------------------------
+
+    def _stderr(self):
+        """What the new process says before it takes over: kept (the tail), and passed on
+        to our own stderr, where its lines would have gone."""
+        try:
+            data = os.read(self.err, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.unwatch(self.err)
+            return
+        self.tail.append(data)
+        self.tail_size += len(data)
+        while self.tail_size - len(self.tail[0]) >= TAIL:
+            self.tail_size -= len(self.tail.popleft())
+        try:
+            os.write(2, data)
+        except OSError:
+            pass
+
+    def _message(self):
+        try:
+            msg = self.sock.recv(256)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg = b""
+        if msg == b"ready" and self.state == "loading":
+            # Once every event of this turn is handled: none is left stale for after it.
+            self.state = "handing over"
+            self.loop.at_turn_end = self._hand_over
+            return None
+        self._failed(self._exit_reason("before it was ready") if not msg
+                     else f"unexpected message {msg[:40]!r} from the new process")
+
+    def expired(self):
+        if self.state == "loading":
+            self._failed(f"the new process was not ready within {READY_WITHIN:g} s")
+
+    # -- the handover --------------------------------------------------------------------
+
+    def _hand_over(self):
+        """Freeze, send, wait for `took` (bounded): commit, or roll back."""
+        loop, frozen = self.loop, time.monotonic()
+        if loop.stopping is not None:       # SIGTERM came in the same turn: it wins
+            self.state = "loading"
+            return self._failed("this process is shutting down")
+        gc.disable()        # no collection in the middle of the freeze
+        try:
+            self._freeze(loop, frozen)
+        finally:
+            gc.enable()
+
+    def _freeze(self, loop, frozen):
+        controls = snapshot.answer_controls(loop)     # (what they publish goes out first)
+        snapshot.flush(loop)
+        shot = snapshot.take(loop, self.daemon.listeners, self.daemon.control_info(),
+                             {"stderr": None}, inodes=False)
+        shot.document["stderr"] = shot.fd(_Fd(2))
+        shot.document["inodes"].append(None)
+        shot.controls = controls
+        try:
+            record = shot.data()
+            taken = time.monotonic()
+            send(self.sock, shot.socks, record, TAKE_WITHIN)
+            sent = time.monotonic()
+            took = self._took(TAKE_WITHIN)
+        except (OSError, HandoverFailed) as exc:
+            why = exc.why if isinstance(exc, HandoverFailed) else \
+                f"sending the sockets failed: {exc.strerror or exc}"
+            return self._failed(why)
+        done = time.monotonic()
+        # Where the freeze went: our snapshot, sending, the new process's restore.
+        self.parts = {"snapshot": taken - frozen, "send": sent - taken, "restore": done - sent,
+                      "bytes": sum(map(len, record))}
+        self._commit(shot, took, done - frozen)
+
+    def _took(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            msg = self.sock.recv(256)
+        except socket.timeout:
+            raise HandoverFailed(f"the new process did not take the sockets within "
+                                 f"{timeout:g} s") from None
+        if not msg.startswith(b"took"):
+            raise HandoverFailed(self._exit_reason("while taking the sockets") if not msg
+                                 else f"the new process said {msg[:200]!r}")
+        return msg
+
+    def _commit(self, shot, took, freeze):
+        loop = self.loop
+        ms = round((time.monotonic() - self.started) * 1000)
+        self.state = "done"
+        snapshot.release(loop, shot)
+        self._stderr()      # what it said before `took` (from then on, it writes our stderr)
+        self.daemon.let_go(f"pid {self.proc.pid}", self.proc.pid)
+        self._stop_watching()
+        answer = {"pid": self.proc.pid, "streams": len(shot.streams), "ms": ms,
+                  "freeze_ms": round(freeze * 1000, 1)}
+        parts = self.parts
+        loop.log("info", f"upgrade: pid {self.proc.pid} took over {len(shot.streams)} "
+                 f"streams (frozen {freeze * 1000:.1f} ms: snapshot "
+                 f"{parts['snapshot'] * 1000:.1f}, send {parts['send'] * 1000:.1f}, its restore "
+                 f"{parts['restore'] * 1000:.1f}; a record of {parts['bytes']} bytes; {ms} ms in "
+                 "all); this process exits")
+        loop.leave(shot.controls)
+        self.answer.settle(answer)
+
+    # -- rollback ------------------------------------------------------------------------
+
+    def _failed(self, why):
+        """Nothing was committed: the new process goes, we serve on; the answer says why."""
+        frozen, self.state = self.state == "handing over", "failed"
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            try:
+                self.proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.err is not None:
+            self._drain_stderr()
+        self._stop_watching()
+        if frozen:
+            snapshot.rewatch(self.loop)
+        tail = b"".join(self.tail).decode("utf-8", "replace")[-TAIL:]
+        self.loop.log("error", f"upgrade failed, serving on: {why}")
+        self.answer.settle(CommandError(f"upgrade failed: {why}", stderr=tail))
+        return self.answer
+
+    def _drain_stderr(self):
+        os.set_blocking(self.err, True)     # the process is gone: the pipe ends
+        while True:
+            try:
+                data = os.read(self.err, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.tail.append(data)
+            try:
+                os.write(2, data)
+            except OSError:
+                pass
+
+    def _exit_reason(self, when):
+        try:
+            code = self.proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            return f"the new process closed the handover socket {when}"
+        if code < 0:
+            return f"the new process was killed by {signal.Signals(-code).name} {when}"
+        return f"the new process exited with status {code} {when}"
+
+    def _stop_watching(self):
+        self.closed = True
+        for fileobj in (self.sock, self.err):
+            if fileobj is not None:
+                self.loop.unwatch(fileobj)
+        if self.sock is not None:
+            self.sock.close()
+        if self.err is not None:
+            os.close(self.err)
+            self.err = None
+
+
+class HandoverFailed(Exception):
+    def __init__(self, why):
+        super().__init__(why)
+        self.why = why
+
+
+class _Fd:
+    """A bare descriptor as snapshot's sockets are: something with fileno()."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        return self.fd
+
+
+def send(sock, socks, record, timeout):
+    """The descriptors in batches of MAX_FDS (`F`), then the record in a memfd (`S`)."""
+    sock.settimeout(timeout)
+    fds = [s.fileno() for s in socks]
+    for at in range(0, len(fds), MAX_FDS):
+        socket.send_fds(sock, [b"F"], fds[at:at + MAX_FDS])
+    memfd = memfd_of(record)
+    try:
+        socket.send_fds(sock, [b"S"], [memfd])
+    finally:
+        os.close(memfd)
+
+
+def memfd_of(parts):
+    """A memfd holding `parts` (byte strings) one after the other, read from its start."""
+    fd = os.memfd_create("ssed-handover", os.MFD_CLOEXEC)
+    try:
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
