@@ -11,6 +11,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -576,3 +577,31 @@ def test_a_proxy_protocol_https_listener_reads_the_proxy_header_then_the_handsha
     # Without the header, the ClientHello itself is refused as no PROXY header: closed.
     with connect(d.port) as bare, pytest.raises((ssl.SSLError, OSError)):
         client_context(pki).wrap_socket(bare, server_hostname="localhost")
+
+
+def test_a_live_upgrade_sends_tls_streams_a_short_retry_and_keeps_plain_ones(daemon, pki):
+    """OpenSSL's session state cannot cross a live upgrade (SPEC 13, 14): a TLS stream gets
+    a short `retry:`, then EOF, and comes back with Last-Event-ID; a plain stream on the
+    `http://` listener is handed over and sees no close."""
+    d = daemon("[/s]\n", top=top(pki), listen="127.0.0.1:0 http://127.0.0.2:0")
+    ports = d.ports()
+    secure = TlsStream(pki, ports["127.0.0.1"], "/s")
+    plain = StreamClient.__new__(StreamClient)
+    plain.sock = connect(ports["127.0.0.2"], source=None, host="127.0.0.2")
+    plain.sock.sendall(get("/s"))
+    plain._begin()
+    first = d.publish("/s", "before")["id"]
+    assert secure.wait_events(1)[0].data == plain.wait_events(1)[0].data == "before"
+    answer = d.ctl({"cmd": "upgrade"})
+    try:
+        assert answer["ok"] and answer["streams"] == 1, answer
+        secure.wait_closed()
+        delay = int(re.search(rb"retry: (\d+)\n\n\Z", bytes(secure.body)).group(1))
+        assert 100 <= delay <= 1000
+        d.publish("/s", "after")
+        assert plain.wait_events(2)[-1].data == "after"
+        again = TlsStream(pki, ports["127.0.0.1"], "/s", headers=[f"Last-Event-ID: {first}"])
+        assert again.wait_events(1)[0].data == "after"
+    finally:
+        if answer.get("ok"):
+            os.kill(answer["pid"], signal.SIGKILL)
