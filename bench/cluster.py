@@ -78,13 +78,21 @@ def run(setup, rates, duration, args, outage=None):
         for (_, pipe), (port, n) in zip(workers, setup.plan, strict=True):
             pipe.send(("connect", "127.0.0.1", port, setup.path, n, 256, timeout))
         conns = gather(workers, timeout + 10, "connected")
+        pids = [s.pids() for s in setup.servers]
+        idle0, t0 = [procstat.cpu_s(p) for p in pids], time.monotonic()
         time.sleep(args.settle)
+        idle = [(procstat.cpu_s(p) - c) / (time.monotonic() - t0) for p, c in zip(pids, idle0)]
         seq = 0
         for i, rate in enumerate(rates):
             rec = one_round(setup, workers, rate, duration, args, seq, keep=i < len(rates) - 1,
                             outage=outage)
             rec["connected"] = [c["connected"] for c in conns]
             rec["connect_failed"] = sum(c["failed"] for c in conns)
+            for server, rate_idle in zip(rec["servers"], idle):
+                # CPU per event published, beyond what the server uses idle (settle time)
+                server["idle_cpu_pct"] = round(100 * rate_idle, 1)
+                server["us_per_event"] = round(1e6 * (server["cpu_s"] - rate_idle * rec["wall_s"])
+                                               / rec["published"], 1)
             seq = rec["last_seq"]
             records.append(rec)
             print(f"  {one_line(rec)}", file=sys.stderr, flush=True)
@@ -348,7 +356,7 @@ def figure5(args, earlier):
 # ---------------------------------------------------------------------- the report
 
 def table(records):
-    head = ("| run | R/s | subs | deliveries/s | lost | dup | orders (streams) | = Redis | p50 ms | "
+    head = ("| run | R/s | subs | deliveries/s | lost | dup | orders (complete streams) | = Redis | p50 ms | "
             "p99 ms | server CPU s | k deliv / CPU-s | us / deliv | acked / published | "
             "client CPU % | others CPU0 % |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -361,7 +369,7 @@ def table(records):
         us = round(r["srv_cpu_s"] / r["received"] * 1e6, 2) if r["received"] else None
         lines.append(
             f"| {r['label']} | {r['rate']:g} | {r['subscribers']:,} | {r['deliveries_per_s']:,} | "
-            f"{r['lost']} | {r['dup']} | {r['orders']} ({sum(r['streams']):,}) | {same} | "
+            f"{r['lost']} | {r['dup']} | {r['orders']} ({sum(r['digest_counts'].values()):,}) | {same} | "
             f"{r['p50_ms']} | {r['p99_ms']} | {r['srv_cpu_s']} | {r['k_deliv_per_cpu_s']} | {us} | "
             f"{r['acked']} / {r['published']} | {r['client_cpu_pct']} | {r['others_cpu0_pct']} |")
     return "\n".join(lines)
@@ -374,6 +382,7 @@ def node_lines(records):
             continue
         parts = [f"{s['name']} {s['cpu_s']} CPU-s" + (f", {s['delivered']:,} deliv "
                  f"({s['cpu_s'] / s['delivered'] * 1e6:.2f} us each)" if s["delivered"] else "")
+                 + f", idle {s.get('idle_cpu_pct')} %, {s.get('us_per_event')} us per event"
                  for s in r["servers"]]
         out.append(f"- {r['label']} R={r['rate']:g}: " + "; ".join(parts))
         if "outage" in r:

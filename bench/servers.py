@@ -129,7 +129,8 @@ class Node:
     pinned to `cpus`; clustered when given a Redis URL. Ready on READY=1 and, in a cluster,
     once `cluster` says up."""
 
-    def __init__(self, tmp, name, port, cpus, n, redis_url=None, reuse_port=False, root=ROOT):
+    def __init__(self, tmp, name, port, cpus, n, redis_url=None, reuse_port=False, root=ROOT,
+                 profile=None):
         self.name, self.port = name, port
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir)
@@ -147,7 +148,8 @@ class Node:
         self.log_path = os.path.join(self.dir, "ssed.log")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ssed", "-c", ini, "--log-level", "warning"], cwd=root,
+                [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+                 "-m", "ssed", "-c", ini, "--log-level", "warning"], cwd=root,
                 env=env, preexec_fn=_pinned(cpus), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=log)
         notify.settimeout(20)
