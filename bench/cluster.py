@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import resource
+import socket
 import sys
 import tempfile
 import threading
@@ -125,7 +126,7 @@ def one_round(setup, workers, rate, duration, args, seq0, keep, outage):
     last = pub.run(duration, hook)
     if hook:
         hook.finish()
-    pub.wait_answers(10)
+    pub.wait_answers(60)          # nchan answers late under load (30 s seen)
     for _, pipe in workers:
         pipe.send(("end", last, args.grace, pub.unacked(), keep))
     results = gather(workers, args.grace + 60, "result")
@@ -311,13 +312,20 @@ def sat_single(stack, tmp, args):
 
 # ---------------------------------------------------------------------- the figures
 
-def measure(make, args, rates, duration, outage=None):
+def measure(make, args, rates, duration, outage=None, probe=False):
     import contextlib
     with tempfile.TemporaryDirectory(prefix="ssed-bench-cluster-") as tmp, \
             contextlib.ExitStack() as stack:
         try:
             setup = make(stack, tmp, args)
-            return run(setup, rates, duration, args, outage)
+            records = run(setup, rates, duration, args, outage)
+            if probe:
+                try:
+                    records[-1]["order_probe"] = order_probe(setup, args.probe_events)
+                except (RuntimeError, OSError) as exc:
+                    records[-1]["order_probe"] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"  order probe: {records[-1]['order_probe']}", file=sys.stderr)
+            return records
         except (RuntimeError, OSError) as exc:
             print(f"  {getattr(make, '__name__', make)}: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
@@ -361,9 +369,67 @@ def figure4(args):
 
 
 def figure5(args, earlier):
-    out = measure(nchan_cluster, args, [args.rate], args.duration)
+    out = measure(nchan_cluster, args, [args.rate], args.duration, probe=True)
     if not any(r.get("label") == "ssed-cluster" and "error" not in r for r in earlier):
-        out += measure(ssed_cluster, args, [args.rate], args.duration)
+        out += measure(ssed_cluster, args, [args.rate], args.duration, probe=True)
+    return out
+
+
+def order_probe(setup, events, per_server=4):
+    """Cross-node order, load aside: `per_server` streams on each server record every event;
+    `events` publishes go out as one burst, round-robin over the servers' publish targets
+    (pipelined, not paced: publishes on different nodes race each other); then every stream's
+    whole sequence of acknowledged events is compared."""
+    import selectors
+    sel, streams_ = selectors.DefaultSelector(), []
+    for server in setup.servers:
+        for _ in range(per_server):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(f"GET {setup.path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream"
+                         "\r\n\r\n".encode())
+            sock.setblocking(False)
+            rec = {"server": server.name, "buf": b"", "seqs": []}
+            sel.register(sock, selectors.EVENT_READ, rec)
+            streams_.append(rec)
+    time.sleep(0.5)                          # the streams' heads are in before the burst
+    pub = clusterload.Publisher([make() for make in setup.targets], rate=1e9)
+    deadline = time.monotonic() + 60
+
+    def read(timeout):
+        for key, _ in sel.select(timeout):
+            try:
+                data = key.fileobj.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            rec = key.data
+            rec["buf"] += data
+            *whole, rec["buf"] = rec["buf"].split(b"\n")
+            rec["seqs"] += [int(m.group(1)) for line in whole
+                            if (m := clusterload.EVENT.match(line))]
+    for _ in range(0, events, 100):          # in chunks, answers read in between: pipelined
+        pub.run(100 / 1e9)                     # HTTP must not fill both ways' buffers
+        pub._pump(0)
+        read(0)
+    while any(pub.pending) and time.monotonic() < deadline:
+        pub._pump(0.05)
+        read(0)
+    acked = pub.acked
+    while time.monotonic() < deadline and not all(acked <= set(r["seqs"]) for r in streams_):
+        read(0.2)
+    orders = collections.Counter(tuple(s for s in r["seqs"] if s in acked) for r in streams_)
+    out = {"events": events, "acked": len(acked), "streams": len(streams_),
+           "orders": len(orders), "complete": sum(acked <= set(r["seqs"]) for r in streams_)}
+    if len(orders) > 1:
+        (a, _), (b, _) = orders.most_common(2)
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        out["first_difference"] = {"at": i, "one": list(a[max(0, i - 2):i + 3]),
+                                   "other": list(b[max(0, i - 2):i + 3])}
+        out["by_server"] = collections.Counter(
+            f"{r['server']}:{hash(tuple(s for s in r['seqs'] if s in acked)) % 1000}"
+            for r in streams_)
+    pub.close()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
     return out
 
 
@@ -396,7 +462,8 @@ def node_lines(records):
             continue
         parts = [f"{s['name']} {s['cpu_s']} CPU-s" + (f", {s['delivered']:,} deliv "
                  f"({s['cpu_s'] / s['delivered'] * 1e6:.2f} us each)" if s["delivered"] else "")
-                 + f", idle {s.get('idle_cpu_pct')} %, {s.get('us_per_event')} us per event"
+                 + (f", no subscribers: {s.get('us_per_event')} us per event published (beyond "
+                    f"idle {s.get('idle_cpu_pct')} %)" if s["delivered"] == 0 else "")
                  for s in r["servers"]]
         out.append(f"- {r['label']} R={r['rate']:g}: " + "; ".join(parts))
         if "outage" in r:
@@ -424,6 +491,8 @@ def main(argv=None):
     ap.add_argument("--outage", type=float, default=5.0, help="s of Redis down (figure 4)")
     ap.add_argument("--outage-n", type=int, default=1000, help="subscribers per node (figure 4)")
     ap.add_argument("--outage-duration", type=float, default=20.0, help="s of publishing (figure 4)")
+    ap.add_argument("--probe-events", type=int, default=3000,
+                    help="figure 5's order probe: events in one burst over the 3 servers")
     ap.add_argument("--grace", type=float, default=5.0)
     ap.add_argument("--settle", type=float, default=2.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "cluster.jsonl"))

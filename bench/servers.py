@@ -210,6 +210,8 @@ error_log {dir}/error.log warn;
 events {{ worker_connections {conns}; multi_accept on; }}
 http {{
   access_log off;
+  keepalive_requests 10000000;     # the publisher's one keep-alive connection (default 1000)
+  keepalive_timeout 300s;
   client_body_temp_path {dir}/body;
   proxy_temp_path {dir}/proxy;
   fastcgi_temp_path {dir}/fastcgi;
