@@ -52,6 +52,7 @@ class Setup:
     def __init__(self, label, servers_, plan, targets, load_cpus, redis=None, path="/bench"):
         self.label, self.servers, self.plan, self.path = label, servers_, plan, path
         self.targets, self.load_cpus, self.redis = targets, load_cpus, redis
+        self.redis_from = "-"        # where the run's events start in Redis's stream
 
 
 def start_workers(plan, cpus):
@@ -138,7 +139,7 @@ def one_round(setup, workers, rate, duration, args, seq0, keep, outage):
                       for s, a, b, d0 in zip(setup.servers, cpu0, cpu1, delivered0)]
     if setup.redis is not None and setup.label.startswith("ssed"):
         rec["redis_digest"] = str(clusterload.order_digest(
-            [s for s in setup.redis.seq_order(EVENTS_KEY) if s <= last]))
+            [s for s in setup.redis.seq_order(EVENTS_KEY, setup.redis_from) if s <= last]))
     rec.update(figures(results, pub, seq0, wall, sum(cpu1) - sum(cpu0)))
     rec.update(procstat.noise(ticks0, ticks1, sum(cpu1) - sum(cpu0), wall, 0, (1,)))
     if hook:
@@ -318,13 +319,19 @@ def measure(make, args, rates, duration, outage=None, probe=False):
             contextlib.ExitStack() as stack:
         try:
             setup = make(stack, tmp, args)
+            found = None
+            if probe:        # first, on idle servers; the run's order check starts after it
+                try:
+                    found = order_probe(setup, args.probe_events)
+                except (RuntimeError, OSError) as exc:
+                    found = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"  order probe ({setup.label}): {found}", file=sys.stderr)
+                if setup.redis is not None and setup.label.startswith("ssed"):
+                    top = setup.redis.call("XREVRANGE", EVENTS_KEY, "+", "-", "COUNT", 1)
+                    setup.redis_from = "(" + top[0][0].decode() if top else "-"
             records = run(setup, rates, duration, args, outage)
             if probe:
-                try:
-                    records[-1]["order_probe"] = order_probe(setup, args.probe_events)
-                except (RuntimeError, OSError) as exc:
-                    records[-1]["order_probe"] = {"error": f"{type(exc).__name__}: {exc}"}
-                print(f"  order probe: {records[-1]['order_probe']}", file=sys.stderr)
+                records[-1]["order_probe"] = found
             return records
         except (RuntimeError, OSError) as exc:
             print(f"  {getattr(make, '__name__', make)}: {type(exc).__name__}: {exc}",
@@ -391,7 +398,6 @@ def order_probe(setup, events, per_server=4):
             rec = {"server": server.name, "buf": b"", "seqs": []}
             sel.register(sock, selectors.EVENT_READ, rec)
             streams_.append(rec)
-    time.sleep(0.5)                          # the streams' heads are in before the burst
     pub = clusterload.Publisher([make() for make in setup.targets], rate=1e9)
     deadline = time.monotonic() + 60
 
@@ -406,6 +412,17 @@ def order_probe(setup, events, per_server=4):
             *whole, rec["buf"] = rec["buf"].split(b"\n")
             rec["seqs"] += [int(m.group(1)) for line in whole
                             if (m := clusterload.EVENT.match(line))]
+    # Warm-up events (seq 0) until every stream has one: nchan subscribes to Redis after the
+    # stream opens, and a stream sees nothing published before (first_message newest).
+    warm = clusterload.Publisher([make() for make in setup.targets], rate=1e9, first_seq=0)
+    while time.monotonic() < deadline and not all(0 in r["seqs"] for r in streams_):
+        warm.seq = -1
+        warm.run(1 / 1e9)
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            warm._pump(0)
+            read(0.05)
+    warm.close()
     for _ in range(0, events, 100):          # in chunks, answers read in between: pipelined
         pub.run(100 / 1e9)                     # HTTP must not fill both ways' buffers
         pub._pump(0)

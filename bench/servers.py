@@ -100,9 +100,9 @@ class Redis:
                 return int(line.split(":", 1)[1])
         return None
 
-    def seq_order(self, key):
-        """The `seq` of every entry of stream `key`, in Redis's order."""
-        out, start = [], "-"
+    def seq_order(self, key, start="-"):
+        """The `seq` of every entry of stream `key` from `start`, in Redis's order."""
+        out = []
         while True:
             batch = self.call("XRANGE", key, start, "+", "COUNT", 10000)
             for entry_id, fields in batch:
