@@ -1,4 +1,5 @@
-# ssed: `make run` serves conf/ssed.ini; `make test` sets up pytest in .venv and runs the suite.
+# ssed: `make run` serves conf/ssed.ini; `make test` sets up pytest in .venv and runs the suite;
+# `make cluster-demo` runs a local three-node cluster.
 PYTHON  ?= python3
 VENV    ?= .venv
 PREFIX  ?= /usr/local
@@ -8,10 +9,15 @@ LIBDIR   = $(PREFIX)/lib/ssed
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 DOCDIR  ?= $(PREFIX)/share/doc/ssed
 
-.PHONY: run test check bench bench-full install clean docs
+.PHONY: run test check bench bench-full install clean docs cluster-demo
 
 run:
 	$(PYTHON) -m ssed -c $(CONFIG)
+
+# A local redis-server (a free port, in memory) and the three nodes of conf/cluster-*.ini;
+# it prints how to watch and publish, and Ctrl-C stops it all (conf/cluster-demo.py).
+cluster-demo:
+	$(PYTHON) conf/cluster-demo.py
 
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)

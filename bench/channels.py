@@ -12,6 +12,7 @@ subprocess, one `[/user/*]` template):
 
     python3 bench/channels.py                        # N = 100,000, S = 10,000
     python3 bench/channels.py --channels 20000 --subscribers 2000 --root DIR
+    python3 bench/channels.py --waves 3 --subscribers 0    # (a) three times, no (b)
 
 Only the standard library. Prints one JSON object of figures.
 """
@@ -140,8 +141,10 @@ def _raise_nofile():
 
 # -- (a) memory per idle channel ---------------------------------------------------------------
 
-def memory(d, n, idle):
-    start = rss_kib(d.proc.pid)
+def memory(d, n, idle, start=None):
+    """One wave; `start`: the RSS the wave is measured against (that before the first)."""
+    before = rss_kib(d.proc.pid)
+    start = before if start is None else start
     t0 = time.monotonic()
     ok = d.publish_many([f"/user/m{i}" for i in range(n)], lambda p: "hello")
     made_s = time.monotonic() - t0
@@ -155,7 +158,7 @@ def memory(d, n, idle):
     after = rss_kib(d.proc.pid)
     return {"channels_made": made, "publishes_ok": ok, "made_s": round(made_s, 2),
             "rss_start_kib": start, "rss_full_kib": full, "rss_after_idle_kib": after,
-            "kib_per_channel": round((full - start) / n, 3),
+            "kib_per_channel": round((full - before) / n, 3),
             "rss_after_minus_start_kib": after - start,
             "channels_after": d.channels(), "idled_out_within_s": round(gone_after_s, 1)}
 
@@ -243,13 +246,20 @@ def main():
     parser.add_argument("--channels", type=int, default=100_000)
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--waves", type=int, default=1,
+                        help="make and idle out N channels this many times in a row: after "
+                             "each, RSS against the start (no creep)")
     parser.add_argument("--root", default=ROOT, help="the ssed package's directory")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         d = Daemon(args.root, work, args.idle)
         try:
             figures = {"memory": memory(d, args.channels, args.idle)}
-            figures["fan"] = fan(d, args.subscribers)
+            start = figures["memory"]["rss_start_kib"]
+            for wave in range(2, args.waves + 1):
+                figures[f"memory_wave{wave}"] = memory(d, args.channels, args.idle, start)
+            if args.subscribers:
+                figures["fan"] = fan(d, args.subscribers)
         finally:
             d.stop()
     print(json.dumps(figures, indent=2))

@@ -28,6 +28,23 @@ class ChannelsFull(PublishError):
     come back later (HTTP: 503 with Retry-After)."""
 
 
+def checked(config, path, data, event):
+    """The type a publish's event gets, or PublishError: data not text, a type that would
+    inject fields, not JSON where the service takes JSON only. A publisher that names no
+    type gets the service's `event` (SPEC 3)."""
+    if not isinstance(data, str):
+        raise PublishError("data must be a string")
+    problem = sse.bad_event_type(event)
+    if problem:
+        raise PublishError(problem)
+    if config.json:
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            raise PublishError(f"{path} takes JSON data only: {exc}") from None
+    return event or config.event or None
+
+
 class Client:
     """One open stream. What waits to be sent (`pending`, `queued`, `sent`) belongs to the
     outbox; `send` (its socket's) and `conn` to the loop."""
@@ -79,21 +96,10 @@ class Channel:
 
     def event(self, data, event, clock, now_ms):
         """The Event a publish makes, framed once, with the next id of `clock`; or
-        PublishError (data not text, a type that would inject fields, not JSON where the
-        service takes JSON only)."""
-        if not isinstance(data, str):
-            raise PublishError("data must be a string")
-        problem = sse.bad_event_type(event)
-        if problem:
-            raise PublishError(problem)
-        if self.config.json:
-            try:
-                json.loads(data)
-            except ValueError as exc:
-                raise PublishError(f"{self.path} takes JSON data only: {exc}") from None
+        PublishError (see `checked`)."""
+        event = checked(self.config, self.path, data, event)
         try:
-            # A publisher that names no type gets the service's `event` (SPEC 3).
-            return Event(clock.next(now_ms), data, event or self.config.event or None)
+            return Event(clock.next(now_ms), data, event)
         except UnicodeEncodeError:
             raise PublishError("data is not valid Unicode text") from None
 

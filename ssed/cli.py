@@ -9,7 +9,7 @@ import time
 
 from . import __version__
 from . import config as configmod
-from . import auth, plugins, sources
+from . import auth, plugins, sources, tls
 from .control import CommandError
 from .hub import Hub
 from .children import become_subreaper, kill_descendants
@@ -41,7 +41,7 @@ def read_config(path, loader=None):
     every error in one pass; ConfigError otherwise. `loader`: the daemon's Plugins, which
     keeps what changed on disk aside until `commit`."""
     loader = loader or plugins.Plugins()
-    checks = (configmod.has_services, sources.check, loader.check, auth.check)
+    checks = (configmod.has_services, sources.check, loader.check, auth.check, tls.check)
     if not path:
         return configmod.default(checks)
     plugin_dir = os.path.dirname(os.path.abspath(path))
@@ -183,6 +183,24 @@ class Daemon:
         finally:
             self.notify("READY=1", self.status())
 
+    def _reread_pair(self, new):
+        """The new pair's context (None without one): read again on every reload, since a
+        renewal replaces the files under the same names; a bad pair refuses the reload and
+        the old context goes on serving."""
+        if not new.tls_cert:
+            return None
+        try:
+            return tls.context(new.tls_cert, new.tls_key)
+        except tls.PairError as exc:
+            raise CommandError(f"{exc.key}: {exc}: the old certificate is kept") from None
+
+    def https(self, cfg, context):
+        """The listeners that speak HTTPS (those systemd passed too), given `context`."""
+        if context is None:
+            return []
+        plain = tls.listeners_plain(cfg)
+        return [s for e, s in self.listeners.items() if e not in plain]
+
     def status(self):
         return self.loop.status_line()
 
@@ -194,6 +212,7 @@ class Daemon:
             _keeps_a_service(self.cfg, new)
             changes = configmod.diff(self.cfg, new)
             new, at_restart = configmod.restart_only(self.cfg, new)
+            context = self._reread_pair(new)
             changes += self._rebind(new)
         except configmod.ConfigError as exc:
             self.log("error", "reload refused, config unchanged:\n" + str(exc))
@@ -203,6 +222,10 @@ class Daemon:
         except CommandError as exc:
             self.log("error", f"reload refused, config unchanged: {exc}")
             raise
+        if context is not None or new.tls_cert != self.cfg.tls_cert:
+            self.loop.acceptor.use_tls(context, self.https(new, context))
+            changes.append(f"TLS certificate read from {new.tls_cert} for new connections"
+                           if context is not None else "no TLS: the listeners speak plain HTTP")
         for name in self.plugins.commit():
             users = [sc.path for sc in new.services + new.templates
                      if sc.cls and sc.cls.split(":")[0] == name]
@@ -324,10 +347,18 @@ def serve(path, cfg, log, console, loader):
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None, stalls=stalls)
     daemon.attach(loop, listeners, activated)
+    try:
+        context = tls.context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
+    except tls.PairError as exc:
+        raise StartupError(f"{exc.key}: {exc}") from None
+    https = daemon.https(cfg, context)
+    loop.acceptor.use_tls(context, https)
     hub.start()
     loop.start()
     for sock in listeners.values():
         log("info", f"listening on {describe(sock)}")
+    if https:
+        log("info", f"HTTPS on {', '.join(map(describe, https))} (certificate {cfg.tls_cert})")
     if control_sock is not None:
         log("info", f"control socket {control_sock.getsockname()}")
     log("info", f"ready: {len(hub.channels)} services")

@@ -9,11 +9,12 @@ A state machine with no socket and no clock: the loop owns the two Redis connect
 (redisconn.py: `reader` for the blocking XREAD, `writer` for everything else, pipelined) and
 calls `link_up`/`link_down`/`tick`; replies come back to the callbacks given to `send`.
 """
-import json
 import os
 import random
 
 from . import clustered, resp
+from .clusterhistory import Histories
+from .clusternodes import Nodes
 from .channel import ClusterUnavailable
 from .history import format_id, parse_id
 from .later import LOST, Later
@@ -31,23 +32,18 @@ if n > 0 then
     redis.call('DEL', KEYS[2])
     redis.call('XADD', KEYS[2], 'MAXLEN', n, id, 'd', ARGV[3], 'e', ARGV[4])
   end
+  if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[7]) end
 end
 return id
 """
-# SET NX PX, or renew a lease this node holds: 1 when it holds it now.
-LEASE = """\
-local v = redis.call('GET', KEYS[1])
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) return 1 end
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
+# A read while behind: the stream's oldest entry and the next entries, in one instant.
+CATCH_UP = """\
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+return {oldest, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
 """
-RELEASE = """\
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-READ_COUNT = 1000       # entries one XREAD may bring
-HEARTBEAT = 1.0         # seconds between two node heartbeats (and lag readings)
+READ_COUNT = 1000       # entries one XREAD may bring (fewer after a reply over the cap)
+STABLE = 5.0            # seconds up before an outage counts as over (no flapping storm)
+MAX_INFLIGHT = 100_000  # publishes waiting for Redis past which more are refused
 FAST_RETRY_FOR = 30.0   # seconds of an outage during which retries stay at most 1 s apart
 
 
@@ -60,8 +56,7 @@ class Cluster:
         self.reader = self.writer = None    # the loop's RedisConns, given by attach()
         self.target = None              # (family, sockaddr) of Redis, resolved at start
         tag = "{" + settings.prefix + "}"
-        self.events_key, self.nodes_key, self.epoch_key = (
-            f"{tag}:events", f"{tag}:nodes", f"{tag}:epoch")
+        self.events_key, self.epoch_key = f"{tag}:events", f"{tag}:epoch"
         self.tag = tag
         self.state = "down"             # down, connecting, up
         self.why = "not connected yet"
@@ -74,12 +69,14 @@ class Cluster:
         self.attempts = 0               # connection attempts in this outage
         self.down_since = None
         self.reconnects = 0
-        self.held = {}                  # path -> until when this node holds its lease
-        self.next_lease = self.next_beat = 0.0
-        self.beats = 0
-        self.peers = {}                 # node -> (record, when this node saw it change)
+        self.stop_by = 0.0              # a shutdown waits for the leases' release until then
+        self.up_since = 0.0
+        self.read_count = READ_COUNT
+        self.ticked = 0.0
         self.trouble = Episode(log, "cluster: Redis")
         self.throttle = Throttle(log, every=60)
+        self.histories = Histories(self, hub)
+        self.nodes = Nodes(self, hub, log)
 
     # -- the links ---------------------------------------------------------------------
 
@@ -88,6 +85,10 @@ class Cluster:
 
     def start(self, now):
         self.retry_at = now
+        # Until it has read where the cluster is, a stream is primed with 0-0: resuming,
+        # it gets all that is held again rather than miss what came after this node's own
+        # clock, which may be ahead of Redis's.
+        self.hub.clock.read = (0, 0)
 
     def _connect(self, now):
         self.state, self.ready = "connecting", set()
@@ -96,6 +97,8 @@ class Cluster:
         self.attempts += 1
         for link in (self.reader, self.writer):
             link.open(now)
+            if self.state == "down":
+                return      # (it could not even start: down() has closed both)
 
     def link_up(self, link, now):
         """A link's TCP (or UNIX) connection is open: authenticate, pick the db; once both
@@ -104,22 +107,22 @@ class Cluster:
         if settings.password is not None:
             auth = ("AUTH", settings.user, settings.password) if settings.user \
                 else ("AUTH", settings.password)
-            link.send(resp.command(*auth), self._checked, now)
+            link.send(resp.command(*auth), self.checked, now)
         if settings.db:
-            link.send(resp.command("SELECT", settings.db), self._checked, now)
+            link.send(resp.command("SELECT", settings.db), self.checked, now)
         link.send(resp.command("PING"), lambda reply: self._opened(link, reply), now)
 
     def _opened(self, link, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         self.ready.add(link)
         if len(self.ready) == 2:
             self._handshake(self.hub.now)
 
-    def _checked(self, reply):
-        self._failed(reply)
+    def checked(self, reply):
+        self.failed(reply)
 
-    def _failed(self, reply):
+    def failed(self, reply):
         """Whether a reply says Redis cannot be used (an error, or the link dropped): then
         the node counts Redis as down."""
         if reply is LOST:
@@ -130,6 +133,14 @@ class Cluster:
         return False
 
     def link_down(self, link, why):
+        self.down(why)
+
+    def bad_reply(self, link, why):
+        """A reply over the cap (or not RESP): a reader that asked for many big events asks
+        for fewer, so that a node behind on big events does not fail on the same batch
+        forever."""
+        if link is self.reader:
+            self.read_count = max(1, self.read_count // 8)
         self.down(why)
 
     def down(self, why):
@@ -146,11 +157,12 @@ class Cluster:
         if was_up:
             self.log("warning", f"cluster: Redis unavailable ({why}); streams stay open, "
                      "publishes are refused until it is back")
-        self.held.clear()
-        for link in (self.reader, self.writer):
-            for callback in link.close():
-                callback(LOST)
+        self.nodes.held.clear()
         self.retry_at = now + self._backoff(now)
+        self.hub.due = min(self.hub.due, self.retry_at)     # (its tick may be far off)
+        dropped = [callback for link in (self.reader, self.writer) for callback in link.close()]
+        for callback in dropped:
+            callback(LOST)
 
     def _backoff(self, now):
         """0.1 s doubling, jittered; at most 1 s apart in an outage's first FAST_RETRY_FOR
@@ -166,15 +178,15 @@ class Cluster:
         histories; then up."""
         send = self.writer.send
         self.lost = False
-        send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self._checked, now)
+        send(resp.command("SET", self.epoch_key, os.urandom(8).hex(), "NX"), self.checked, now)
         send(resp.command("GET", self.epoch_key), self._epoch, now)
         send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._top, now)
-        for channel in clustered.channels_of(self.hub, with_history=True):
-            self.fill(channel, now)
+        send(resp.command("XRANGE", self.events_key, "-", "+", "COUNT", 1), self._fill_all,
+             now)
         send(resp.command("PING"), self._up, now)
 
     def _epoch(self, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         epoch = reply.decode() if isinstance(reply, bytes) else None
         if self.epoch is not None and epoch != self.epoch:
@@ -182,15 +194,39 @@ class Cluster:
         self.epoch = epoch
 
     def _top(self, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         top = parse_id(reply[0][0].decode()) if reply else None
         self.newest = top
         if self.last_id is None:
             self.last_id = top or (0, 0)     # a node that just started reads what comes next
+            self.hub.clock.read = self.last_id
         elif top is None or top < self.last_id:
             self._lost_data("its event stream is behind the last id this node read")
-            self.last_id = top or (0, 0)
+            self.last_id = self.hub.clock.read = top or (0, 0)
+
+    def _fill_all(self, reply):
+        """After the epoch and the ends of the stream: the histories read from Redis, at the
+        first handshake and when Redis lost data (after a mere outage, what the node holds
+        plus what it reads next is all there is)."""
+        if self.failed(reply):
+            return
+        if self.lost or not self.histories.filled:
+            for channel in clustered.channels_of(self.hub, with_history=True):
+                self.histories.fill(channel, self.hub.now)
+        self._bottom(reply)
+
+    def _bottom(self, reply):
+        """A node away for longer than the stream holds (`maxlen`) cannot get all it missed:
+        said, since its subscribers miss those events."""
+        if not reply or self.lost or self.last_id == (0, 0):
+            return
+        oldest = parse_id(reply[0][0].decode())
+        if oldest is not None and oldest > self.last_id:
+            self.log("warning", f"cluster: events after {format_id(self.last_id)} up to "
+                     f"{format_id(oldest)} were trimmed from {self.events_key} (maxlen "
+                     f"{self.settings.maxlen}) before this node read them: its subscribers "
+                     "miss them")
 
     def _lost_data(self, why):
         if self.lost:
@@ -199,88 +235,92 @@ class Cluster:
         self.log("error", f"cluster: Redis lost data ({why}); clustered histories are dropped "
                  "and read again from Redis")
         clustered.forget_histories(self.hub)
+        self.histories.forget()
 
     def _up(self, reply):
-        if self._failed(reply):
+        if self.failed(reply):
             return
         now = self.hub.now
-        self.state, self.why = "up", None
-        self.attempts, self.down_since = 0, None
-        self.trouble.recovered(now)
-        self.next_lease = self.next_beat = now
-        self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
-                 f"{format_id(self.last_id)}")
+        self.state, self.why, self.up_since = "up", None, now
+        self.nodes.next_lease = self.nodes.next_beat = self.hub.due = now
+        if not self.trouble.failing:
+            self.log("info", f"cluster: node {self.node} reading {self.events_key} after "
+                     f"{format_id(self.last_id)}")
         self._read(now)
+
+    def _stable(self, now):
+        """Up for STABLE seconds: the outage is over (backoff and the log start afresh)."""
+        if self.down_since is not None and now - self.up_since >= STABLE:
+            self.attempts, self.down_since = 0, None
+            self.trouble.recovered(now)
+            self.log("info", f"cluster: node {self.node} reading {self.events_key} at "
+                     f"{format_id(self.last_id)}")
 
     # -- reading the cluster's events ----------------------------------------------------
 
-    def _read(self, now):
+    def _read(self, now, behind=False):
+        """The next entries: blocking while caught up; while behind (the last read brought
+        some), a script that also gives the stream's oldest entry in the same instant, so
+        that a stream trimmed (maxlen) past what this node read is noticed for sure."""
+        if behind:
+            self.reader.send(resp.command("EVAL", CATCH_UP, 1, self.events_key,
+                                          format_id(self.last_id), self.read_count),
+                             self._caught_up, now)
+            return
         block = int(min(2.0, self.settings.timeout / 2) * 1000)
-        self.reader.send(resp.command("XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS",
+        self.reader.send(resp.command("XREAD", "COUNT", self.read_count, "BLOCK", block, "STREAMS",
                                       self.events_key, format_id(self.last_id)),
-                         self._entries, now)
+                         lambda reply: self._entries(reply[0][1] if type(reply) is list else reply),
+                         now)
 
-    def _entries(self, reply):
-        if self._failed(reply):
-            return
-        if reply:
-            hub = self.hub
-            for entry_id, fields in reply[0][1]:
-                key = parse_id(entry_id.decode())
-                self.last_id = key
-                entry = dict(zip(fields[::2], fields[1::2]))
-                try:
-                    path = entry[b"p"].decode()
-                    data = entry[b"d"].decode()
-                    event = entry.get(b"e", b"").decode() or None
-                    client = entry.get(b"c", b"").decode() or None
-                except (KeyError, UnicodeDecodeError):
-                    self.throttle(("entry",), self.hub.now, "warning",
-                                  f"cluster: ignored entry {format_id(key)} of "
-                                  f"{self.events_key}: not an ssed event")
-                    continue
-                clustered.deliver(hub, path, key, data, event, client)
-        self._read(self.hub.now)
+    def _caught_up(self, reply):
+        if not self.failed(reply) and reply[0]:
+            oldest = parse_id(reply[0][0][0].decode())
+            if oldest is not None and oldest > self.last_id:
+                self.histories.trimmed()
+        self._entries(reply if type(reply) is not list else reply[1])
 
-    def fill(self, channel, now):
-        """Read a clustered channel's history from Redis into its memory (a node that just
-        started, or a channel it just made): replay is the same on every node."""
-        size = channel.config.history
-        if not size or self.state != "up":
+    def _entries(self, entries):
+        if self.failed(entries):
             return
-        self.writer.send(resp.command("XREVRANGE", self.history_key(channel.path), "+", "-",
-                                      "COUNT", size),
-                         lambda reply: self._filled(channel, reply), now)
-
-    def _filled(self, channel, reply):
-        if self._failed(reply) or not reply:
-            return
-        events = []
-        for entry_id, fields in reversed(reply):
-            entry = dict(zip(fields[::2], fields[1::2]))
+        if self.read_count < READ_COUNT:
+            self.read_count = min(READ_COUNT, 2 * self.read_count)
+        hub = self.hub
+        for entry_id, fields in entries or ():
             key = parse_id(entry_id.decode())
-            if key is None or key > self.last_id:
-                continue    # the reader has yet to read it: it delivers it then
+            self.last_id = key
+            entry = dict(zip(fields[::2], fields[1::2]))
             try:
-                events.append((key, entry[b"d"].decode(), entry.get(b"e", b"").decode() or None))
+                path = entry[b"p"].decode()
+                data = entry[b"d"].decode()
+                event = entry.get(b"e", b"").decode() or None
+                client = entry.get(b"c", b"").decode() or None
             except (KeyError, UnicodeDecodeError):
+                self.throttle(("entry",), hub.now, "warning",
+                              f"cluster: ignored entry {format_id(key)} of "
+                              f"{self.events_key}: not an ssed event")
                 continue
-        clustered.fill_history(channel, events)
+            clustered.deliver(hub, path, key, data, event, client)
+        self._read(hub.now, behind=bool(entries))
 
     def history_key(self, path):
         return f"{self.tag}:h:{path}"
 
     # -- publishing ----------------------------------------------------------------------
 
-    def publish(self, path, data, event, client_id, history, delivered):
+    def publish(self, path, data, event, client_id, history, ttl, delivered):
         """Write one event; a Later settled with (id, delivered()) once Redis has it, or
-        with a ClusterUnavailable. Refused at once while Redis is down."""
+        with a ClusterUnavailable. Refused at once while Redis is down. `ttl`: seconds the
+        path's history stream outlives its last publish (0: for ever)."""
         if self.state != "up":
             raise ClusterUnavailable(f"cluster unavailable: {self.why}")
+        if len(self.writer.callbacks) > MAX_INFLIGHT:
+            raise ClusterUnavailable(f"cluster unavailable: {MAX_INFLIGHT} publishes already "
+                                     "wait for Redis")
         later = Later()
         command = resp.command("EVAL", PUBLISH, 2, self.events_key, self.history_key(path),
                                self.settings.maxlen, path, data, event or "", client_id or "",
-                               0 if client_id is not None else history)
+                               0 if client_id is not None else history, int(ttl * 1000))
         self.writer.send(command, lambda reply: self._published(later, reply, delivered),
                          self.hub.now)
         return later
@@ -312,83 +352,48 @@ class Cluster:
                 return self.retry_at
         if self.state != "up":
             return now + 0.1
-        if now >= self.next_lease:
-            self._leases(now)
-        if now >= self.next_beat:
-            self._heartbeat(now)
-        return min(self.next_lease, self.next_beat)
+        nodes = self.nodes
+        if now < self.ticked:
+            nodes.held.clear()  # the wall clock went back: hold no lease on its word
+        self.ticked = now
+        self._stable(now)
+        if now >= nodes.next_lease:
+            nodes.leases(now)
+        if now >= nodes.next_beat:
+            nodes.heartbeat(now)
+            self.histories.expire(now)
+        due = min(nodes.next_lease, nodes.next_beat)
+        for link, allowed in ((self.writer, timeout), (self.reader, timeout + 2.0)):
+            if link.oldest is not None:
+                due = min(due, link.oldest + allowed + 0.01)
+        return due
 
-    def holds(self, path, now):
-        """Whether this node runs the timers of `path` (the holder of its lease)."""
-        return self.held.get(path, 0.0) > now
-
-    def _leases(self, now):
-        lease = self.settings.lease
-        self.next_lease = now + lease / 3
-        for path in clustered.leased_paths(self.hub):
-            command = resp.command("EVAL", LEASE, 1, f"{self.tag}:lease:{path}", self.node,
-                                   int(lease * 1000))
-            self.writer.send(command, lambda reply, path=path: self._leased(path, reply, now),
-                             now)
-
-    def _leased(self, path, reply, sent):
-        if self._failed(reply):
-            return
-        if reply == 1:
-            # Counted from when the renewal was sent, and a little short of the lease, so
-            # that two nodes never both think they hold it.
-            gained = not self.holds(path, self.hub.now)
-            self.held[path] = sent + self.settings.lease * 0.9
-            if gained:
-                self.log("info", f"cluster: node {self.node} now runs the source of {path}")
-                clustered.gained_lease(self.hub, path)
-        elif self.held.pop(path, None) is not None:
-            self.log("info", f"cluster: node {self.node} no longer runs the source of {path}")
-
-    def _heartbeat(self, now):
-        self.next_beat = now + HEARTBEAT
-        self.beats += 1
-        record = json.dumps({"seen": round(self.hub.now, 3), "beat": self.beats,
-                             "clients": self.hub.client_count,
-                             "leases": sorted(p for p in self.held if self.holds(p, now))})
-        send = self.writer.send
-        send(resp.command("HSET", self.nodes_key, self.node, record), self._checked, now)
-        send(resp.command("HGETALL", self.nodes_key), self._nodes, now)
-        send(resp.command("XREVRANGE", self.events_key, "+", "-", "COUNT", 1), self._newest,
-             now)
-        send(resp.command("GET", self.epoch_key), self._epoch_again, now)
-
-    def _nodes(self, reply):
-        if self._failed(reply):
-            return
-        now, seen = self.hub.now, {}
-        for name, raw in zip(reply[::2], reply[1::2]):
-            name = name.decode(errors="replace")
-            old = self.peers.get(name)
-            seen[name] = (raw, now if old is None or old[0] != raw else old[1])
-        self.peers = seen
-
-    def _newest(self, reply):
-        if not self._failed(reply):
+    def newest_is(self, reply):
+        if not self.failed(reply):
             self.newest = parse_id(reply[0][0].decode()) if reply else None
 
-    def _epoch_again(self, reply):
-        if self._failed(reply):
+    def epoch_again(self, reply):
+        if self.failed(reply):
             return
         epoch = reply.decode() if isinstance(reply, bytes) else None
         if epoch != self.epoch:
             # Redis restarted empty (or was flushed): start over from what it holds.
             self.down("Redis lost data: its epoch key changed or went")
 
+    def holds(self, path, now):
+        """Whether this node runs the timers of `path` (the holder of its lease)."""
+        return self.nodes.held.get(path, 0.0) > now
+
+    def releasing(self, now):
+        """Whether a shutdown should still wait for Redis to take the leases back: while
+        they are unanswered, for at most a second."""
+        return self.state == "up" and bool(self.writer.callbacks) and now < self.stop_by
+
     def stop(self, now):
         """Shutting down: give up the leases this node holds, and leave the node list."""
-        if self.state != "up":
-            return
-        for path in list(self.held):
-            self.writer.send(resp.command("EVAL", RELEASE, 1, f"{self.tag}:lease:{path}",
-                                          self.node), self._checked, now)
-        self.writer.send(resp.command("HDEL", self.nodes_key, self.node), self._checked, now)
-        self.held.clear()
+        self.stop_by = now + min(1.0, self.settings.timeout)
+        if self.state == "up":
+            self.nodes.leave(now)
 
     # -- what the node tells --------------------------------------------------------------
 
@@ -403,18 +408,7 @@ class Cluster:
 
     def info(self, now):
         """The `cluster` command's answer (SPEC 12)."""
-        nodes, leases = [], []
-        for name, (raw, changed) in sorted(self.peers.items()):
-            if now - changed > 3 * HEARTBEAT and name != self.node:
-                continue
-            try:
-                record = json.loads(raw)
-                nodes.append({"node": name, "seen": record["seen"],
-                              "clients": record["clients"]})
-                leases += [{"path": p, "node": name} for p in record.get("leases", ())]
-            except (ValueError, KeyError, TypeError):
-                continue
+        nodes, leases = self.nodes.seen(now)
         return {"node": self.node, "up": self.up,
                 "last_id": format_id(self.last_id) if self.last_id else None,
-                "lag_ms": self.lag_ms(), "nodes": nodes,
-                "leases": sorted(leases, key=lambda lease: lease["path"])}
+                "lag_ms": self.lag_ms(), "nodes": nodes, "leases": leases}

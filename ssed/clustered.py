@@ -2,11 +2,10 @@
 Redis instead of delivered, an entry read back delivered, histories filled from Redis, and
 which timers this node runs. Functions of the hub, so that hub.py keeps its one shape
 whether or not there is a cluster; cluster.py holds the Redis side."""
-import json
 from collections import deque
 
 from . import sse
-from .channel import ChannelsFull, PublishError
+from .channel import ChannelsFull, PublishError, checked
 from .history import Event
 
 
@@ -28,7 +27,11 @@ def publish(hub, path, channel, data, event, client_id):
         if channel is None and hub.ondemand.find(path) is None:
             raise PublishError(f"no service {path}")
         return None
-    event = check(config, path, data, event)
+    event = checked(config, path, data, event)
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PublishError("data is not valid Unicode text") from None
     if channel is None and client_id is None:
         # A template's channel is made where the event is read back; a node that is full
         # refuses here what it could not hold there.
@@ -37,27 +40,26 @@ def publish(hub, path, channel, data, event, client_id):
             raise ChannelsFull(f"{template.path} is at max_channels "
                                f"({template.config.max_channels}): no channel {path} now; "
                                "try again later")
-    return hub.cluster.publish(path, data, event, client_id, config.history,
+    # A template's history stream in Redis goes a day after its last publish (or `idle`, if
+    # longer), so per-user channels do not pile up there for ever.
+    ttl = max(config.idle, 86400) if config.path.endswith("/*") else 0
+    return hub.cluster.publish(path, data, event, client_id, config.history, ttl,
                                lambda: _local_count(hub, path, client_id))
 
 
-def check(config, path, data, event):
-    """The event type a publish would have, or PublishError: what Channel.event checks."""
-    if not isinstance(data, str):
-        raise PublishError("data must be a string")
-    problem = sse.bad_event_type(event)
-    if problem:
-        raise PublishError(problem)
-    if config.json:
-        try:
-            json.loads(data)
-        except ValueError as exc:
-            raise PublishError(f"{path} takes JSON data only: {exc}") from None
-    try:
-        data.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PublishError("data is not valid Unicode text") from None
-    return event or config.event or None
+def unnumbered(ev):
+    """An event a service sends one stream (a Client) goes no further than this node, so
+    its id would come from this node's clock, which may be ahead of Redis's: a client
+    resuming from it would miss events. It goes without an id (its lastEventId stays)."""
+    ev.wire = sse.frame(ev.data, ev.type)
+    return ev
+
+
+def may_publish(hub, channel):
+    """Whether a service's own publish goes out: a source's only from the node that holds
+    its lease (a `file` source publishing at start on every node would send N copies)."""
+    return (channel.path not in hub.ticking or not channel.config.cluster
+            or hub.cluster.holds(channel.path, hub.now))
 
 
 def _local_count(hub, path, client_id):
@@ -151,6 +153,24 @@ def gained_lease(hub, path):
 
 
 def opened(hub, channel):
-    """A template's channel made while the cluster is up: its history from Redis."""
-    if hub.cluster is not None and channel.config.cluster and channel.template is not None:
-        hub.cluster.fill(channel, hub.now)
+    """A channel made (a template's, or a service a reload added): its history from Redis
+    (at start, the handshake reads them all)."""
+    if channel.config.cluster:
+        hub.cluster.histories.made(channel, hub.now)
+
+
+def dropped(hub, channel):
+    hub.cluster.histories.filled.discard(channel.path)
+
+
+def unfilled(hub, channels):
+    """For a subscriber asking for replay: a Later settled once this node holds what Redis
+    has of each clustered channel's history; None when it already does (or Redis is down:
+    then it is served from what the node holds)."""
+    if not hub.cluster.up:
+        return None
+    histories = hub.cluster.histories
+    wanted = [(ch.path, ch.config.history) for ch in channels
+              if ch.config.cluster and ch.config.history and ch.path not in histories.filled
+              and ch.path not in histories.fetched]
+    return histories.prefetch(wanted, hub.now) if wanted else None

@@ -49,11 +49,12 @@ class Key:
     doc: str
 
 
-_PATHS = ("control", "file", "state_dir", "journal")  # resolved against the config file's directory
+_PATHS = ("control", "file", "state_dir", "journal", "tls_cert", "tls_key")  # resolved against the config file's directory
 
 KEYS = (
     Key("listen", "ssed", V.listen, "127.0.0.1:8080", "space-separated `host:port` addresses to "
-        "listen on; IPv6 in brackets (`[::1]:8080`); port 0 = any free port"),
+        "listen on; IPv6 in brackets (`[::1]:8080`); port 0 = any free port; with `tls_cert`, "
+        "one written `http://host:port` stays plain HTTP"),
     Key("control", "ssed", V.path, "ssed.sock",
         "path of the UNIX control socket, relative to the config file's directory; empty = none"),
     Key("control_mode", "ssed", V.octal, "0660", "file mode of the control socket (octal)"),
@@ -82,10 +83,20 @@ KEYS = (
         "space-separated origins allowed by CORS, or `*`; empty = no CORS headers"),
     Key("status_allow", "ssed", V.networks, "127.0.0.0/8 ::1",
         "space-separated addresses or CIDR networks that may read `/healthz` and `/metrics`"),
+    Key("trusted_proxies", "ssed", V.networks, "", "space-separated addresses or CIDR "
+        "networks of proxies whose `Forwarded` / `X-Forwarded-For` headers name the client; "
+        "empty = none (no such header is believed)"),
+    Key("proxy_protocol", "ssed", V.boolean, "false", "every connection on the listeners "
+        "starts with a PROXY protocol v1 or v2 header (HAProxy `send-proxy`), which names the "
+        "client; only the proxy must be able to reach them"),
     Key("index", "ssed", V.boolean, "true", "serve the HTML index of public services at `/`"),
     Key("reuse_port", "ssed", V.boolean, "false", "bind the listeners with `SO_REUSEPORT`, so "
         "that several nodes on one machine share a port (each with its own `control`); "
         "changes at restart"),
+    Key("tls_cert", "ssed", V.path, "", "PEM certificate chain (relative to the config file); "
+        "with `tls_key`, the listeners speak HTTPS; read at start and on reload"),
+    Key("tls_key", "ssed", V.path, "", "PEM private key of `tls_cert` (relative to the "
+        "config file); read at start and on reload"),
     Key("jwt_key", "ssed", V.optional, "", "`ALG:FILE`, one or more: hs256/384/512 (a secret "
         "file) or rs256/384/512 (a PEM public key or JWK set), for `auth = jwt`"),
     Key("jwt_issuer", "ssed", V.optional, "", "if set, a token's `iss` must equal it"),
@@ -141,7 +152,8 @@ KEYS = (
     Key("timeout", "cluster", V.number(0, True), "5",
         "seconds without an answer before Redis counts as down"),
     Key("lease", "cluster", V.number(0, True), "10",
-        "seconds a source's lease lasts; renewed every third of it"),
+        "seconds within which another node runs a source whose node died (Redis keeps a "
+        "lease ¾ of it; every node asks every ¼)"),
 )
 _BY_NAME = {key.name: key for key in KEYS}
 _ATTR = {"class": "cls"}  # INI names that are Python keywords
@@ -172,7 +184,9 @@ ClusterConfig = _frozen("ClusterConfig", "The [cluster] section (SPEC 12). Chang
 Config = _frozen("Config", "The whole file: the [ssed] settings, the services in file order, "
                  "the [cluster] (None without one).", [
     ("file", str), *_key_fields(("ssed", "both"), defaults=False), ("services", tuple),
-    ("templates", tuple, field(default=())), ("cluster", object, field(default=None))])
+    ("templates", tuple, field(default=())), ("cluster", object, field(default=None)),
+    ("lines", Mapping, field(default_factory=lambda: types.MappingProxyType({}),
+                             compare=False))])
 
 
 # --- sections and keys to values ---------------------------------------------------------------
@@ -311,9 +325,16 @@ def _build(text, filename, base, errors):
 
     sections, services, duplicates = _sections(read_sections(text, error), error)
     top = {key.name: _value(key, key.default, base) for key in KEYS}
+    lines = {}      # the [ssed] keys' lines, for the checks that read the files they name
     if "ssed" in sections:
-        top |= _entries(sections["ssed"], "ssed", base, error)[0]
+        values, _, lines = _entries(sections["ssed"], "ssed", base, error)
+        top |= values
     cluster = _cluster(sections.get("cluster"), base, error)
+    if cluster is not None and top["reuse_port"] and not cluster.node:
+        # hostname:port, the default, is the same for every node sharing the port: their
+        # leases and heartbeats would be one node's.
+        error(sections["cluster"].line, "[cluster] with reuse_port = true needs node = NAME, "
+                                        "a name of its own for each node sharing the port")
     built = [_service(section, top, base, error, cluster is not None) for section in services]
     templates = tuple(sc for sc in built if is_template(sc.path))
     built = tuple(sc for sc in built if not is_template(sc.path))
@@ -330,7 +351,7 @@ def _build(text, filename, base, errors):
         elif sc.journal:
             journals[sc.journal] = sc.path
     return Config(file=filename, services=built, templates=templates, cluster=cluster,
-                  **{k.name: top[k.name] for k in KEYS if k.scope in ("ssed", "both")})
+                  lines=types.MappingProxyType(lines), **{k.name: top[k.name] for k in KEYS if k.scope in ("ssed", "both")})
 
 
 def _finish(text, filename, base_dir, errors, checks):

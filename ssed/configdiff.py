@@ -13,7 +13,7 @@ def diff(old, new):
     """What a reload from `old` to `new` changes, one line per section, [ssed] first."""
     changes = []
     top = [f.name for f in fields(old)
-           if f.name not in ("file", "services", "templates", "cluster")
+           if f.compare and f.name not in ("file", "services", "templates", "cluster")
            and getattr(old, f.name) != getattr(new, f.name)]
     if top:
         changes.append("changed [ssed]: " + ", ".join(top))

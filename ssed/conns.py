@@ -140,6 +140,8 @@ class HttpConn:
             return
         try:
             rest = self.respond(result, request)
+            if not (self.closed or self.replied) and self not in self.loop.acceptor.pending:
+                self.loop.acceptor.waiting(self)    # (kept alive: for its next request)
             if rest:
                 self.take(rest)
             elif not (self.closed or self.replied):

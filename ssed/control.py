@@ -196,10 +196,10 @@ COMMANDS = {
     "unban": Spec(_unban, {"ip": (STR, True)}, ("ADDR",), True),
     "bans": Spec(_bans),
     "stats": Spec(_stats),
-    "cluster": Spec(_cluster),
     "reload": Spec(_reload, changes_state=True),
     "admin": Spec(_admin, {"service": (STR, True), "args": ((list,), True)},
                   ("SERVICE", "ARGS..."), True),
+    "cluster": Spec(_cluster),
     "help": Spec(_help),
 }
 

@@ -96,13 +96,15 @@ class ControlConn:
         self.queued += len(answer)
 
     def _settled(self, _):
+        """Answers that came from Redis go out in order, in one write at the end of the
+        turn (the loop's backlog calls `work`), not one write each."""
         waiting = self.waiting
         while waiting and waiting[0].settled:
             answer = waiting.popleft().value
             self.out.append(answer)
             self.queued += len(answer)
         if not self.closed:
-            self._flush()
+            self.loop.lines_waiting(self, True)
 
     def _flush(self):
         if self.closed:

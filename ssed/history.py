@@ -51,12 +51,13 @@ class IdClock:
         if key > self.last:
             self.last = key
 
-    def prime(self, now_ms):
+    def prime(self, now_ms, after=None):
         """An id for a stream with nothing to replay: every later event is greater. In a
-        cluster, the last id read from Redis: every event to come from it is greater, and
-        this node's clock may be ahead of Redis's (no clock sync between nodes)."""
+        cluster, the last id read from Redis (or `after`, the id the stream resumes from, if
+        greater): every event to come from Redis is greater, and this node's clock may be
+        ahead of Redis's (no clock sync between nodes)."""
         if self.read is not None:
-            return format_id(self.read)
+            return format_id(max(self.read, after) if after is not None else self.read)
         ms, seq = self.next(now_ms)
         return f"{ms}-{seq}"
 

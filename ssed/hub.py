@@ -191,6 +191,8 @@ class Hub:
         if channel is None:
             return self.ondemand.publish(path, data, event, client_id)
         ev = channel.event(data, event, self.clock, int(self.now * 1000))
+        if self.cluster is not None and channel.config.cluster:
+            clustered.unnumbered(ev)        # (a Client's, the only kind that comes here)
         if client_id is None:
             try:
                 channel.record(ev, self.now)
@@ -239,7 +241,7 @@ class Hub:
             return self.due
         due = self.ondemand.sweep(now)
         if self.cluster is not None:
-            due = min(due, self.cluster.tick(now))
+            due = min(due, self._cluster_tick(now))
         for channel in list(self.ticking.values()):
             if channel.next_tick is not None and channel.next_tick > now + 2 * channel.config.interval:
                 channel.next_tick = now     # the wall clock went back: do not stall
@@ -257,6 +259,15 @@ class Hub:
         self.orders.extend(Close(c, reasons.EXPIRED) for c in self.expiring.due(now))
         self.due = min(due, self.next_keepalive, self.expiring.next())
         return self.due
+
+    def _cluster_tick(self, now):
+        """The cluster's timers; a bug in them is logged (a second apart), never fatal."""
+        try:
+            return self.cluster.tick(now)
+        except Exception:
+            self.throttle(("bug", "cluster"), now, "error",
+                          "bug: the cluster's timers raised\n" + traceback.format_exc())
+            return now + 1.0
 
     def _keepalive(self, now):
         """A comment to every stream that has heard nothing for `keepalive` seconds; when

@@ -42,7 +42,7 @@ def preamble(retry, clock, now_ms, client, channels, last_id):
             if channel.replay_last:
                 parts.extend(current(channels))
                 break
-    parts.append(sse.prime(clock.prime(now_ms)))
+    parts.append(sse.prime(clock.prime(now_ms, parse_id(last_id) if last_id else None)))
     return b"".join(parts)
 
 

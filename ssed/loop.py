@@ -24,7 +24,7 @@ from .http1 import whole_request
 from .log import Throttle, redact
 from .orders import Close, FanOut, Kill, Spawn
 from .outbox import Outbox
-from .redisconn import RedisConn
+from .redisconn import MAX_FILL, RedisConn
 from .responses import error_reply
 from .stalls import STALL_AFTER, Stalls
 from .wakeup import Wakeup
@@ -78,7 +78,7 @@ class Loop:
         cluster = self.hub.cluster
         if cluster is not None:
             cluster.attach(RedisConn(self, cluster.target, "reader", cluster),
-                           RedisConn(self, cluster.target, "writer", cluster))
+                           RedisConn(self, cluster.target, "writer", cluster, MAX_FILL))
             cluster.start(self.clock())
         self.wakeup = Wakeup(SIGNALS)
         self.selector.register(self.wakeup, READ, self._on_signal)
@@ -252,10 +252,12 @@ class Loop:
 
     # -- requests and streams ------------------------------------------------------------
 
-    def take_request(self, sock, address):
+    def take_request(self, sock, address, deadline=None):
         """A connection the acceptor let in. Under load its request has usually arrived
         whole by the time it is accepted (97 % of a 10k storm): read it now rather than
-        after a turn through the selector. A stream needs no HttpConn then."""
+        after a turn through the selector. A stream needs no HttpConn then. `deadline`:
+        the head's, when it began before (`header_timeout` from accept: a PROXY header or a
+        TLS handshake came first); by default `header_timeout` from now."""
         try:
             data = sock.recv(65536)
         except BlockingIOError:
@@ -279,7 +281,7 @@ class Loop:
             self.acceptor.waiting(conn)
             conn.watch(READ)
             if conn.deadline is None:
-                self.deadline(conn, self.hub.now + self.hub.config.header_timeout)
+                self.deadline(conn, deadline or self.hub.now + self.hub.config.header_timeout)
 
     def route(self, request, address):
         """What to do with a whole request: web.handle's answer (a 500 on a bug in it)."""
@@ -401,7 +403,7 @@ class Loop:
     def _shutdown_step(self, now):
         cluster = self.hub.cluster
         if now < self.stopping and (self.outbox.busy or (
-                cluster is not None and cluster.writer.callbacks)):
+                cluster is not None and cluster.releasing(now))):
             return      # (a cluster's node gives up its leases before it goes)
         for client in self._all_clients():
             client.conn.close(reasons.SHUTDOWN)

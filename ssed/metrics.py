@@ -20,6 +20,8 @@ METRICS = {
                                       "was lost."),
 }
 
+CLUSTER = ("ssed_cluster_up", "ssed_cluster_lag_seconds", "ssed_cluster_reconnects_total")
+
 
 def _label(value):
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -29,6 +31,8 @@ def render(samples):
     """`samples`: {metric name: [(labels dict, value), ...]} -> the exposition text."""
     lines = []
     for name, (kind, help_text) in METRICS.items():
+        if name in CLUSTER and name not in samples:
+            continue    # (a node in no cluster has no such figures)
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples.get(name, ()):

@@ -14,7 +14,7 @@ import heapq
 import itertools
 from collections import Counter
 
-from . import memory, reasons, templates
+from . import clustered, memory, reasons, templates
 from .channel import Channel, ChannelsFull, PublishError
 from .orders import Close
 from .plugins import service_class
@@ -66,8 +66,11 @@ class OnDemand:
         self._idle = []             # heap of (when it goes, n, channel)
         self._n = itertools.count()  # ties broken by order queued, never by Channel
         self.removed = 0            # channels dropped since the last compaction
+        self.uncollected = 0        # ... since the last full collection (memory.give_back)
 
     def start(self, configs):
+        if configs:
+            memory.prepare()
         for sc in configs:
             self.by_prefix[templates.prefix_of(sc.path)] = Template(sc)
 
@@ -119,6 +122,9 @@ class OnDemand:
         for counter in GONE:
             template.gone[counter] += getattr(channel, counter)
         self.removed += 1
+        self.uncollected += 1
+        if hub.cluster is not None:
+            clustered.dropped(hub, channel)
         hub.stop_service(channel, closing=True)
         if reason is not None:
             hub.orders.extend(Close(client, reason) for client in channel.clients)
@@ -182,6 +188,7 @@ class OnDemand:
         budget = SWEEP_AT_MOST
         while heap and heap[0][0] <= now:
             if budget == 0:
+                self._tidy(caught_up=False)
                 return now      # more are due: at the next turn
             budget -= 1
             channel = heapq.heappop(heap)[2]
@@ -193,18 +200,31 @@ class OnDemand:
                 self._queue(channel, when)      # a publish came meanwhile
             else:
                 self.drop(channel)
-        if self.removed >= max(memory.COMPACT_AFTER, len(self.hub.channels)):
-            self.compact()      # (copying the dicts costs O(live): amortised over removals)
+        self._tidy(caught_up=True)
         return heap[0][0] if heap else float("inf")
 
-    def compact(self):
-        """After many channels went: copy the dicts that held them (a dict does not shrink)
-        and give the freed pages back (memory.trim)."""
+    def _tidy(self, caught_up):
+        """Compact once many went (as many as are left, at least COMPACT_AFTER), and at the
+        end of a wave (nothing more due now, more went than are left): the cost, O(live),
+        is amortised over the removals. The free lists are emptied too once a wave is over
+        and few are left (a full collection walks every live object)."""
+        removed, live = self.removed, len(self.hub.channels)
+        collect = caught_up and self.uncollected >= max(memory.SETTLE_AFTER, 8 * live)
+        if collect or removed >= max(memory.COMPACT_AFTER, live) or (
+                caught_up and removed >= memory.SETTLE_AFTER and removed > live):
+            self.compact(collect)
+
+    def compact(self, collect=False):
+        """After many channels went: shrink the dicts that held them (a dict does not
+        shrink as keys go) and give the freed memory back (memory.give_back)."""
         self.removed = 0
-        self.hub.channels = dict(self.hub.channels)
+        if collect:
+            self.uncollected = 0
+        memory.shrink(self.hub.channels)
+        memory.shrink(self.hub.ticking)
         for template in self.by_prefix.values():
-            template.channels = dict(template.channels)
-        memory.trim()
+            memory.shrink(template.channels)
+        memory.give_back(collect)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -212,6 +232,8 @@ class OnDemand:
         """Take the new config's templates: a removed one closes its channels' streams
         (reason `removed`), a changed one restarts its channels' services (streams stay)."""
         wanted = {templates.prefix_of(sc.path): sc for sc in configs}
+        if wanted:
+            memory.prepare()
         for prefix in [p for p in self.by_prefix if p not in wanted]:
             template = self.by_prefix.pop(prefix)
             for channel in list(template.channels.values()):

@@ -15,8 +15,10 @@ from . import resp
 from .later import LOST
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+MAX_FILL = 1 << 30          # the writer's: a history read back whole (what a node holds anyway)
 CHUNK = 1 << 18             # bytes read at once: an XREAD of a thousand events in few reads
-MAX_REPLY = 64 << 20        # a reply larger than this is a protocol error (the link drops)
+MAX_REPLY = 64 << 20        # a reply larger than this is a protocol error (the link drops;
+                            # the reader asks for fewer events next time)
 
 
 def resolve(address):
@@ -29,11 +31,12 @@ def resolve(address):
 
 
 class RedisConn:
-    def __init__(self, loop, target, name, cluster):
+    def __init__(self, loop, target, name, cluster, max_reply=MAX_REPLY):
         self.loop = loop
         self.target = target            # (family, sockaddr)
         self.name = name                # "reader" or "writer", for the log
         self.cluster = cluster
+        self.max_reply = max_reply
         self.sock = None
         self.parser = None
         self.out = []
@@ -51,7 +54,7 @@ class RedisConn:
         self.sock.setblocking(False)
         if family != socket.AF_UNIX:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.parser = resp.Parser(MAX_REPLY)
+        self.parser = resp.Parser(self.max_reply)
         self.closed, self.connecting, self.oldest = False, True, now
         err = self.sock.connect_ex(sockaddr)
         if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
@@ -116,7 +119,7 @@ class RedisConn:
             try:
                 reply = parser.get()
             except resp.ProtocolError as exc:
-                return self.cluster.link_down(self, f"Redis sent what is not RESP: {exc}")
+                return self.cluster.bad_reply(self, f"Redis sent what is not RESP: {exc}")
             if reply is resp.NEED:
                 break
             if not self.callbacks:

@@ -3,6 +3,7 @@
 A service knows its clients and publishes events; it never sees a socket. Everything it asks
 of the daemon goes through the hub it was given.
 """
+from . import clustered
 from .channel import Client, ClusterUnavailable
 from .later import Later
 
@@ -62,8 +63,11 @@ class Service:
                 raise TypeError(f"{self.path}: publish(client=...) takes a Client or a client "
                                 f"id (str), not {type(client).__name__}")
         event = self.config.event if event is None else event
+        hub = self._hub
+        if hub.cluster is not None and not clustered.may_publish(hub, self._channel):
+            return None
         try:
-            result = self._hub.publish(self.path, data, event, client)
+            result = hub.publish(self.path, data, event, client)
         except ClusterUnavailable as exc:
             return self._not_published(exc)
         if type(result) is Later:

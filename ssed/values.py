@@ -153,14 +153,37 @@ def _address(item):
     return host, int(port)
 
 
+class Listen(tuple):
+    """The `listen` entries: (host, port) pairs, as ever, plus `schemes`, what each was
+    written with: "http" (`http://host:port`: stays plain when the daemon serves TLS),
+    "https", or "" (none: HTTPS if `tls_cert` is set). Equality takes the schemes in, so a
+    reload sees a listener change scheme; a listener stays bound across that change, since
+    the daemon keys its sockets by (host, port)."""
+
+    def __new__(cls, pairs, schemes):
+        self = super().__new__(cls, pairs)
+        self.schemes = tuple(schemes)
+        return self
+
+    def __eq__(self, other):
+        return tuple.__eq__(self, other) is True and self.schemes == getattr(
+            other, "schemes", ("",) * len(self))
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+
 def listen(text):
-    addresses = tuple(_address(item) for item in text.split())
+    items = [re.match(r"(?i)(https?://)?(.*)", item).groups() for item in text.split()]
+    addresses = tuple(_address(item.rstrip("/")) for _, item in items)
     if not addresses:
         raise ValueError("expected one or more host:port")
     for i, (host, port) in enumerate(addresses):
         if port and (host, port) in addresses[:i]:  # two port 0s are two ephemeral ports
             raise ValueError(f"{host}:{port} is listed twice")
-    return addresses
+    return Listen(addresses, ((prefix or "")[:-3].lower() for prefix, _ in items))
 
 
 def networks(text):

@@ -7,7 +7,7 @@ import hmac
 import json
 from importlib import resources
 
-from . import admission, auth, jwt, metrics, postbody, reasons
+from . import admission, auth, clustered, forwarded, jwt, metrics, postbody, reasons
 from .addresses import in_networks
 from .config import RESERVED
 from .control import CLIENT_ID
@@ -54,7 +54,16 @@ def refusal(status, text, reason, headers=()):
 
 
 def handle(hub, request, address):
-    """Route one request from `address`: a Reply or a Stream."""
+    """Route one request from `address` (the peer's): a Reply or a Stream. From a trusted
+    proxy, the request is the client's it names (SPEC 14): from here on, bans, limits,
+    `status_allow`, the stream's record and the logs know that address alone. Per request,
+    not per connection: a proxy's kept-alive connection carries many clients."""
+    trusted = hub.config.trusted_proxies
+    if trusted:
+        try:
+            address = forwarded.client(request.headers, address, trusted)
+        except HttpError as exc:
+            return Reply(exc.reply(), reasons.http(exc.status))
     try:
         if hub.banned(address):     # the "request" ladder, whose one rung is a ban
             return _refused(admission.refusal("request", hub.config, banned=True))
@@ -254,6 +263,11 @@ def _subscribe(hub, request, address, channels):
     # Empty means no id, as with EventSource (which sends no header then): not "replay all".
     last_id = (request.header("last-event-id") or request.first("lastEventId")
                or request.first("last_event_id") or None)
+    if hub.cluster is not None and last_id is not None:
+        waiting = clustered.unfilled(hub, channels)
+        if waiting is not None:     # replay from Redis's history: route it again once in
+            # (`address` is the client's already; the headers would name it again.)
+            return waiting.map(lambda _: handle(hub, request, address))
     try:
         client, preamble = hub.attach(channels, client_id, address, last_id, request)
     except Refuse as refuse:

@@ -73,7 +73,9 @@ class BrowserError(Exception):
 
 
 class Browser:
-    def __init__(self, path, timeout=TIMEOUT):
+    def __init__(self, path, timeout=TIMEOUT, env=None):
+        """`env`: more environment (tests/test_tls.py: a HOME whose NSS database trusts
+        the test CA)."""
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="ssed-chromium-")
         self.stderr = open(os.path.join(self.profile, "stderr.log"), "wb")
@@ -85,7 +87,8 @@ class Browser:
             [sys.executable, "-c", _TRAMPOLINE, str(to_child), str(from_child), path, *FLAGS,
              f"--user-data-dir={self.profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr,
-            pass_fds=(to_child, from_child), start_new_session=True)
+            pass_fds=(to_child, from_child), start_new_session=True,
+            env={**os.environ, **(env or {})})
         os.close(to_child)
         os.close(from_child)
         self._finalizer = weakref.finalize(self, _kill, self.proc, self.profile, self.stderr,

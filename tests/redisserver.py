@@ -106,6 +106,7 @@ class RedisServer:
     """redis-server on a free port in its own directory; see the module's docstring."""
 
     def __init__(self, password=None, appendonly=False, unixsocket=False, dir=None):
+        self.binary = require_redis()       # before making a directory: a skip leaves none
         self.password = password
         self.appendonly = appendonly
         self._own_dir = dir is None
@@ -126,7 +127,7 @@ class RedisServer:
         return f"unix://{self.unixsocket}?db=0" if self.unixsocket else None
 
     def args(self):
-        args = [require_redis(), "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", self.dir, "--daemonize", "no", "--logfile", self.log,
                 "--dbfilename", "dump.rdb", "--appenddirname", "appendonlydir",
                 "--enable-debug-command", "local"]     # DEBUG SLEEP: a slow Redis on demand

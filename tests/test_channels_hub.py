@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from orders import Orders
-from ssed import config as configmod, control, metrics, web
+from ssed import config as configmod, control, memory, metrics, web
 from ssed.channel import ChannelsFull
 from ssed.http1 import RequestParser, whole_request
 from ssed.hub import Hub, PublishError
@@ -378,8 +378,60 @@ def test_a_sweep_removes_at_most_a_thousand_channels_a_turn_and_compacts_after_m
     assert len(channels) == 1500
     assert rig.hub.tick(T0 + 60) == T0 + 60
     assert rig.hub.tick(T0 + 60) > T0 + 60 and not channels
-    assert rig.hub.ondemand.removed < 1024       # compacted (the dicts copied) on the way
+    assert rig.hub.ondemand.removed == 0         # compacted on the way and at the end
     assert list(rig.hub.channels) == ["/chat"]
+
+
+def test_the_end_of_a_wave_of_channels_compacts_in_place_and_a_few_going_do_not(monkeypatch):
+    given_back = []
+    monkeypatch.setattr(memory, "give_back", given_back.append)     # (its `collect`)
+    rig = Rig(USER.replace("max_channels = 3", "max_channels = 5000"))
+    channels, hub_channels = rig.hub.ondemand.by_prefix["/user/"].channels, rig.hub.channels
+    for i in range(100):
+        rig.hub.publish(f"/user/u{i}", "x")
+    grown = sys.getsizeof(channels)
+    rig.hub.tick(T0 + 60)                   # 100 went, none left: the end of a wave
+    assert rig.hub.ondemand.removed == 0 and not channels
+    assert given_back == [True]             # the free lists emptied: the wave is over
+    assert sys.getsizeof(channels) < grown / 4          # the table was let go of
+    # The same dicts, shrunk where they are (a new dict made now would pin an arena).
+    assert rig.hub.ondemand.by_prefix["/user/"].channels is channels
+    assert rig.hub.channels is hub_channels and list(hub_channels) == ["/chat"]
+    for i in range(3):
+        rig.hub.publish(f"/user/v{i}", "x")
+    rig.hub.tick(T0 + 200)
+    assert not channels and rig.hub.ondemand.removed == 3       # too few to compact for
+    assert given_back == [True] and rig.hub.ondemand.uncollected == 3
+
+
+def test_a_wave_with_many_channels_left_compacts_without_a_full_collection(monkeypatch):
+    given_back = []
+    monkeypatch.setattr(memory, "give_back", given_back.append)
+    rig = Rig(USER.replace("max_channels = 3", "max_channels = 5000"))
+    for i in range(1200):
+        rig.hub.publish(f"/user/old{i}", "x")
+    rig.at(30)
+    for i in range(300):
+        rig.hub.publish(f"/user/new{i}", "x")
+    while rig.hub.tick(T0 + 60) <= T0 + 60:     # (1,000 a turn)
+        pass
+    # 1,200 went, 300 left: compacted, not collected.
+    assert given_back == [False] and rig.hub.ondemand.uncollected == 1200
+    rig.at(90)                              # ... and then the rest went: the wave is over
+    assert given_back == [False, True] and rig.hub.ondemand.uncollected == 0
+
+
+def test_shrink_keeps_the_dict_its_keys_and_their_order():
+    d = {f"k{i}": i for i in range(1000)}
+    for i in range(2, 1000):
+        del d[f"k{i}"]
+    before, same = sys.getsizeof(d), d
+    memory.shrink(d)
+    assert d is same and list(d.items()) == [("k0", 0), ("k1", 1)]
+    assert sys.getsizeof(d) < before / 10
+    small = sys.getsizeof(d)
+    memory.shrink(d)                        # nothing to give back: left as it is
+    assert sys.getsizeof(d) == small and list(d) == ["k0", "k1"]
 
 
 def test_a_channels_streams_get_keepalives_and_ids_as_a_services_do():

@@ -284,7 +284,7 @@ def test_bad_cluster_configs(text, expected):
 
 # --- reload ----------------------------------------------------------------------------------
 
-BASE = cluster("redis = redis://h", "lease = 10")
+BASE = cluster("redis = redis://h", "lease = 10", "node = n1")
 
 
 @pytest.mark.parametrize("new, expected", [
@@ -318,6 +318,14 @@ def test_restart_only_keeps_the_old_cluster_and_reuse_port_and_says_so():
         "until then"]
     assert config.restart_only(old, ok(BASE)) == (ok(BASE), [])
     assert config.restart_only(ok("[/a]\n"), old)[0].cluster is None
+
+
+def test_reuse_port_with_a_cluster_needs_a_node_name_of_its_own():
+    # hostname:port, the default name, would be the same for every node sharing the port.
+    assert errors("[ssed]\nreuse_port = true\n[cluster]\nredis = redis://h\n[/a]\n") == [
+        f"{F}:3: [cluster] with reuse_port = true needs node = NAME, a name of its own for "
+        "each node sharing the port"]
+    assert ok("[ssed]\nreuse_port = true\n[cluster]\nredis = redis://h\nnode = a\n[/a]\n")
 
 
 def test_keys_table_documents_the_cluster_section():

@@ -74,7 +74,8 @@ def test_each_key_is_a_field_of_its_dataclass_and_nothing_else_is():
     svc = [attr.get(k.name, k.name) for k in config.KEYS if k.scope not in ("ssed", "cluster")]
     cluster = [k.name for k in config.KEYS if k.scope == "cluster"]
     assert [f.name for f in dataclasses.fields(config.Config)] == ["file", *top, "services",
-                                                                    "templates", "cluster"]
+                                                                    "templates", "cluster",
+                                                                    "lines"]
     assert [f.name for f in dataclasses.fields(config.ClusterConfig)] == ["line", "lines",
                                                                           *cluster]
     assert [f.name for f in dataclasses.fields(ServiceConfig)] == [
@@ -586,7 +587,8 @@ def test_keys_markdown_documents_every_key():
     assert "| `listen` | [ssed] | `127.0.0.1:8080` |" in text
     assert "| `history` | [ssed] (default), service, template | `100` |" in text
     names = {key.name for key in config.KEYS}
-    assert {f.name for f in dataclasses.fields(config.Config)} - {"file", "services", "templates"} <= names
+    assert {f.name for f in dataclasses.fields(config.Config)} - {"file", "services", "templates",
+                                                                   "lines"} <= names
 
 
 def test_keys_command_prints_the_table():

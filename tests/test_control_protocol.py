@@ -382,7 +382,7 @@ def test_help_lists_every_command_and_says_how_to_quote(rig):
     commands = answer["commands"]
     assert [c.split()[0] for c in commands] == ["publish", "list", "clients", "kick", "channels",
                                                 "ban", "unban", "bans", "stats", "reload", "admin",
-                                                "help"]
+                                                "cluster", "help"]
 
 
 # -- render_text ----------------------------------------------------------------------------

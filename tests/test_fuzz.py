@@ -1,5 +1,6 @@
-"""Seeded mutation fuzzers over the three parsers a stranger can reach: the HTTP request
-parser, the control line protocol and the config reader.
+"""Seeded mutation fuzzers over the parsers a stranger can reach: the HTTP request parser,
+the control line protocol, the config reader, and (SPEC 14) the forwarding headers of a
+trusted proxy and the PROXY protocol header.
 
 Each fuzzer builds a corpus of valid inputs, mutates them with a `random.Random(seed)` (byte
 flips, inserted / deleted / duplicated slices, splices of two seeds, interesting tokens such
@@ -9,11 +10,12 @@ feeding the same bytes in random pieces changes nothing. Same seeds, same cases:
 reproduces. Inputs that once crashed are kept in the regression tables at the top.
 
 `SSED_FUZZ_CASES` sets the number of mutated cases per seed (default 10000; four seeds per
-target): 40000 each for the HTTP parser, `handle_line` and the control parsers, 10000 for
-routing, 16000 config texts (0.4 x) and 4000 byte streams of 1-6 mutated lines (often
-thousands of lines: runs of LF) for the line splitter (0.1 x); about 10 s on a 2-core
-machine. `SSED_FUZZ_CASES=100000` makes a long soak.
+target): 40000 each for the HTTP parser, `handle_line`, the control parsers, the forwarding
+headers and the PROXY header, 10000 for routing, 16000 config texts (0.4 x) and 4000 byte
+streams of 1-6 mutated lines (often thousands of lines: runs of LF) for the line splitter
+(0.1 x); about 13 s on a 2-core machine. `SSED_FUZZ_CASES=100000` makes a long soak.
 """
+import ipaddress
 import json
 import os
 import random
@@ -23,7 +25,7 @@ import sys
 import pytest
 
 from ssed import config as configmod
-from ssed import http1, web
+from ssed import forwarded, http1, proxyproto, web
 from ssed.control import CommandError, LineSplitter, handle_line, parse_json, parse_text, validate
 from ssed.http1 import HttpError, Request, RequestParser
 from ssed.hub import Hub
@@ -652,4 +654,122 @@ def test_config_reader_returns_a_config_or_raises_config_error_with_lines(seed):
             raise
         except Exception as exc:
             raise AssertionError(f"config.parse crashed on {text!r}: {exc!r}") from exc
+    assert all(seen.values()), seen
+
+
+# -- forwarding headers from a trusted proxy (SPEC 14) ----------------------------------------
+
+FWD_TRUSTED = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "10.0.0.0/8", "::1"))
+FWD_CORPUS = [
+    b"for=192.0.2.60;proto=http;by=203.0.113.43",
+    b'for="[2001:db8:cafe::17]:4711", for=10.1.1.1',
+    b'For="_gazonk", for=unknown;HOST="a,b", for=198.51.100.17',
+    b'for="192.0.2.6\\0:_p";proto=https, ,for=10.0.0.2',
+    b"proto=https;host=example.com",
+]
+XFF_CORPUS = [
+    b"203.0.113.7", b"198.51.100.1, 203.0.113.7, 10.0.0.2", b"[2001:db8::7]:443, ::1",
+    b"unknown, 203.0.113.7:5555,, ::ffff:10.0.0.1", b"2001:db8::7",
+]
+FWD_TOKENS = COMMON_TOKENS + [
+    b"for=", b"FOR=", b'"', b"[", b"]", b"\\", b"_", b"unknown", b"::", b"::ffff:", b"%eth0",
+    b"1.2.3.4", b"255.255.255.256", b"10.0.0.1", b"127.0.0.1", b":65535", b":_x", b",",
+    b"; ", b"2001:db8::1",
+]
+
+
+def forwarded_case(forwarded_value, xff_value):
+    """The client for these values from a trusted peer: an address, or a 400."""
+    headers = {}
+    if forwarded_value is not None:
+        headers["forwarded"] = forwarded_value
+    if xff_value is not None:
+        headers["x-forwarded-for"] = xff_value
+    try:
+        address = forwarded.client(headers, "127.0.0.1", FWD_TRUSTED)
+    except HttpError as exc:
+        assert exc.status == 400 and exc.reply().startswith(b"HTTP/1.1 400 ")
+        return "error"
+    assert address == "127.0.0.1" or ipaddress.ip_address(address)
+    assert str(ipaddress.ip_address(address)) == address      # one form for one address
+    # Asked again with the client as the peer (a request routed again: web._subscribe's
+    # wait for a cluster's history), the headers name the same client.
+    assert forwarded.client(headers, address, FWD_TRUSTED) == address
+    # An untrusted peer's headers change nothing, however they look.
+    assert forwarded.client(headers, "192.0.2.99", FWD_TRUSTED) == "192.0.2.99"
+    return "peer" if address == "127.0.0.1" else "client"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_forwarding_headers_give_an_address_or_a_400(seed):
+    rng = random.Random(seed)
+    seen = {"client": 0, "peer": 0, "error": 0}
+    for _ in range(CASES):
+        # Header values as the request parser hands them over: latin-1 text, trimmed.
+        values = [mutate(rng, rng.choice(corpus), corpus, FWD_TOKENS).decode("latin-1")
+                  .strip(" \t") if rng.random() < 0.7 else None
+                  for corpus in (FWD_CORPUS, XFF_CORPUS)]
+        try:
+            seen[forwarded_case(*values)] += 1
+        except AssertionError:
+            raise
+        except Exception as exc:
+            raise AssertionError(f"forwarded.client crashed on {values!r}: {exc!r}") from exc
+    assert all(seen.values()), seen
+
+
+# -- the PROXY protocol header (SPEC 14) ------------------------------------------------------
+
+PROXY_CORPUS = [
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n\r\n",
+    b"PROXY TCP6 2001:db8::1 2001:db8::2 4711 80\r\n",
+    b"PROXY UNKNOWN\r\n\x16\x03\x01",
+    proxyproto.V2_SIGNATURE + b"\x21\x11\x00\x0c" + bytes(range(12)) + b"GET /",
+    proxyproto.V2_SIGNATURE + b"\x21\x21\x00\x27" + bytes(range(36)) + b"\x04\x00\x00",
+    proxyproto.V2_SIGNATURE + b"\x20\x00\x00\x00",
+]
+PROXY_TOKENS = COMMON_TOKENS + [
+    b"PROXY ", b"TCP4 ", b"TCP6 ", b"UNKNOWN", proxyproto.V2_SIGNATURE, b"\x20", b"\x21",
+    b"\x11", b"\x21", b"\x31", b"\x12", b"\x00\x0c", b"\xff\xff", b"\x10\x00", b"65535",
+]
+
+
+def proxy_case(rng, data):
+    """Whole and at random cuts: a Header, need more, or ProxyError, consistently; "need
+    more" never for bytes past a header."""
+    try:
+        whole = proxyproto.parse(data)
+    except proxyproto.ProxyError:
+        whole = "error"
+    cuts = sorted({rng.randint(0, len(data)) for _ in range(8)})
+    for cut in cuts:
+        try:
+            part = proxyproto.parse(data[:cut])
+        except proxyproto.ProxyError:
+            part = "error"
+        if isinstance(whole, proxyproto.Header):
+            assert part == (whole if cut >= whole.size else None), (data, cut)
+        elif whole is None:
+            assert part is None, (data, cut)
+        else:
+            assert part in (None, "error"), (data, cut)
+    if isinstance(whole, proxyproto.Header):
+        assert whole.size <= proxyproto.MAX_HEADER
+        assert whole.address is None or ipaddress.ip_address(whole.address)
+        return "header"
+    return "error" if whole == "error" else "more"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_proxy_headers_parse_to_a_header_or_need_more_or_raise_proxy_error(seed):
+    rng = random.Random(seed)
+    seen = {"header": 0, "more": 0, "error": 0}
+    for _ in range(CASES):
+        data = mutate(rng, rng.choice(PROXY_CORPUS), PROXY_CORPUS, PROXY_TOKENS)
+        try:
+            seen[proxy_case(rng, data)] += 1
+        except AssertionError:
+            raise
+        except Exception as exc:
+            raise AssertionError(f"proxyproto.parse crashed on {data!r}: {exc!r}") from exc
     assert all(seen.values()), seen

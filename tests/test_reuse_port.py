@@ -101,7 +101,7 @@ def test_a_reload_keeps_reuse_port_and_cluster_until_restart_and_warns(daemon):
     s = d.stream("/chat")
     d.ini.write_text(d.ini.read_text().replace("[/chat]", "reuse_port = true\n[cluster]\n"
                                                "redis = redis://:hidden-pw@127.0.0.1:1/0\n"
-                                               "[/chat]"))
+                                               "node = n1\n[/chat]"))
     answer = d.ctl({"cmd": "reload"})
     assert answer == {"ok": True, "changes": ["changed [ssed]: reuse_port", "added [cluster]"]}
     d.wait_log(r"warning \[cluster\] changes apply at restart: this node keeps its \[cluster\] "
