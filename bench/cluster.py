@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import resource
-import socket
 import sys
 import tempfile
 import threading
@@ -43,16 +42,6 @@ import servers  # noqa: E402
 ROOT = load.ROOT
 CPU0, CPU1, BOTH = {0}, {1}, {0, 1}
 EVENTS_KEY = "{bench}:events"
-
-
-class Setup:
-    """What one run measures: the servers (CPU read from each), the subscribers (one worker
-    per (port, count)), the publish targets, and the Redis (if any)."""
-
-    def __init__(self, label, servers_, plan, targets, load_cpus, redis=None, path="/bench"):
-        self.label, self.servers, self.plan, self.path = label, servers_, plan, path
-        self.targets, self.load_cpus, self.redis = targets, load_cpus, redis
-        self.redis_from = "-"        # where the run's events start in Redis's stream
 
 
 def start_workers(plan, cpus):
@@ -246,71 +235,6 @@ def one_line(r):
             f"client {r['client_cpu_pct']} %, others CPU0 {r['others_cpu0_pct']} %")
 
 
-# ---------------------------------------------------------------------- the setups
-
-def ssed_cluster(stack, tmp, args, label="ssed-cluster", n=None, node_cpus=(CPU0, CPU0, CPU0),
-                 shares=None):
-    """Redis on CPU 1 with the load; one node per entry of node_cpus, each with its share of
-    subscribers (default n each), publishes spread over every node."""
-    n = n or args.n
-    shares = shares or [n] * len(node_cpus)
-    redis = servers.Redis(tmp, CPU1).start()
-    stack.callback(redis.stop)
-    nodes = []
-    for i, cpus in enumerate(node_cpus):
-        node = servers.Node(tmp, f"n{i + 1}", load.free_port(), cpus, max(shares[i], 100), redis.url)
-        stack.callback(node.stop)
-        nodes.append(node)
-    plan = [(node.port, k) for node, k in zip(nodes, shares) if k]
-    targets = [lambda node=node: clusterload.ControlTarget(node.ctl_path) for node in nodes]
-    return Setup(label, nodes, plan, targets, CPU1, redis)
-
-
-def ssed_single(stack, tmp, args, n=None, workers=3, label="ssed-single"):
-    """One node on CPU 0 (no cluster) with `workers` x n subscribers and as many control
-    connections publishing: the same load, without Redis."""
-    n = n or args.n
-    node = servers.Node(tmp, "single", load.free_port(), CPU0, n * workers)
-    stack.callback(node.stop)
-    targets = [lambda: clusterload.ControlTarget(node.ctl_path)] * workers
-    return Setup(label, [node], [(node.port, n)] * workers, targets, CPU1)
-
-
-def nchan_cluster(stack, tmp, args):
-    redis = servers.Redis(tmp, CPU1).start()
-    stack.callback(redis.stop)
-    insts = []
-    for i in range(3):
-        inst = servers.Nchan(tmp, f"nginx{i + 1}", CPU0, redis.url, workers=2)
-        stack.callback(inst.stop)
-        insts.append(inst)
-    targets = [lambda inst=inst: clusterload.HttpTarget(inst.port) for inst in insts]
-    return Setup("nchan-redis", insts, [(i.port, args.n) for i in insts], targets, CPU1, redis,
-                 path="/sub")
-
-
-def reuse_pair(stack, tmp, args):
-    """Two clustered nodes on one port (reuse_port), one per CPU; Redis and the load float."""
-    redis = servers.Redis(tmp, BOTH).start()
-    stack.callback(redis.stop)
-    port, nodes = load.free_port(), []
-    for i, cpus in enumerate((CPU0, CPU1)):
-        node = servers.Node(tmp, f"r{i + 1}", port, cpus, args.sat_n, redis.url, reuse_port=True)
-        stack.callback(node.stop)
-        nodes.append(node)
-    half = args.sat_n // 2
-    return Setup("ssed-reuse-port-x2", nodes, [(port, half), (port, args.sat_n - half)],
-                 [lambda: clusterload.ControlTarget(nodes[0].ctl_path)], BOTH, redis)
-
-
-def sat_single(stack, tmp, args):
-    node = servers.Node(tmp, "single", load.free_port(), CPU0, args.sat_n)
-    stack.callback(node.stop)
-    half = args.sat_n // 2
-    return Setup("ssed-one-node", [node], [(node.port, half), (node.port, args.sat_n - half)],
-                 [lambda: clusterload.ControlTarget(node.ctl_path)], CPU1)
-
-
 # ---------------------------------------------------------------------- the figures
 
 def measure(make, args, rates, duration, outage=None, probe=False):
@@ -322,7 +246,7 @@ def measure(make, args, rates, duration, outage=None, probe=False):
             found = None
             if probe:        # first, on idle servers; the run's order check starts after it
                 try:
-                    found = order_probe(setup, args.probe_events)
+                    found = clusterload.order_probe(setup, args.probe_events)
                 except (RuntimeError, OSError) as exc:
                     found = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"  order probe ({setup.label}): {found}", file=sys.stderr)
@@ -342,18 +266,18 @@ def measure(make, args, rates, duration, outage=None, probe=False):
 def figure1(args):
     out = []
     for _ in range(args.repeat):
-        out += measure(ssed_single, args, [args.rate], args.duration)
-        out += measure(ssed_cluster, args, [args.rate], args.duration)
+        out += measure(servers.ssed_single, args, [args.rate], args.duration)
+        out += measure(servers.ssed_cluster, args, [args.rate], args.duration)
     return out
 
 
 def figure2(args):
     def one_node_in_cluster(stack, tmp, args):
-        return ssed_cluster(stack, tmp, args, label="ssed-node-in-cluster",
-                            node_cpus=(CPU0, CPU1, CPU1), shares=[args.n, 0, 0])
+        return servers.ssed_cluster(stack, tmp, args, label="ssed-node-in-cluster",
+                                    node_cpus=(CPU0, CPU1, CPU1), shares=[args.n, 0, 0])
 
     def one_single(stack, tmp, args):
-        return ssed_single(stack, tmp, args, workers=1, label="ssed-single-node")
+        return servers.ssed_single(stack, tmp, args, workers=1, label="ssed-single-node")
     out = []
     for _ in range(args.repeat):
         out += measure(one_single, args, [args.rate], args.cpu_duration)
@@ -363,90 +287,22 @@ def figure2(args):
 
 def figure3(args):
     rates = [float(r) for r in args.sat_rates.split(",")]
-    return (measure(sat_single, args, rates, args.sat_duration)
-            + measure(reuse_pair, args, rates, args.sat_duration))
+    return (measure(servers.sat_single, args, rates, args.sat_duration)
+            + measure(servers.reuse_pair, args, rates, args.sat_duration))
 
 
 def figure4(args):
     def outage_cluster(stack, tmp, args):
-        return ssed_cluster(stack, tmp, args, label="ssed-cluster-outage", n=args.outage_n)
+        return servers.ssed_cluster(stack, tmp, args, label="ssed-cluster-outage", n=args.outage_n)
     at = (args.outage_duration - args.outage) / 2
     return measure(outage_cluster, args, [args.rate], args.outage_duration,
                    outage=(at, args.outage))
 
 
 def figure5(args, earlier):
-    out = measure(nchan_cluster, args, [args.rate], args.duration, probe=True)
+    out = measure(servers.nchan_cluster, args, [args.rate], args.duration, probe=True)
     if not any(r.get("label") == "ssed-cluster" and "error" not in r for r in earlier):
-        out += measure(ssed_cluster, args, [args.rate], args.duration, probe=True)
-    return out
-
-
-def order_probe(setup, events, per_server=4):
-    """Cross-node order, load aside: `per_server` streams on each server record every event;
-    `events` publishes go out as one burst, round-robin over the servers' publish targets
-    (pipelined, not paced: publishes on different nodes race each other); then every stream's
-    whole sequence of acknowledged events is compared."""
-    import selectors
-    sel, streams_ = selectors.DefaultSelector(), []
-    for server in setup.servers:
-        for _ in range(per_server):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sock.sendall(f"GET {setup.path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream"
-                         "\r\n\r\n".encode())
-            sock.setblocking(False)
-            rec = {"server": server.name, "buf": b"", "seqs": []}
-            sel.register(sock, selectors.EVENT_READ, rec)
-            streams_.append(rec)
-    pub = clusterload.Publisher([make() for make in setup.targets], rate=1e9)
-    deadline = time.monotonic() + 60
-
-    def read(timeout):
-        for key, _ in sel.select(timeout):
-            try:
-                data = key.fileobj.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            rec = key.data
-            rec["buf"] += data
-            *whole, rec["buf"] = rec["buf"].split(b"\n")
-            rec["seqs"] += [int(m.group(1)) for line in whole
-                            if (m := clusterload.EVENT.match(line))]
-    # Warm-up events (seq 0) until every stream has one: nchan subscribes to Redis after the
-    # stream opens, and a stream sees nothing published before (first_message newest).
-    warm = clusterload.Publisher([make() for make in setup.targets], rate=1e9, first_seq=0)
-    while time.monotonic() < deadline and not all(0 in r["seqs"] for r in streams_):
-        warm.seq = -1
-        warm.run(1 / 1e9)
-        end = time.monotonic() + 1
-        while time.monotonic() < end:
-            warm._pump(0)
-            read(0.05)
-    warm.close()
-    for _ in range(0, events, 100):          # in chunks, answers read in between: pipelined
-        pub.run(100 / 1e9)                     # HTTP must not fill both ways' buffers
-        pub._pump(0)
-        read(0)
-    while any(pub.pending) and time.monotonic() < deadline:
-        pub._pump(0.05)
-        read(0)
-    acked = pub.acked
-    while time.monotonic() < deadline and not all(acked <= set(r["seqs"]) for r in streams_):
-        read(0.2)
-    orders = collections.Counter(tuple(s for s in r["seqs"] if s in acked) for r in streams_)
-    out = {"events": events, "acked": len(acked), "streams": len(streams_),
-           "orders": len(orders), "complete": sum(acked <= set(r["seqs"]) for r in streams_)}
-    if len(orders) > 1:
-        (a, _), (b, _) = orders.most_common(2)
-        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        out["first_difference"] = {"at": i, "one": list(a[max(0, i - 2):i + 3]),
-                                   "other": list(b[max(0, i - 2):i + 3])}
-        out["by_server"] = collections.Counter(
-            f"{r['server']}:{hash(tuple(s for s in r['seqs'] if s in acked)) % 1000}"
-            for r in streams_)
-    pub.close()
-    for key in list(sel.get_map().values()):
-        key.fileobj.close()
+        out += measure(servers.ssed_cluster, args, [args.rate], args.duration, probe=True)
     return out
 
 

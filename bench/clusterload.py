@@ -21,6 +21,7 @@ refused (with the first reason) or outcome unknown, and keeps when each came.
 """
 import collections
 import json
+import selectors
 import os
 import select
 import socket
@@ -335,3 +336,70 @@ class Publisher:
         for t in self.targets:
             t.sock.close()
         self.sel.close()
+
+
+def order_probe(setup, events, per_server=4):
+    """Cross-node order, load aside: `per_server` streams on each server record every event;
+    `events` publishes go out as one burst, round-robin over the servers' publish targets
+    (pipelined, not paced: publishes on different nodes race each other); then every stream's
+    whole sequence of acknowledged events is compared."""
+    sel, streams_ = selectors.DefaultSelector(), []
+    for server in setup.servers:
+        for _ in range(per_server):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(f"GET {setup.path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream"
+                         "\r\n\r\n".encode())
+            sock.setblocking(False)
+            rec = {"server": server.name, "buf": b"", "seqs": []}
+            sel.register(sock, selectors.EVENT_READ, rec)
+            streams_.append(rec)
+    pub = Publisher([make() for make in setup.targets], rate=1e9)
+    deadline = time.monotonic() + 60
+
+    def read(timeout):
+        for key, _ in sel.select(timeout):
+            try:
+                data = key.fileobj.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            rec = key.data
+            rec["buf"] += data
+            *whole, rec["buf"] = rec["buf"].split(b"\n")
+            rec["seqs"] += [int(m.group(1)) for line in whole
+                            if (m := EVENT.match(line))]
+    # Warm-up events (seq 0) until every stream has one: nchan subscribes to Redis after the
+    # stream opens, and a stream sees nothing published before (first_message newest).
+    warm = Publisher([make() for make in setup.targets], rate=1e9, first_seq=0)
+    while time.monotonic() < deadline and not all(0 in r["seqs"] for r in streams_):
+        warm.seq = -1
+        warm.run(1 / 1e9)
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            warm._pump(0)
+            read(0.05)
+    warm.close()
+    for _ in range(0, events, 100):          # in chunks, answers read in between: pipelined
+        pub.run(100 / 1e9)                     # HTTP must not fill both ways' buffers
+        pub._pump(0)
+        read(0)
+    while any(pub.pending) and time.monotonic() < deadline:
+        pub._pump(0.05)
+        read(0)
+    acked = pub.acked
+    while time.monotonic() < deadline and not all(acked <= set(r["seqs"]) for r in streams_):
+        read(0.2)
+    orders = collections.Counter(tuple(s for s in r["seqs"] if s in acked) for r in streams_)
+    out = {"events": events, "acked": len(acked), "streams": len(streams_),
+           "orders": len(orders), "complete": sum(acked <= set(r["seqs"]) for r in streams_)}
+    if len(orders) > 1:
+        (a, _), (b, _) = orders.most_common(2)
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        out["first_difference"] = {"at": i, "one": list(a[max(0, i - 2):i + 3]),
+                                   "other": list(b[max(0, i - 2):i + 3])}
+        out["by_server"] = collections.Counter(
+            f"{r['server']}:{hash(tuple(s for s in r['seqs'] if s in acked)) % 1000}"
+            for r in streams_)
+    pub.close()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    return out

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 
+import clusterload
 import load
 import procstat
 
@@ -19,6 +20,7 @@ ROOT = load.ROOT
 sys.path.insert(1, ROOT)
 from ssed import resp  # noqa: E402  (RESP2 by hand: the bench's tiny Redis client)
 
+CPU0, CPU1, BOTH = {0}, {1}, {0, 1}
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 
 
@@ -288,3 +290,78 @@ class Nchan:
 
     def stop(self):
         _stop(self.proc)
+
+
+class Setup:
+    """What one run measures: the servers (CPU read from each), the subscribers (one worker
+    per (port, count)), the publish targets, and the Redis (if any)."""
+
+    def __init__(self, label, servers_, plan, targets, load_cpus, redis=None, path="/bench"):
+        self.label, self.servers, self.plan, self.path = label, servers_, plan, path
+        self.targets, self.load_cpus, self.redis = targets, load_cpus, redis
+        self.redis_from = "-"        # where the run's events start in Redis's stream
+
+
+# ---------------------------------------------------------------------- the set-ups of bench/cluster.py
+
+def ssed_cluster(stack, tmp, args, label="ssed-cluster", n=None, node_cpus=(CPU0, CPU0, CPU0),
+                 shares=None):
+    """Redis on CPU 1 with the load; one node per entry of node_cpus, each with its share of
+    subscribers (default n each), publishes spread over every node."""
+    n = n or args.n
+    shares = shares or [n] * len(node_cpus)
+    redis = Redis(tmp, CPU1).start()
+    stack.callback(redis.stop)
+    nodes = []
+    for i, cpus in enumerate(node_cpus):
+        node = Node(tmp, f"n{i + 1}", load.free_port(), cpus, max(shares[i], 100), redis.url)
+        stack.callback(node.stop)
+        nodes.append(node)
+    plan = [(node.port, k) for node, k in zip(nodes, shares) if k]
+    targets = [lambda node=node: clusterload.ControlTarget(node.ctl_path) for node in nodes]
+    return Setup(label, nodes, plan, targets, CPU1, redis)
+
+
+def ssed_single(stack, tmp, args, n=None, workers=3, label="ssed-single"):
+    """One node on CPU 0 (no cluster) with `workers` x n subscribers and as many control
+    connections publishing: the same load, without Redis."""
+    n = n or args.n
+    node = Node(tmp, "single", load.free_port(), CPU0, n * workers)
+    stack.callback(node.stop)
+    targets = [lambda: clusterload.ControlTarget(node.ctl_path)] * workers
+    return Setup(label, [node], [(node.port, n)] * workers, targets, CPU1)
+
+
+def nchan_cluster(stack, tmp, args):
+    redis = Redis(tmp, CPU1).start()
+    stack.callback(redis.stop)
+    insts = []
+    for i in range(3):
+        inst = Nchan(tmp, f"nginx{i + 1}", CPU0, redis.url, workers=2)
+        stack.callback(inst.stop)
+        insts.append(inst)
+    targets = [lambda inst=inst: clusterload.HttpTarget(inst.port) for inst in insts]
+    return Setup("nchan-redis", insts, [(i.port, args.n) for i in insts], targets, CPU1, redis,
+                 path="/sub")
+
+
+def reuse_pair(stack, tmp, args):
+    """Two clustered nodes on one port (reuse_port), one per CPU; Redis and the load float."""
+    redis = Redis(tmp, BOTH).start()
+    stack.callback(redis.stop)
+    port, nodes = load.free_port(), []
+    for i, cpus in enumerate((CPU0, CPU1)):
+        node = Node(tmp, f"r{i + 1}", port, cpus, args.sat_n, redis.url, reuse_port=True)
+        stack.callback(node.stop)
+        nodes.append(node)
+    half = args.sat_n // 2
+    return Setup("ssed-reuse-port-x2", nodes, [(port, half), (port, args.sat_n - half)],
+                 [lambda: clusterload.ControlTarget(nodes[0].ctl_path)], BOTH, redis)
+
+
+def sat_single(stack, tmp, args):
+    node = Node(tmp, "single", load.free_port(), CPU0, args.sat_n)
+    stack.callback(node.stop)
+    half = args.sat_n // 2
+    return Setup("ssed-one-node", [node], [(node.port, half), (node.port, args.sat_n - half)],
+                 [lambda: clusterload.ControlTarget(node.ctl_path)], CPU1)
