@@ -17,7 +17,7 @@ order; an open-loop publisher spreading `seq=<n> t=<ns>` over the nodes' control
   5  nginx + nchan, Redis mode, 2 workers per instance, 3 instances with figure 1's load:
      deliveries per server CPU-second, and whether every stream saw one order.
 
-    python3 bench/cluster.py                      # every figure (~12 min)
+    python3 bench/cluster.py                      # every figure (~15-20 min)
     python3 bench/cluster.py --figures 1,5 --duration 20 --repeat 2
 Results: markdown on stdout; raw records appended to bench/results/cluster.jsonl.
 """
