@@ -36,6 +36,7 @@ if n > 0 then
 end
 return id
 """
+PUBLISH_BYTES = PUBLISH.encode()
 # A read while behind: the stream's oldest entry and the next entries, in one instant.
 CATCH_UP = """\
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
@@ -72,6 +73,7 @@ class Cluster:
         self.stop_by = 0.0              # a shutdown waits for the leases' release until then
         self.up_since = 0.0
         self.read_count = READ_COUNT
+        self.catch_up_at = max(1, min(READ_COUNT, settings.maxlen // 2))
         self.ticked = 0.0
         self.trouble = Episode(log, "cluster: Redis")
         self.throttle = Throttle(log, every=60)
@@ -165,11 +167,12 @@ class Cluster:
             callback(LOST)
 
     def _backoff(self, now):
-        """0.1 s doubling, jittered; at most 1 s apart in an outage's first FAST_RETRY_FOR
-        seconds (Redis back => serving again within about a second), 5 s after."""
+        """0.1 s, then 0.5 s, then 1 s apart (jittered) in an outage's first FAST_RETRY_FOR
+        seconds (Redis back: serving again within about a second, at most ~1.5 tries a
+        second in a short outage), then 5 s."""
         cap = 1.0 if now - self.down_since < FAST_RETRY_FOR else 5.0
-        delay = min(cap, 0.1 * 2 ** min(self.attempts, 8))
-        return delay * random.uniform(0.5, 1.0)
+        delay = min(cap, 0.1 * 5 ** min(max(self.attempts - 1, 0), 4))
+        return delay * random.uniform(0.8, 1.0)
 
     # -- coming up -----------------------------------------------------------------------
 
@@ -301,7 +304,10 @@ class Cluster:
                               f"{self.events_key}: not an ssed event")
                 continue
             clustered.deliver(hub, path, key, data, event, client)
-        self._read(hub.now, behind=bool(entries))
+        # Behind, it may be far behind: then a read that also gives the stream's oldest entry.
+        # Not after a few (a node that keeps up reads them one or two at a time): ~maxlen/2
+        # waiting is the least a node that fell maxlen behind finds in one read.
+        self._read(hub.now, behind=bool(entries) and len(entries) >= self.catch_up_at)
 
     def history_key(self, path):
         return f"{self.tag}:h:{path}"
@@ -318,7 +324,7 @@ class Cluster:
             raise ClusterUnavailable(f"cluster unavailable: {MAX_INFLIGHT} publishes already "
                                      "wait for Redis")
         later = Later()
-        command = resp.command("EVAL", PUBLISH, 2, self.events_key, self.history_key(path),
+        command = resp.command("EVAL", PUBLISH_BYTES, 2, self.events_key, self.history_key(path),
                                self.settings.maxlen, path, data, event or "", client_id or "",
                                0 if client_id is not None else history, int(ttl * 1000))
         self.writer.send(command, lambda reply: self._published(later, reply, delivered),

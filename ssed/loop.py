@@ -69,6 +69,7 @@ class Loop:
         self.last_status = None
         self.wakeup = None
         self.statm = None
+        self.unflushed = []             # Redis links with commands to write this turn
 
     def start(self):
         """Watch the listeners, the control socket, the console and the signals."""
@@ -138,6 +139,8 @@ class Loop:
             else now + 0.05
         self.carry_out()
         self.due = min(self.due, self._watchdog(now), self._sweep_stalled(now), self._sync(now))
+        if self.unflushed:
+            self._flush_links()
         if self.stopping is not None:
             self._shutdown_step(now)
         if self.leaving is not None:
@@ -220,6 +223,18 @@ class Loop:
     def rewatch(self, fileobj, handler, events):
         """Change what a watched `fileobj` is watched for (a stream's write interest)."""
         self.selector.modify(fileobj, events, handler)
+
+    def flush_soon(self, link):
+        """A Redis link has commands queued: written at the end of this turn, together."""
+        self.unflushed.append(link)
+
+    def _flush_links(self):
+        links, self.unflushed = self.unflushed, []
+        for link in links:
+            try:
+                link.flush()
+            except Exception:
+                self._bug(link)
 
     def lines_waiting(self, conn, waiting):
         """A control connection (or the console) has request lines waiting, or no more:

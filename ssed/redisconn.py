@@ -72,8 +72,8 @@ class RedisConn:
         self.sent_at.append(now)
         if self.oldest is None:
             self.oldest = now
-        if not self.connecting:
-            self._watch(READ | WRITE)
+        if not self.connecting and len(self.out) == 1:
+            self.loop.flush_soon(self)  # (once this turn's commands are all in: one write)
 
     def ready(self, mask):
         if self.connecting:
@@ -91,6 +91,13 @@ class RedisConn:
         self.connecting, self.oldest = False, self.sent_at[0] if self.sent_at else None
         self._watch(READ)
         self.cluster.link_up(self, self.loop.hub.now)
+        if self.out and len(self.out) > 1:
+            self.loop.flush_soon(self)
+
+    def flush(self):
+        """Write what is queued (the loop calls this at the end of a turn)."""
+        if not self.closed and not self.connecting:
+            self._flush()
 
     def _flush(self):
         if self.out:
@@ -131,7 +138,10 @@ class RedisConn:
 
     def _watch(self, events):
         if events != self.events and not self.closed:
-            self.loop.watch(self.sock, self, events)
+            if self.events:     # (modify: `watch` would try register first, and fail)
+                self.loop.rewatch(self.sock, self, events)
+            else:
+                self.loop.watch(self.sock, self, events)
             self.events = events
 
     def expired(self):
