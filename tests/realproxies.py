@@ -177,7 +177,7 @@ class Caddy(Proxy):
                             f"reverse_proxy 127.0.0.1:{self.upstream}")
         # Any Host (the tests' is not the site's name), on 127.0.0.1 alone.
         site = replace_once(site, "example.com {",
-                            f"http://:{self.port} {{\n    bind 127.0.0.1")
+                            f"http://:{self.port} {{\n\tbind 127.0.0.1")
         # No admin endpoint (a fixed port: tests run side by side), a short
         # shutdown (its default waits for every open stream to end).
         conf = self.file("Caddyfile", "{\n\tadmin off\n"
