@@ -195,7 +195,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=2, help="direct and nginx runs, alternated")
     ap.add_argument("--grace", type=float, default=5.0)
     ap.add_argument("--settle", type=float, default=2.0)
-    ap.add_argument("--history", default=os.path.join(ROOT, "bench", "results", "history.jsonl"))
+    ap.add_argument("--history", default=os.path.join(ROOT, "bench", "results", "proxied.jsonl"),
+                    help="where the raw records are appended")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
     if not {load.SERVER_CPU, *load.LOAD_CPUS} <= os.sched_getaffinity(0):
