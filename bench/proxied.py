@@ -182,8 +182,9 @@ def table(records):
             by.setdefault(r["scenario"].split("-")[1], []).append(r["k_deliv_per_total_cpu_s"])
     if "direct" in by and "nginx" in by:
         d, x = sorted(by["direct"]), sorted(by["nginx"])
-        lines.append(f"\nk deliveries per CPU-second: direct {d}, through nginx {x}: nginx costs "
-                     f"{d[len(d) // 2] / x[len(x) // 2]:.2f}x the CPU per delivery (medians).")
+        lines.append(f"\nk deliveries per CPU-second: direct {d}, through nginx {x}: a delivery "
+                     f"through nginx costs {d[len(d) // 2] / x[len(x) // 2]:.2f}x the CPU "
+                     "(ssed + nginx) of one direct (medians).")
     return "\n".join(lines)
 
 
