@@ -79,12 +79,13 @@ class Daemon:
     """`python3 -m ssed` (or bench/bare.py) in a temp dir, pinned to the server CPU; ready on
     READY=1."""
 
-    def __init__(self, tmp, n, profile=None, target="ssed", root=ROOT):
+    def __init__(self, tmp, n, profile=None, target="ssed", root=ROOT, extra=""):
+        """`extra`: more [ssed] lines (bench/proxied.py: trusted_proxies)."""
         self.port = free_port()
         self.ini = os.path.join(tmp, "bench.ini")
         self.ctl_path = os.path.join(tmp, "ctl.sock")
         with open(self.ini, "w") as f:
-            f.write(INI.format(port=self.port, limit=n + 100))
+            f.write(INI.format(port=self.port, limit=n + 100).replace("\n\n[/", f"\n{extra}\n[/", 1))
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         name = f"ssed-bench-load-{os.getpid()}-{self.port}"
         notify.bind("\0" + name)
