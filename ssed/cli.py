@@ -403,6 +403,15 @@ def serve(path, cfg, log, console, loader):
     daemon.control = (control_sock, own_control)
     loop.handovers.daemon = daemon
     loop.handovers.store = fdstore.Store(daemon, notify, log)
+    first, made = None, ()
+    if handing is not None:
+        # The first part: the streams made while the old process still serves; then the
+        # rest, frozen (SPEC 13).
+        first = received
+        try:
+            received, made = takeover.prepare(first, handing, loop)
+        except (HandoverError, KeyError, TypeError, ValueError) as exc:
+            raise StartupError(f"handover: {exc}") from None
     if received is not None:
         takeover.before_start(received.document, hub)
     hub.start()
@@ -415,10 +424,10 @@ def serve(path, cfg, log, console, loader):
         log("info", f"control socket {control_sock.getsockname()}")
     if received is not None:
         try:
-            takeover.finish(received, handing, loop, log, notify)
+            takeover.finish(received, handing, loop, log, notify, first, made)
         except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
             raise StartupError(f"handover: {exc}") from None
-        received = None     # (its blob maps the record: tens of MB at 10,000 streams)
+        received = first = made = None  # (its blob maps the record: tens of MB at 10,000 streams)
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     # What start-up made (modules, config) lives as long as the daemon: keep the cyclic

@@ -20,9 +20,11 @@ MAGIC = b"SSED-HANDOVER\n"
 VERSION = 1
 _HEAD = struct.Struct(">II")
 
-# The fields of one stream, in order.
-STREAM = ("fd", "family", "id", "address", "since", "paths", "last_event_id", "idle_since", "sent",
-          "queued", "expires")
+# The fields of one stream, in order: those that never change (an upgrade sends them, with
+# the socket, before the freeze: PRE_STREAM), then those that do (KEPT: at the freeze).
+PRE_STREAM = ("fd", "family", "id", "address", "since", "paths", "last_event_id")
+KEPT = ("idle_since", "sent", "queued", "expires")
+STREAM = PRE_STREAM + KEPT
 # The fields of one request still arriving (an HTTP connection that has not finished its
 # head): its socket, its peer, and the bytes it sent so far.
 REQUEST = ("fd", "address", "received")

@@ -92,11 +92,7 @@ def take(loop, listeners, control, extra, inodes=True):
     hub = loop.hub
     doc = shot.document
     doc.update(extra)
-    doc["listeners"] = [[shot.fd(sock), list(entry), _inode(sock)]
-                        for entry, sock in listeners.items()]
-    sock, owned, path = control
-    doc["control"] = None if sock is None else {"fd": shot.fd(sock), "owned": owned,
-                                                "path": path, "inode": _inode(sock)}
+    _own(shot, listeners, control)
     doc.update(hub_state(hub))
     doc["streams"] = _streams(shot, hub)
     doc["requests"] = _requests(shot, loop)
@@ -104,6 +100,16 @@ def take(loop, listeners, control, extra, inodes=True):
     doc["inodes"] = [_inode(s) if inodes or n < named else None
                      for n, s in enumerate(shot.socks)]
     return shot
+
+
+def _own(shot, listeners, control):
+    """The listeners and the control socket into the record."""
+    doc = shot.document
+    doc["listeners"] = [[shot.fd(sock), list(entry), _inode(sock)]
+                        for entry, sock in listeners.items()]
+    sock, owned, path = control
+    doc["control"] = None if sock is None else {"fd": shot.fd(sock), "owned": owned,
+                                                "path": path, "inode": _inode(sock)}
 
 
 def hub_state(hub):
@@ -127,6 +133,28 @@ def hub_state(hub):
 def _streams(shot, hub):
     expires = {c: when for when, _, c in hub.expiring.heap}
     out = []
+    for c in _open_streams(shot, hub):
+        shot.streams.append(c.conn)
+        out.append(_static(shot, c) + _kept(shot, c, expires))
+    return out
+
+
+def _static(shot, c):
+    """A stream's fields that never change (handover.PRE_STREAM), its socket named."""
+    return [shot.fd(c.conn.sock), int(c.conn.sock.family), c.id, c.address, c.since,
+            [ch.path for ch in c.channels], c.last_event_id]
+
+
+def _kept(shot, c, expires):
+    """A stream's fields that change as it is served (handover.KEPT)."""
+    queued = b"".join(c.pending) if c.pending else b""
+    return [c.idle_since, c.sent, shot.blob.put(queued), expires.get(c)]
+
+
+def _open_streams(shot, hub):
+    """The open plain streams, each once (a multiplexed one is in several channels); the
+    TLS ones go to `shot.tls`."""
+    out = []
     seen = set()
     for channel in hub.channels.values():
         for c in channel.clients:
@@ -136,12 +164,55 @@ def _streams(shot, hub):
             if tlsconns.is_tls(c.conn.sock):
                 shot.tls.append(c.conn)     # OpenSSL's session state cannot cross
                 continue
-            shot.streams.append(c.conn)
-            queued = b"".join(c.pending) if c.pending else b""
-            out.append([shot.fd(c.conn.sock), int(c.conn.sock.family), c.id, c.address, c.since,
-                        [ch.path for ch in c.channels], c.last_event_id, c.idle_since, c.sent,
-                        shot.blob.put(queued), expires.get(c)])
+            out.append(c)
     return out
+
+
+def take_first(loop, listeners, control):
+    """An upgrade's first part, taken while the loop still serves (SPEC 13: the freeze is
+    only what must be): the listeners, the control socket and every open stream's socket
+    with the fields that never change. The new process makes its connections of them
+    meanwhile, and touches none before it says `took`."""
+    shot = Snapshot()
+    doc = shot.document
+    _own(shot, listeners, control)
+    named = len(shot.socks)
+    streams = _open_streams(shot, loop.hub)
+    doc["streams"] = [_static(shot, c) for c in streams]
+    shot.streams = [c.conn for c in streams]
+    doc["inodes"] = [_inode(s) if n < named else None for n, s in enumerate(shot.socks)]
+    return shot
+
+
+def take_rest(loop, first):
+    """The rest of an upgrade's record, at the freeze: the hub's state; for each stream of
+    `first`, in its order, its changing fields (handover.KEPT) or None (closed since); the
+    streams opened since, whole; the requests still arriving."""
+    shot = Snapshot()
+    hub = loop.hub
+    doc = shot.document
+    doc.update(hub_state(hub))
+    expires = {c: when for when, _, c in hub.expiring.heap}
+    now_open = _open_streams(shot, hub)
+    still = set(now_open)
+    kept = []
+    for conn in first.streams:
+        c = conn.client
+        if conn.closed or c not in still:
+            kept.append(None)
+            continue
+        still.discard(c)
+        shot.streams.append(conn)
+        kept.append(_kept(shot, c, expires))
+    doc["kept"] = kept
+    doc["streams"] = []
+    for c in now_open:
+        if c in still:
+            shot.streams.append(c.conn)
+            doc["streams"].append(_static(shot, c) + _kept(shot, c, expires))
+    doc["requests"] = _requests(shot, loop)
+    doc["inodes"] = [None] * len(shot.socks)    # (a socketpair keeps their order)
+    return shot
 
 
 def _requests(shot, loop):

@@ -18,6 +18,7 @@ from .channel import Client
 from .conns import HttpConn, StreamConn
 from .handover import HandoverError
 from .history import Event
+from .outbox import failed
 
 READ, WRITE = 1, 2
 ENV = "SSED_HANDOVER_FD"    # (upgrade.ENV) our end of the old process's socketpair
@@ -187,12 +188,98 @@ def _prepend(channel, saved):
     history.ring.extend(started)
 
 
-def streams(received, loop):
+def prepare(first, handing, loop):
+    """An upgrade's first part (the old process still serves): each stream's socket, Client
+    and StreamConn made and watched for reading, not yet in the hub (the loop does not run
+    before `took`: nothing is read or written); then `built`, and the rest of the record,
+    sent frozen: (Received, [(StreamConn, paths)] in the first part's order)."""
+    check_inodes(first)
+    loop.watch_early()
+    fds, made = first.fds, []
+    for values in first.document["streams"]:
+        if type(values) is not list or len(values) != len(handover.PRE_STREAM):
+            raise HandoverError(f"handover record: a stream has {len(values)} fields, not "
+                                f"{len(handover.PRE_STREAM)}")
+        index, family, id_, address, since, paths, last_id = values
+        fd, fds[index] = fds[index], None
+        if fd is None:
+            raise HandoverError(f"handover: fd {index} named twice")
+        sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        conn = StreamConn(loop, sock, Client(id_, address, since, None, last_id))
+        loop.watch(sock, conn, READ)
+        made.append((conn, tuple(paths)))
+    try:
+        handing.sendall(b"built")
+        return receive(handing, HANDOVER_WAIT), made
+    except OSError as exc:
+        raise HandoverError(f"handover: {exc.strerror or exc}") from None
+
+
+def kept(received, made, loop, shared):
+    """The streams of the first part as they are at the freeze: each into the hub with what
+    changed (handover.KEPT), or closed (the old process closed it since: our duplicate
+    goes too). (streams to end, as streams(); those with bytes queued, to write once ours.)"""
+    hub, blob = loop.hub, received.blob
+    states = received.document["kept"]
+    if len(states) != len(made):
+        raise HandoverError(f"handover record: {len(states)} streams kept, the first part "
+                            f"sent {len(made)}")
+    orphans, owed = [], []
+    for (conn, paths), state in zip(made, states):
+        if state is None:
+            _drop(loop, conn)
+            conn.sock.close()
+            continue
+        if type(state) is not list or len(state) != len(handover.KEPT):
+            raise HandoverError("handover record: a kept stream has not "
+                                f"{len(handover.KEPT)} fields")
+        idle, sent, ref, expires = state
+        queued = handover.take(blob, ref) if ref is not None else b""
+        client = conn.client
+        client.channels = _channels(hub, paths, shared)
+        if not client.channels:
+            _drop(loop, conn)
+            orphans.append((conn.sock, queued))
+            continue
+        client.idle_since, client.sent = idle, sent
+        _join(hub, client, expires)
+        if queued:
+            client.pending = [queued]
+            client.queued = len(queued)
+            loop.outbox.writing[client] = hub.now
+            owed.append(conn)
+    return orphans, owed
+
+
+def _drop(loop, conn):
+    """A stream of the first part that is not ours after all: let go of our duplicate."""
+    conn.closed = True
+    loop.unwatch(conn.sock)
+
+
+def write_owed(loop, owed):
+    """Once ours: the kept streams' queued bytes, sent as far as their sockets take them
+    now, the rest when they can take it (as a fan-out does: a write, then write readiness
+    only if it was partial)."""
+    outbox, now = loop.outbox, loop.hub.now
+    for conn in owed:
+        if conn.closed:
+            continue
+        try:
+            done = outbox.flush(conn.client, now)
+        except OSError as exc:
+            conn.close(failed(exc))
+            continue
+        if not done:
+            conn.want_write()
+
+
+def streams(received, loop, shared=None):
     """Every stream back in the hub and the loop, its queued bytes first in its outbox; the
     streams whose services are all gone: (socket, queued bytes), for the caller to end."""
     hub, doc, blob, fds = loop.hub, received.document, received.blob, received.fds
     orphans = []
-    shared = {}     # paths -> channels: streams of the same services share one list
+    shared = {} if shared is None else shared   # paths -> channels: shared by streams
     for values in doc["streams"]:
         if type(values) is not list or len(values) != len(handover.STREAM):
             handover.stream_fields(values)      # (raises, naming what is wrong)
@@ -205,11 +292,7 @@ def streams(received, loop):
         # (the family from the record: socket's own detection is 3 syscalls a stream)
         sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
         queued = handover.take(blob, ref) if ref is not None else b""
-        paths = tuple(paths)
-        channels = shared.get(paths)
-        if channels is None:
-            channels = shared[paths] = [ch for ch in map(lambda p: _channel(hub, p), paths)
-                                        if ch is not None]
+        channels = _channels(hub, tuple(paths), shared)
         if not channels:
             orphans.append((sock, queued))
             continue
@@ -217,6 +300,15 @@ def streams(received, loop):
         client.idle_since, client.sent = idle, sent
         _adopt(loop, sock, client, queued, expires)
     return orphans
+
+
+def _channels(hub, paths, shared):
+    """The channels of a stream's paths (one list shared by the streams of the same)."""
+    channels = shared.get(paths)
+    if channels is None:
+        channels = shared[paths] = [ch for ch in map(lambda p: _channel(hub, p), paths)
+                                    if ch is not None]
+    return channels
 
 
 def _channel(hub, path):
@@ -228,22 +320,27 @@ def _channel(hub, path):
     return found
 
 
-def _adopt(loop, sock, client, queued, expires):
-    hub = loop.hub
+def _join(hub, client, expires):
+    """A stream into the hub: its channels, its id, its address, its token's expiry."""
     for channel in client.channels:
         channel.clients.add(client)
         channel.members += 1
     hub.by_id.add(client)
     hub.per_ip.add(client.address)
     hub.client_count += 1
+    if expires is not None:
+        hub.expire_at(client, expires)
+
+
+def _adopt(loop, sock, client, queued, expires):
+    hub = loop.hub
+    _join(hub, client, expires)
     conn = StreamConn(loop, sock, client)
     if queued:
         client.pending = [queued]
         client.queued = len(queued)
         loop.outbox.writing[client] = hub.now
     loop.watch(sock, conn, READ | WRITE if queued else READ)
-    if expires is not None:
-        hub.expire_at(client, expires)
 
 
 def requests(received, loop):
@@ -298,20 +395,27 @@ def check_inodes(received):
             raise HandoverError(f"handover: fd {index} is not the socket the record names")
 
 
-def finish(received, handing, loop, log, notify):
+def finish(received, handing, loop, log, notify, first=None, made=()):
     """Put the streams and requests back; with an old process (`handing`), tell it we own
     them (from then on we write), take its stderr as ours, and tell systemd we are the
-    main process now."""
+    main process now. `first`, `made`: an upgrade's first part and what prepare() made."""
     doc = received.document
     check_inodes(received)
     after_start(doc, loop.hub)
-    orphans = streams(received, loop)
+    shared = {}
+    orphans, owed = kept(received, made, loop, shared) if first is not None else ([], [])
+    orphans += streams(received, loop, shared)
     pending = requests(received, loop)
-    stderr = received.fd(doc["stderr"]) if doc.get("stderr") is not None else None
+    named = first.document if first is not None else doc
+    stderr = (first or received).fd(named["stderr"]) if named.get("stderr") is not None \
+        else None
     received.close_rest()
+    if first is not None:
+        first.close_rest()
     if handing is not None:
         handing.sendall(b"took")
         handing.close()
+    write_owed(loop, owed)
     if stderr is not None:
         os.dup2(stderr, 2)
         os.close(stderr)
