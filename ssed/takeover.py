@@ -10,6 +10,7 @@ process has been told `took` (a stream has one owner at every moment).
 import mmap
 import os
 import socket
+import time
 import _socket
 
 from . import handover
@@ -208,11 +209,29 @@ def prepare(first, handing, loop):
         conn = StreamConn(loop, sock, Client(id_, address, since, None, last_id))
         loop.watch(sock, conn, READ)
         made.append((conn, tuple(paths)))
+    _hold(os.environ)
     try:
         handing.sendall(b"built")
         return receive(handing, HANDOVER_WAIT), made
     except OSError as exc:
         raise HandoverError(f"handover: {exc.strerror or exc}") from None
+
+
+HOLD = "SSED_TEST_HOLD"     # tests only: a path
+
+
+def _hold(env):
+    """Tests only: between the two parts of an upgrade (the old process serving), write our
+    pid to `$SSED_TEST_HOLD.waiting`, then wait (10 s at most) for `$SSED_TEST_HOLD` to exist:
+    the window in which streams close and open before the freeze."""
+    path = env.get(HOLD)
+    if not path:
+        return
+    with open(path + ".waiting", "w") as f:
+        f.write(str(os.getpid()))
+    deadline = time.monotonic() + 10.0
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def kept(received, made, loop, shared):
