@@ -30,10 +30,23 @@ class Snapshot:
         self.cut = []               # requests with a body half read: closed (see README)
         self.finishing = []         # HTTP connections writing their reply: finish here
         self.controls = []          # control connections: answered, then closed
+        self.queues = {}            # the ids of a queue's parts -> its bytes' reference
 
     def fd(self, sock):
         self.socks.append(sock)
         return len(self.socks) - 1
+
+    def queue(self, pending):
+        """The reference of a stream's queued bytes. Streams that a fan-out left with the
+        same parts (the same objects: all alive meanwhile, so their ids are theirs) share
+        one copy: at 10,000 streams, one write of the bytes instead of 10,000."""
+        if not pending:
+            return None
+        key = tuple(map(id, pending))
+        ref = self.queues.get(key)
+        if ref is None:
+            ref = self.queues[key] = self.blob.put(b"".join(pending))
+        return ref
 
     def data(self):
         """The record as byte strings to write in order (handover.encode_parts)."""
@@ -70,10 +83,10 @@ def rewatch(loop):
             client.conn.want_write()
 
 
-def answer_controls(loop):
+def answer_controls(loop, watched=None):
     """Answer every request line a control connection has sent (the others are not read
-    again: they are closed after the handover)."""
-    controls = list(_conns(loop, ControlConn))
+    again: they are closed after the handover). `watched`: as watched() gives."""
+    controls = _conns(loop, ControlConn, watched)
     for conn in controls:
         while conn.lines and not conn.closed:
             conn.work()
@@ -147,8 +160,7 @@ def _static(shot, c):
 
 def _kept(shot, c, expires):
     """A stream's fields that change as it is served (handover.KEPT)."""
-    queued = b"".join(c.pending) if c.pending else b""
-    return [c.idle_since, c.sent, shot.blob.put(queued), expires.get(c)]
+    return [c.idle_since, c.sent, shot.queue(c.pending), expires.get(c)]
 
 
 def _open_streams(shot, hub):
@@ -184,7 +196,7 @@ def take_first(loop, listeners, control):
     return shot
 
 
-def take_rest(loop, first):
+def take_rest(loop, first, watched=None):
     """The rest of an upgrade's record, at the freeze: the hub's state; for each stream of
     `first`, in its order, its changing fields (handover.KEPT) or None (closed since); the
     streams opened since, whole; the requests still arriving."""
@@ -210,17 +222,17 @@ def take_rest(loop, first):
         if c in still:
             shot.streams.append(c.conn)
             doc["streams"].append(_static(shot, c) + _kept(shot, c, expires))
-    doc["requests"] = _requests(shot, loop)
+    doc["requests"] = _requests(shot, loop, watched)
     doc["inodes"] = [None] * len(shot.socks)    # (a socketpair keeps their order)
     return shot
 
 
-def _requests(shot, loop):
+def _requests(shot, loop, watched=None):
     """HTTP connections: one that has sent part of a request head (or nothing yet) goes
     with its bytes; an idle kept-alive one is closed (SPEC 13); one writing its reply, or
     waiting for Redis, finishes here; one half way through a body is cut."""
     out = []
-    for conn in _conns(loop, HttpConn):
+    for conn in _conns(loop, HttpConn, watched):
         if conn.replied or conn.waiting:
             shot.finishing.append(conn)
         elif tlsconns.is_tls(conn.sock):
@@ -236,10 +248,16 @@ def _requests(shot, loop):
     return out
 
 
-def _conns(loop, kind):
-    """The open connections of `kind` the loop watches."""
-    return [k.data for k in list(loop.selector.get_map().values())
-            if type(k.data) is kind and not k.data.closed]
+def _conns(loop, kind, among=None):
+    """The open connections of `kind` the loop watches (`among`: of those, watched())."""
+    return [c for c in (watched(loop) if among is None else among)
+            if type(c) is kind and not c.closed]
+
+
+def watched(loop):
+    """What the loop watches, walked once (at 10,000 streams, a walk is a few ms of the
+    freeze): for answer_controls and take_rest, which keep only the open ones."""
+    return [k.data for k in list(loop.selector.get_map().values())]
 
 
 def _inode(sock):

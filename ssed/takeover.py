@@ -243,7 +243,7 @@ def kept(received, made, loop, shared):
     if len(states) != len(made):
         raise HandoverError(f"handover record: {len(states)} streams kept, the first part "
                             f"sent {len(made)}")
-    orphans, owed = [], []
+    orphans, owed, copies = [], [], {}
     for (conn, paths), state in zip(made, states):
         if state is None:
             _drop(loop, conn)
@@ -253,7 +253,7 @@ def kept(received, made, loop, shared):
             raise HandoverError("handover record: a kept stream has not "
                                 f"{len(handover.KEPT)} fields")
         idle, sent, ref, expires = state
-        queued = handover.take(blob, ref) if ref is not None else b""
+        queued = _queued(blob, ref, copies) if ref is not None else b""
         client = conn.client
         client.channels = _channels(hub, paths, shared)
         if not client.channels:
@@ -297,7 +297,7 @@ def streams(received, loop, shared=None):
     """Every stream back in the hub and the loop, its queued bytes first in its outbox; the
     streams whose services are all gone: (socket, queued bytes), for the caller to end."""
     hub, doc, blob, fds = loop.hub, received.document, received.blob, received.fds
-    orphans = []
+    orphans, copies = [], {}
     shared = {} if shared is None else shared   # paths -> channels: shared by streams
     for values in doc["streams"]:
         if type(values) is not list or len(values) != len(handover.STREAM):
@@ -310,7 +310,7 @@ def streams(received, loop, shared=None):
         fds[index] = None
         # (the family from the record: socket's own detection is 3 syscalls a stream)
         sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
-        queued = handover.take(blob, ref) if ref is not None else b""
+        queued = _queued(blob, ref, copies) if ref is not None else b""
         channels = _channels(hub, tuple(paths), shared)
         if not channels:
             orphans.append((sock, queued))
@@ -319,6 +319,16 @@ def streams(received, loop, shared=None):
         client.idle_since, client.sent = idle, sent
         _adopt(loop, sock, client, queued, expires)
     return orphans
+
+
+def _queued(blob, ref, copies):
+    """A stream's queued bytes; streams whose record shares them share one copy (as they
+    did in the old process)."""
+    key = tuple(ref) if type(ref) is list else ref
+    data = copies.get(key)
+    if data is None:
+        data = copies[key] = handover.take(blob, ref)
+    return data
 
 
 def _channels(hub, paths, shared):

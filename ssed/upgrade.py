@@ -245,9 +245,10 @@ class Upgrade:
             gc.enable()
 
     def _freeze(self, loop, frozen):
-        controls = snapshot.answer_controls(loop)     # (what they publish goes out first)
+        watched = snapshot.watched(loop)
+        controls = snapshot.answer_controls(loop, watched)  # (what they publish goes first)
         snapshot.flush(loop)
-        shot = snapshot.take_rest(loop, self.first)
+        shot = snapshot.take_rest(loop, self.first, watched)
         shot.controls = controls
         try:
             record = shot.data()
