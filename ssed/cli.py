@@ -19,7 +19,7 @@ from .log import Logger, escape, under_journald
 from .loop import Loop
 from .stalls import Stalls
 from .systemd import ActivationError, Notifier, listen_fds, stored_fds
-from . import fdstore, takeover
+from . import fdstore, receiving, takeover
 from .handover import HandoverError
 
 
@@ -306,7 +306,7 @@ def main(argv=None):
 def sockets(cfg, log, notify):
     """Listeners by listen entry, the control socket, whether systemd handed the listeners
     over, whether the control socket is ours to unlink at exit, and what a previous run
-    left in systemd's fd store (a takeover.Received, or None; SPEC 13)."""
+    left in systemd's fd store (a receiving.Received, or None; SPEC 13)."""
     try:
         passed = listen_fds(os.environ, os.getpid())
         stored = stored_fds(os.environ, os.getpid())
@@ -369,11 +369,11 @@ def describe_redis(address):
 def serve(path, cfg, log, console, loader):
     notify = Notifier(os.environ)
     try:
-        handing = takeover.inherited(os.environ)
+        handing = receiving.inherited(os.environ)
         if handing is not None:
             # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
             gc.disable()    # until it serves: a restore makes ~10 objects a stream (-15 % freeze)
-            received = takeover.ready_then_receive(handing)
+            received = receiving.ready_then_receive(handing)
     except HandoverError as exc:
         raise StartupError(str(exc)) from None
     if handing is not None:

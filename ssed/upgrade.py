@@ -281,7 +281,7 @@ class Upgrade:
     def _commit(self, shot, took, freeze):
         loop = self.loop
         ms = round((time.monotonic() - self.started) * 1000)
-        self.state = "done"
+        self.state, self.first = "done", None
         snapshot.release(loop, shot)
         self._stderr()      # what it said before `took` (from then on, it writes our stderr)
         self.daemon.let_go(f"pid {self.proc.pid}", self.proc.pid)
@@ -303,6 +303,7 @@ class Upgrade:
     def _failed(self, why):
         """Nothing was committed: the new process goes, we serve on; the answer says why."""
         frozen, self.state = self.state == "handing over", "failed"
+        self.first = None       # (what it holds is ours again: let go of the list)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         if self.proc is not None:
