@@ -404,7 +404,7 @@ def serve(path, cfg, log, console, loader):
     loop.handovers.daemon = daemon
     loop.handovers.store = fdstore.Store(daemon, notify, log)
     first, made = None, ()
-    if handing is not None:
+    if handing is not None and received.document.get("part") == "first":
         # The first part: the streams made while the old process still serves; then the
         # rest, frozen (SPEC 13).
         first = received

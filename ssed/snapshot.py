@@ -187,6 +187,7 @@ def take_first(loop, listeners, control):
     meanwhile, and touches none before it says `took`."""
     shot = Snapshot()
     doc = shot.document
+    doc["part"] = "first"       # (a record without: all of it, from the version before)
     _own(shot, listeners, control)
     named = len(shot.socks)
     streams = _open_streams(shot, loop.hub)
