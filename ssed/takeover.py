@@ -90,8 +90,9 @@ def prepare(first, handing, loop):
     fds, made = first.fds, []
     for values in first.document["streams"]:
         if type(values) is not list or len(values) != len(handover.PRE_STREAM):
-            raise HandoverError(f"handover record: a stream has {len(values)} fields, not "
-                                f"{len(handover.PRE_STREAM)}")
+            got = len(values) if type(values) is list else "no"
+            raise HandoverError(f"handover record: a stream of the first part has {got} "
+                                f"fields, not {len(handover.PRE_STREAM)}")
         index, family, id_, address, since, paths, last_id = values
         fd, fds[index] = fds[index], None
         if fd is None:
