@@ -31,7 +31,7 @@ def _held(tmp_path):
     return hold, reached
 
 
-def _upgrade_in_background(d, successors):
+def _upgrade_in_background(d, successors):  # noqa: F811
     out = {}
     t = threading.Thread(target=lambda: out.update(answer=upgrade(d, successors,
                                                                   expect_ok=False)))
@@ -44,7 +44,7 @@ def _count(d):
 
 
 def test_streams_closed_and_opened_between_the_parts_are_handed_over_as_they_are(
-        daemon, successors, tmp_path):
+        daemon, successors, tmp_path):  # noqa: F811
     hold, reached = _held(tmp_path)
     d = daemon(CHAT, env={"SSED_TEST_HOLD": hold})
     stays = d.stream("/chat?client=stays")
@@ -82,7 +82,7 @@ def test_streams_closed_and_opened_between_the_parts_are_handed_over_as_they_are
 
 
 def test_a_new_process_killed_between_the_parts_rolls_back_and_no_stream_notices(
-        daemon, successors, tmp_path):
+        daemon, successors, tmp_path):  # noqa: F811
     hold, reached = _held(tmp_path)
     d = daemon(CHAT, env={"SSED_TEST_HOLD": hold})
     c = d.stream("/chat")
