@@ -16,6 +16,7 @@ the new process serving); RSS (stats' rss_bytes) of the old process before and t
     python3 bench/upgrade.py [--streams 10000] [--rate 100] [--upgrades 20] [--mode both]
 """
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -217,9 +218,10 @@ class Fleet:
             time.sleep(0.01)
         raise RuntimeError(f"no {needle!r} x{count} in the log:\n{self.tail()}")
 
-    def tail(self):
+    def tail(self, size=3000):
         with open(self.log_path, "rb") as f:
-            return f.read()[-3000:].decode("utf-8", "replace")
+            data = f.read()
+        return data[-size if size else 0:].decode("utf-8", "replace")
 
     def rss(self):
         ctl = Control(self.ctl_path)
@@ -299,7 +301,7 @@ def gather(workers, kind, timeout):
 
 
 def run(mode, args):
-    with tempfile.TemporaryDirectory(prefix="ssed-bench-up-") as tmp:
+    with _tmpdir(args.keep) as tmp:
         fleet = Fleet(tmp, args.streams + 1, mode)
         ctx = multiprocessing.get_context("fork")
         workers = []
@@ -343,7 +345,18 @@ def run(mode, args):
             fleet.stop()
             for p, _ in workers:
                 p.kill()
+            took = [line for line in fleet.tail(None).splitlines() if "took over" in line]
+            print("\n".join(took), file=sys.stderr, flush=True)
     return summary(mode, args, connected, pub.acked, results, rows, probe_closed)
+
+
+def _tmpdir(keep):
+    """The bench's directory: removed after, or (--keep) left with its log, named here."""
+    if not keep:
+        return tempfile.TemporaryDirectory(prefix="ssed-bench-up-")
+    tmp = tempfile.mkdtemp(prefix="ssed-bench-up-")
+    print(f"keeping {tmp}", file=sys.stderr, flush=True)
+    return contextlib.nullcontext(tmp)
 
 
 def pct(values, q):
@@ -378,6 +391,7 @@ def main():
     ap.add_argument("--every", type=float, default=2.0, help="seconds between handovers")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mode", choices=["upgrade", "fdstore", "both"], default="both")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (its ssed.log)")
     args = ap.parse_args()
     raise_nofile()
     for mode in (["upgrade", "fdstore"] if args.mode == "both" else [args.mode]):

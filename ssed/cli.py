@@ -19,7 +19,7 @@ from .log import Logger, escape, under_journald
 from .loop import Loop
 from .stalls import Stalls
 from .systemd import ActivationError, Notifier, listen_fds, stored_fds
-from . import fdstore, takeover
+from . import fdstore, receiving, takeover
 from .handover import HandoverError
 
 
@@ -306,7 +306,7 @@ def main(argv=None):
 def sockets(cfg, log, notify):
     """Listeners by listen entry, the control socket, whether systemd handed the listeners
     over, whether the control socket is ours to unlink at exit, and what a previous run
-    left in systemd's fd store (a takeover.Received, or None; SPEC 13)."""
+    left in systemd's fd store (a receiving.Received, or None; SPEC 13)."""
     try:
         passed = listen_fds(os.environ, os.getpid())
         stored = stored_fds(os.environ, os.getpid())
@@ -369,11 +369,11 @@ def describe_redis(address):
 def serve(path, cfg, log, console, loader):
     notify = Notifier(os.environ)
     try:
-        handing = takeover.inherited(os.environ)
+        handing = receiving.inherited(os.environ)
         if handing is not None:
             # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
             gc.disable()    # until it serves: a restore makes ~10 objects a stream (-15 % freeze)
-            received = takeover.ready_then_receive(handing)
+            received = receiving.ready_then_receive(handing)
     except HandoverError as exc:
         raise StartupError(str(exc)) from None
     if handing is not None:
@@ -403,6 +403,15 @@ def serve(path, cfg, log, console, loader):
     daemon.control = (control_sock, own_control)
     loop.handovers.daemon = daemon
     loop.handovers.store = fdstore.Store(daemon, notify, log)
+    first, made = None, ()
+    if handing is not None and received.document.get("part") == "first":
+        # The first part: the streams made while the old process still serves; then the
+        # rest, frozen (SPEC 13).
+        first = received
+        try:
+            received, made = takeover.prepare(first, handing, loop)
+        except (HandoverError, KeyError, TypeError, ValueError) as exc:
+            raise StartupError(f"handover: {exc}") from None
     if received is not None:
         takeover.before_start(received.document, hub)
     hub.start()
@@ -415,10 +424,10 @@ def serve(path, cfg, log, console, loader):
         log("info", f"control socket {control_sock.getsockname()}")
     if received is not None:
         try:
-            takeover.finish(received, handing, loop, log, notify)
+            takeover.finish(received, handing, loop, log, notify, first, made)
         except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
             raise StartupError(f"handover: {exc}") from None
-        received = None     # (its blob maps the record: tens of MB at 10,000 streams)
+        received = first = made = None  # (its blob maps the record: tens of MB at 10,000 streams)
     log("info", f"ready: {len(hub.channels)} services")
     notify("READY=1", daemon.status())
     # What start-up made (modules, config) lives as long as the daemon: keep the cyclic

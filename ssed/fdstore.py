@@ -17,7 +17,7 @@ import stat
 
 from . import snapshot
 from .handover import HandoverError
-from .takeover import Received, read_memfd
+from .receiving import Received, read_memfd
 
 PREFIX = "ssed-"
 STATE = PREFIX + "state"

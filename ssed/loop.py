@@ -73,7 +73,7 @@ class Loop:
 
     def start(self):
         """Watch the listeners, the control socket, the console and the signals."""
-        self.selector = selectors.DefaultSelector()
+        self.watch_early()
         self.acceptor.start()
         if self.console is not None:
             try:
@@ -212,6 +212,12 @@ class Loop:
                 self.log("error", "bug: closing after a bug failed\n" + traceback.format_exc())
 
     # -- watching and deadlines: what the connections ask of the loop ------------------
+
+    def watch_early(self):
+        """The selector, made before start(): an upgrade watches the streams it is handed
+        while the old process still serves (nothing runs them before run())."""
+        if self.selector is None:
+            self.selector = selectors.DefaultSelector()
 
     def watch(self, fileobj, handler, events=READ):
         """Watch `fileobj` (or change what for); `handler` is called or sent `ready(mask)`."""

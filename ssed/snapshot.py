@@ -30,10 +30,23 @@ class Snapshot:
         self.cut = []               # requests with a body half read: closed (see README)
         self.finishing = []         # HTTP connections writing their reply: finish here
         self.controls = []          # control connections: answered, then closed
+        self.queues = {}            # the ids of a queue's parts -> its bytes' reference
 
     def fd(self, sock):
         self.socks.append(sock)
         return len(self.socks) - 1
+
+    def queue(self, pending):
+        """The reference of a stream's queued bytes. Streams that a fan-out left with the
+        same parts (the same objects: all alive meanwhile, so their ids are theirs) share
+        one copy: at 10,000 streams, one write of the bytes instead of 10,000."""
+        if not pending:
+            return None
+        key = tuple(map(id, pending))
+        ref = self.queues.get(key)
+        if ref is None:
+            ref = self.queues[key] = self.blob.put(b"".join(pending))
+        return ref
 
     def data(self):
         """The record as byte strings to write in order (handover.encode_parts)."""
@@ -70,10 +83,10 @@ def rewatch(loop):
             client.conn.want_write()
 
 
-def answer_controls(loop):
+def answer_controls(loop, watched=None):
     """Answer every request line a control connection has sent (the others are not read
-    again: they are closed after the handover)."""
-    controls = list(_conns(loop, ControlConn))
+    again: they are closed after the handover). `watched`: as watched() gives."""
+    controls = _conns(loop, ControlConn, watched)
     for conn in controls:
         while conn.lines and not conn.closed:
             conn.work()
@@ -92,11 +105,7 @@ def take(loop, listeners, control, extra, inodes=True):
     hub = loop.hub
     doc = shot.document
     doc.update(extra)
-    doc["listeners"] = [[shot.fd(sock), list(entry), _inode(sock)]
-                        for entry, sock in listeners.items()]
-    sock, owned, path = control
-    doc["control"] = None if sock is None else {"fd": shot.fd(sock), "owned": owned,
-                                                "path": path, "inode": _inode(sock)}
+    _own(shot, listeners, control)
     doc.update(hub_state(hub))
     doc["streams"] = _streams(shot, hub)
     doc["requests"] = _requests(shot, loop)
@@ -104,6 +113,16 @@ def take(loop, listeners, control, extra, inodes=True):
     doc["inodes"] = [_inode(s) if inodes or n < named else None
                      for n, s in enumerate(shot.socks)]
     return shot
+
+
+def _own(shot, listeners, control):
+    """The listeners and the control socket into the record."""
+    doc = shot.document
+    doc["listeners"] = [[shot.fd(sock), list(entry), _inode(sock)]
+                        for entry, sock in listeners.items()]
+    sock, owned, path = control
+    doc["control"] = None if sock is None else {"fd": shot.fd(sock), "owned": owned,
+                                                "path": path, "inode": _inode(sock)}
 
 
 def hub_state(hub):
@@ -127,6 +146,27 @@ def hub_state(hub):
 def _streams(shot, hub):
     expires = {c: when for when, _, c in hub.expiring.heap}
     out = []
+    for c in _open_streams(shot, hub):
+        shot.streams.append(c.conn)
+        out.append(_static(shot, c) + _kept(shot, c, expires))
+    return out
+
+
+def _static(shot, c):
+    """A stream's fields that never change (handover.PRE_STREAM), its socket named."""
+    return [shot.fd(c.conn.sock), int(c.conn.sock.family), c.id, c.address, c.since,
+            [ch.path for ch in c.channels], c.last_event_id]
+
+
+def _kept(shot, c, expires):
+    """A stream's fields that change as it is served (handover.KEPT)."""
+    return [c.idle_since, c.sent, shot.queue(c.pending), expires.get(c)]
+
+
+def _open_streams(shot, hub):
+    """The open plain streams, each once (a multiplexed one is in several channels); the
+    TLS ones go to `shot.tls`."""
+    out = []
     seen = set()
     for channel in hub.channels.values():
         for c in channel.clients:
@@ -136,20 +176,64 @@ def _streams(shot, hub):
             if tlsconns.is_tls(c.conn.sock):
                 shot.tls.append(c.conn)     # OpenSSL's session state cannot cross
                 continue
-            shot.streams.append(c.conn)
-            queued = b"".join(c.pending) if c.pending else b""
-            out.append([shot.fd(c.conn.sock), int(c.conn.sock.family), c.id, c.address, c.since,
-                        [ch.path for ch in c.channels], c.last_event_id, c.idle_since, c.sent,
-                        shot.blob.put(queued), expires.get(c)])
+            out.append(c)
     return out
 
 
-def _requests(shot, loop):
+def take_first(loop, listeners, control):
+    """An upgrade's first part, taken while the loop still serves (SPEC 13: the freeze is
+    only what must be): the listeners, the control socket and every open stream's socket
+    with the fields that never change. The new process makes its connections of them
+    meanwhile, and touches none before it says `took`."""
+    shot = Snapshot()
+    doc = shot.document
+    doc["part"] = "first"       # (a record without: all of it, from the version before)
+    _own(shot, listeners, control)
+    named = len(shot.socks)
+    streams = _open_streams(shot, loop.hub)
+    doc["streams"] = [_static(shot, c) for c in streams]
+    shot.streams = [c.conn for c in streams]
+    doc["inodes"] = [_inode(s) if n < named else None for n, s in enumerate(shot.socks)]
+    return shot
+
+
+def take_rest(loop, first, watched=None):
+    """The rest of an upgrade's record, at the freeze: the hub's state; for each stream of
+    `first`, in its order, its changing fields (handover.KEPT) or None (closed since); the
+    streams opened since, whole; the requests still arriving."""
+    shot = Snapshot()
+    hub = loop.hub
+    doc = shot.document
+    doc.update(hub_state(hub))
+    expires = {c: when for when, _, c in hub.expiring.heap}
+    now_open = _open_streams(shot, hub)
+    still = set(now_open)
+    kept = []
+    for conn in first.streams:
+        c = conn.client
+        if conn.closed or c not in still:
+            kept.append(None)
+            continue
+        still.discard(c)
+        shot.streams.append(conn)
+        kept.append(_kept(shot, c, expires))
+    doc["kept"] = kept
+    doc["streams"] = []
+    for c in now_open:
+        if c in still:
+            shot.streams.append(c.conn)
+            doc["streams"].append(_static(shot, c) + _kept(shot, c, expires))
+    doc["requests"] = _requests(shot, loop, watched)
+    doc["inodes"] = [None] * len(shot.socks)    # (a socketpair keeps their order)
+    return shot
+
+
+def _requests(shot, loop, watched=None):
     """HTTP connections: one that has sent part of a request head (or nothing yet) goes
     with its bytes; an idle kept-alive one is closed (SPEC 13); one writing its reply, or
     waiting for Redis, finishes here; one half way through a body is cut."""
     out = []
-    for conn in _conns(loop, HttpConn):
+    for conn in _conns(loop, HttpConn, watched):
         if conn.replied or conn.waiting:
             shot.finishing.append(conn)
         elif tlsconns.is_tls(conn.sock):
@@ -165,10 +249,16 @@ def _requests(shot, loop):
     return out
 
 
-def _conns(loop, kind):
-    """The open connections of `kind` the loop watches."""
-    return [k.data for k in list(loop.selector.get_map().values())
-            if type(k.data) is kind and not k.data.closed]
+def _conns(loop, kind, among=None):
+    """The open connections of `kind` the loop watches (`among`: of those, watched())."""
+    return [c for c in (watched(loop) if among is None else among)
+            if type(c) is kind and not c.closed]
+
+
+def watched(loop):
+    """What the loop watches, walked once (at 10,000 streams, a walk is a few ms of the
+    freeze): for answer_controls and take_rest, which keep only the open ones."""
+    return [k.data for k in list(loop.selector.get_map().values())]
 
 
 def _inode(sock):

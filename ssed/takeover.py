@@ -4,12 +4,13 @@ hub and a loop: the id clock, counters, bans and histories before the services s
 listeners and the control socket as the loop's own, then every stream with the exact bytes
 it had queued, and the requests still arriving.
 
-Nothing is written to a socket here: the loop writes once `run()` starts, after the old
-process has been told `took` (a stream has one owner at every moment).
+Nothing is written to a socket before the old process has been told `took` (a stream has
+one owner at every moment). An upgrade comes in two parts (upgrade.py): prepare() makes the
+streams of the first while the old process still serves; finish() puts the rest back.
 """
-import mmap
 import os
 import socket
+import time
 import _socket
 
 from . import handover
@@ -18,118 +19,10 @@ from .channel import Client
 from .conns import HttpConn, StreamConn
 from .handover import HandoverError
 from .history import Event
+from .outbox import failed
+from .receiving import HANDOVER_WAIT, receive
 
 READ, WRITE = 1, 2
-ENV = "SSED_HANDOVER_FD"    # (upgrade.ENV) our end of the old process's socketpair
-MAX_FDS = 253
-
-
-def inherited(env):
-    """The socketpair end the old process gave us (and the variable removed, so that our
-    own children do not see it), or None: not an upgrade."""
-    value = env.pop(ENV, None)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise HandoverError(f"{ENV}={value!r} is not a descriptor")
-    fd = int(value)
-    os.set_inheritable(fd, False)
-    return socket.socket(fileno=fd)
-
-
-HANDOVER_WAIT = 30.0    # seconds the new process waits for the old one's sockets
-
-
-def ready_then_receive(sock):
-    """Say we are ready (config read), then take what the old process sends (bounded)."""
-    try:
-        sock.sendall(b"ready")
-        return receive(sock, HANDOVER_WAIT)
-    except OSError as exc:
-        raise HandoverError(f"handover: {exc.strerror or exc}") from None
-
-
-def receive(sock, timeout):
-    """What the old process sends: batches of descriptors (`F`), then the memfd of the
-    record (`S`): a Received. HandoverError if it is cut short or the kernel dropped
-    descriptors (MSG_CTRUNC: over our RLIMIT_NOFILE)."""
-    sock.settimeout(timeout)
-    fds = []
-    try:
-        while True:
-            msg, got, flags, _ = socket.recv_fds(sock, 16, MAX_FDS)
-            if flags & socket.MSG_CTRUNC:
-                for fd in fds + got:
-                    os.close(fd)
-                raise HandoverError("handover: descriptors were dropped (MSG_CTRUNC): "
-                                    "raise LimitNOFILE")
-            if msg == b"F":
-                fds += got
-            elif msg == b"S" and len(got) == 1:
-                return Received(read_memfd(got[0]), fds)
-            else:
-                raise HandoverError(f"handover: unexpected message {msg[:40]!r}")
-    except socket.timeout:
-        raise HandoverError(f"handover: nothing from the old process for {timeout:g} s") from None
-
-
-def read_memfd(fd):
-    """The memfd's bytes, mapped (no copy: each stream's queued bytes are copied once, out
-    of it); the descriptor is closed (the mapping stays)."""
-    try:
-        size = os.fstat(fd).st_size
-        if not size:
-            return b""
-        return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
-    finally:
-        os.close(fd)
-
-
-class Received:
-    """A record and the descriptors it names: `fds[i]` is its fd `i` (None once taken)."""
-
-    def __init__(self, data, fds=None):
-        """`fds` None: none yet (an fd store's, matched by inode afterwards)."""
-        self.document, self.blob = handover.decode(data)
-        named = len(self.document.get("inodes", ()))
-        self.fds = [None] * named if fds is None else list(fds)
-        if len(self.fds) != named:
-            raise HandoverError(f"handover: {len(self.fds)} descriptors came, the record "
-                                f"names {len(self.document.get('inodes', ()))}")
-
-    def sock(self, index):
-        """The socket at fd `index`, taken (each is taken once)."""
-        fd = self.fds[index]
-        if fd is None:
-            raise HandoverError(f"handover: fd {index} named twice")
-        self.fds[index] = None
-        return _socket.socket(fileno=fd)
-
-    def fd(self, index):
-        fd, self.fds[index] = self.fds[index], None
-        return fd
-
-    def close_rest(self):
-        for fd in self.fds:
-            if fd is not None:
-                os.close(fd)
-
-    def listeners(self):
-        """{listen entry: socket}: ("systemd", i) entries stay as they were."""
-        out = {}
-        for index, entry, _ in self.document["listeners"]:
-            fd = self.fd(index)
-            if fd is not None:      # (an fd store may have lost one: it is bound anew)
-                out[tuple(entry)] = socket.socket(fileno=fd)
-        return out
-
-    def control(self):
-        """(socket, whether we made it) of the control socket, or (None, False)."""
-        info = self.document.get("control")
-        fd = None if info is None else self.fd(info["fd"])
-        if fd is None:
-            return None, False
-        return socket.socket(fileno=fd), info["owned"]
 
 
 def before_start(doc, hub):
@@ -187,12 +80,117 @@ def _prepend(channel, saved):
     history.ring.extend(started)
 
 
-def streams(received, loop):
+def prepare(first, handing, loop):
+    """An upgrade's first part (the old process still serves): each stream's socket, Client
+    and StreamConn made and watched for reading, not yet in the hub (the loop does not run
+    before `took`: nothing is read or written); then `built`, and the rest of the record,
+    sent frozen: (Received, [(StreamConn, paths)] in the first part's order)."""
+    check_inodes(first)
+    loop.watch_early()
+    fds, made = first.fds, []
+    for values in first.document["streams"]:
+        if type(values) is not list or len(values) != len(handover.PRE_STREAM):
+            got = len(values) if type(values) is list else "no"
+            raise HandoverError(f"handover record: a stream of the first part has {got} "
+                                f"fields, not {len(handover.PRE_STREAM)}")
+        index, family, id_, address, since, paths, last_id = values
+        fd, fds[index] = fds[index], None
+        if fd is None:
+            raise HandoverError(f"handover: fd {index} named twice")
+        sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        conn = StreamConn(loop, sock, Client(id_, address, since, None, last_id))
+        loop.watch(sock, conn, READ)
+        made.append((conn, tuple(paths)))
+    _hold(os.environ)
+    try:
+        handing.sendall(b"built")
+        return receive(handing, HANDOVER_WAIT), made
+    except OSError as exc:
+        raise HandoverError(f"handover: {exc.strerror or exc}") from None
+
+
+HOLD = "SSED_TEST_HOLD"     # tests only: a path
+
+
+def _hold(env):
+    """Tests only: between the two parts of an upgrade (the old process serving), write our
+    pid to `$SSED_TEST_HOLD.waiting`, then wait (10 s at most) for `$SSED_TEST_HOLD` to exist:
+    the window in which streams close and open before the freeze."""
+    path = env.get(HOLD)
+    if not path:
+        return
+    with open(path + ".waiting", "w") as f:
+        f.write(str(os.getpid()))
+    deadline = time.monotonic() + 10.0
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def kept(received, made, loop, shared):
+    """The streams of the first part as they are at the freeze: each into the hub with what
+    changed (handover.KEPT), or closed (the old process closed it since: our duplicate
+    goes too). (streams to end, as streams(); those with bytes queued, to write once ours.)"""
+    hub, blob = loop.hub, received.blob
+    states = received.document["kept"]
+    if len(states) != len(made):
+        raise HandoverError(f"handover record: {len(states)} streams kept, the first part "
+                            f"sent {len(made)}")
+    orphans, owed, copies = [], [], {}
+    for (conn, paths), state in zip(made, states):
+        if state is None:
+            _drop(loop, conn)
+            conn.sock.close()
+            continue
+        if type(state) is not list or len(state) != len(handover.KEPT):
+            raise HandoverError("handover record: a kept stream has not "
+                                f"{len(handover.KEPT)} fields")
+        idle, sent, ref, expires = state
+        queued = _queued(blob, ref, copies) if ref is not None else b""
+        client = conn.client
+        client.channels = _channels(hub, paths, shared)
+        if not client.channels:
+            _drop(loop, conn)
+            orphans.append((conn.sock, queued))
+            continue
+        client.idle_since, client.sent = idle, sent
+        _join(hub, client, expires)
+        if queued:
+            client.pending = [queued]
+            client.queued = len(queued)
+            loop.outbox.writing[client] = hub.now
+            owed.append(conn)
+    return orphans, owed
+
+
+def _drop(loop, conn):
+    """A stream of the first part that is not ours after all: let go of our duplicate."""
+    conn.closed = True
+    loop.unwatch(conn.sock)
+
+
+def write_owed(loop, owed):
+    """Once ours: the kept streams' queued bytes, sent as far as their sockets take them
+    now, the rest when they can take it (as a fan-out does: a write, then write readiness
+    only if it was partial)."""
+    outbox, now = loop.outbox, loop.hub.now
+    for conn in owed:
+        if conn.closed:
+            continue
+        try:
+            done = outbox.flush(conn.client, now)
+        except OSError as exc:
+            conn.close(failed(exc))
+            continue
+        if not done:
+            conn.want_write()
+
+
+def streams(received, loop, shared=None):
     """Every stream back in the hub and the loop, its queued bytes first in its outbox; the
     streams whose services are all gone: (socket, queued bytes), for the caller to end."""
     hub, doc, blob, fds = loop.hub, received.document, received.blob, received.fds
-    orphans = []
-    shared = {}     # paths -> channels: streams of the same services share one list
+    orphans, copies = [], {}
+    shared = {} if shared is None else shared   # paths -> channels: shared by streams
     for values in doc["streams"]:
         if type(values) is not list or len(values) != len(handover.STREAM):
             handover.stream_fields(values)      # (raises, naming what is wrong)
@@ -204,12 +202,8 @@ def streams(received, loop):
         fds[index] = None
         # (the family from the record: socket's own detection is 3 syscalls a stream)
         sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
-        queued = handover.take(blob, ref) if ref is not None else b""
-        paths = tuple(paths)
-        channels = shared.get(paths)
-        if channels is None:
-            channels = shared[paths] = [ch for ch in map(lambda p: _channel(hub, p), paths)
-                                        if ch is not None]
+        queued = _queued(blob, ref, copies) if ref is not None else b""
+        channels = _channels(hub, tuple(paths), shared)
         if not channels:
             orphans.append((sock, queued))
             continue
@@ -217,6 +211,25 @@ def streams(received, loop):
         client.idle_since, client.sent = idle, sent
         _adopt(loop, sock, client, queued, expires)
     return orphans
+
+
+def _queued(blob, ref, copies):
+    """A stream's queued bytes; streams whose record shares them share one copy (as they
+    did in the old process)."""
+    key = tuple(ref) if type(ref) is list else ref
+    data = copies.get(key)
+    if data is None:
+        data = copies[key] = handover.take(blob, ref)
+    return data
+
+
+def _channels(hub, paths, shared):
+    """The channels of a stream's paths (one list shared by the streams of the same)."""
+    channels = shared.get(paths)
+    if channels is None:
+        channels = shared[paths] = [ch for ch in map(lambda p: _channel(hub, p), paths)
+                                    if ch is not None]
+    return channels
 
 
 def _channel(hub, path):
@@ -228,22 +241,27 @@ def _channel(hub, path):
     return found
 
 
-def _adopt(loop, sock, client, queued, expires):
-    hub = loop.hub
+def _join(hub, client, expires):
+    """A stream into the hub: its channels, its id, its address, its token's expiry."""
     for channel in client.channels:
         channel.clients.add(client)
         channel.members += 1
     hub.by_id.add(client)
     hub.per_ip.add(client.address)
     hub.client_count += 1
+    if expires is not None:
+        hub.expire_at(client, expires)
+
+
+def _adopt(loop, sock, client, queued, expires):
+    hub = loop.hub
+    _join(hub, client, expires)
     conn = StreamConn(loop, sock, client)
     if queued:
         client.pending = [queued]
         client.queued = len(queued)
         loop.outbox.writing[client] = hub.now
     loop.watch(sock, conn, READ | WRITE if queued else READ)
-    if expires is not None:
-        hub.expire_at(client, expires)
 
 
 def requests(received, loop):
@@ -298,20 +316,27 @@ def check_inodes(received):
             raise HandoverError(f"handover: fd {index} is not the socket the record names")
 
 
-def finish(received, handing, loop, log, notify):
+def finish(received, handing, loop, log, notify, first=None, made=()):
     """Put the streams and requests back; with an old process (`handing`), tell it we own
     them (from then on we write), take its stderr as ours, and tell systemd we are the
-    main process now."""
+    main process now. `first`, `made`: an upgrade's first part and what prepare() made."""
     doc = received.document
     check_inodes(received)
     after_start(doc, loop.hub)
-    orphans = streams(received, loop)
+    shared = {}
+    orphans, owed = kept(received, made, loop, shared) if first is not None else ([], [])
+    orphans += streams(received, loop, shared)
     pending = requests(received, loop)
-    stderr = received.fd(doc["stderr"]) if doc.get("stderr") is not None else None
+    named = first.document if first is not None else doc
+    stderr = (first or received).fd(named["stderr"]) if named.get("stderr") is not None \
+        else None
     received.close_rest()
+    if first is not None:
+        first.close_rest()
     if handing is not None:
         handing.sendall(b"took")
         handing.close()
+    write_owed(loop, owed)
     if stderr is not None:
         os.dup2(stderr, 2)
         os.close(stderr)

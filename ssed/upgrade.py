@@ -5,10 +5,17 @@ and go once it says it took them; or, if anything fails before that, kill it and
 as if nothing happened (rollback).
 
 The pair is SOCK_SEQPACKET: each message arrives whole, with its descriptors. Messages:
-new -> old: `ready` (config read, it waits for the sockets), `took <ms>` (it owns them now);
-old -> new: `F` with up to MAX_FDS descriptors, then `S` with the memfd of the record.
+new -> old: `ready` (config read, it waits for the sockets), `built` (it made its
+connections of the first part), `took <ms>` (it owns them now);
+old -> new: `F` with up to MAX_FDS descriptors, then `S` with the memfd of a record, twice:
+first, while the old one still serves, the listeners, the control socket and every open
+stream with what never changes of it (snapshot.take_first); then, frozen, the rest (what
+changed, streams opened and closed since: snapshot.take_rest). The freeze is the second
+part only: at 10,000 streams, making and watching 10,000 connections is most of a handover.
 A stream is owned by one process at every moment: the old one writes nothing from the freeze
-on, keeps its descriptors until `took`, and the new one writes nothing before saying it.
+on, keeps its descriptors until `took`, and the new one writes nothing before saying it (the
+first part's descriptors are duplicates it holds unused until then; if it dies, the kernel
+closes them and the old process's stay open).
 """
 import gc
 import os
@@ -57,7 +64,7 @@ class Handovers:
     def upgrade(self):
         """A Later of the answer; CommandError if one cannot start now."""
         loop, up = self.loop, self.current
-        if up is not None and up.state in ("loading", "handing over"):
+        if up is not None and up.state in ("loading", "sending", "preparing", "handing over"):
             raise CommandError(f"an upgrade is already in progress (new process pid {up.pid})")
         if loop.stopping is not None or loop.leaving is not None or self.daemon is None:
             raise CommandError("cannot upgrade now: this process is stopping")
@@ -124,6 +131,8 @@ class Upgrade:
         self.started = time.monotonic()
         self.closed = False
         self.deadline = None
+        self.first = None           # the first part sent (snapshot.take_first)
+        self.first_ms = None
 
     @property
     def pid(self):
@@ -184,16 +193,42 @@ class Upgrade:
         except OSError:
             msg = b""
         if msg == b"ready" and self.state == "loading":
+            self.state = "sending"
+            self.loop.at_turn_end = self._send_first
+            return None
+        if msg == b"built" and self.state == "preparing":
             # Once every event of this turn is handled: none is left stale for after it.
             self.state = "handing over"
             self.loop.at_turn_end = self._hand_over
             return None
-        self._failed(self._exit_reason("before it was ready") if not msg
+        when = "before it was ready" if self.state == "loading" else "while taking the sockets"
+        self._failed(self._exit_reason(when) if not msg
                      else f"unexpected message {msg[:40]!r} from the new process")
 
     def expired(self):
         if self.state == "loading":
             self._failed(f"the new process was not ready within {READY_WITHIN:g} s")
+        elif self.state == "preparing":
+            self._failed(f"the new process did not take the sockets within {TAKE_WITHIN:g} s")
+
+    def _send_first(self):
+        """The first part of the handover, not frozen: the sockets and what never changes
+        of them (a pause of the loop as long as taking and sending it, not a freeze: the
+        streams' bytes go on once it is sent)."""
+        loop, began = self.loop, time.monotonic()
+        if loop.stopping is not None:
+            return self._failed("this process is shutting down")
+        first = snapshot.take_first(loop, self.daemon.listeners, self.daemon.control_info())
+        first.document["stderr"] = first.fd(_Fd(2))
+        first.document["inodes"].append(None)
+        try:
+            send(self.sock, first.socks, first.data(), TAKE_WITHIN)
+        except OSError as exc:
+            return self._failed(f"sending the sockets failed: {exc.strerror or exc}")
+        self.sock.setblocking(False)
+        self.first, self.state = first, "preparing"
+        self.first_ms = (time.monotonic() - began) * 1000
+        self.loop.deadline(self, self.loop.hub.now + TAKE_WITHIN)
 
     # -- the handover --------------------------------------------------------------------
 
@@ -201,7 +236,7 @@ class Upgrade:
         """Freeze, send, wait for `took` (bounded): commit, or roll back."""
         loop, frozen = self.loop, time.monotonic()
         if loop.stopping is not None:       # SIGTERM came in the same turn: it wins
-            self.state = "loading"
+            self.state = "preparing"
             return self._failed("this process is shutting down")
         gc.disable()        # no collection in the middle of the freeze
         try:
@@ -210,12 +245,10 @@ class Upgrade:
             gc.enable()
 
     def _freeze(self, loop, frozen):
-        controls = snapshot.answer_controls(loop)     # (what they publish goes out first)
+        watched = snapshot.watched(loop)
+        controls = snapshot.answer_controls(loop, watched)  # (what they publish goes first)
         snapshot.flush(loop)
-        shot = snapshot.take(loop, self.daemon.listeners, self.daemon.control_info(),
-                             {"stderr": None}, inodes=False)
-        shot.document["stderr"] = shot.fd(_Fd(2))
-        shot.document["inodes"].append(None)
+        shot = snapshot.take_rest(loop, self.first, watched)
         shot.controls = controls
         try:
             record = shot.data()
@@ -248,7 +281,7 @@ class Upgrade:
     def _commit(self, shot, took, freeze):
         loop = self.loop
         ms = round((time.monotonic() - self.started) * 1000)
-        self.state = "done"
+        self.state, self.first = "done", None
         snapshot.release(loop, shot)
         self._stderr()      # what it said before `took` (from then on, it writes our stderr)
         self.daemon.let_go(f"pid {self.proc.pid}", self.proc.pid)
@@ -259,8 +292,9 @@ class Upgrade:
         loop.log("info", f"upgrade: pid {self.proc.pid} took over {len(shot.streams)} "
                  f"streams (frozen {freeze * 1000:.1f} ms: snapshot "
                  f"{parts['snapshot'] * 1000:.1f}, send {parts['send'] * 1000:.1f}, its restore "
-                 f"{parts['restore'] * 1000:.1f}; a record of {parts['bytes']} bytes; {ms} ms in "
-                 "all); this process exits")
+                 f"{parts['restore'] * 1000:.1f}; a record of {parts['bytes']} bytes; the first "
+                 f"part a pause of {self.first_ms:.1f} ms before; {ms} ms in all); this process "
+                 "exits")
         loop.leave(shot.controls)
         self.answer.settle(answer)
 
@@ -269,6 +303,7 @@ class Upgrade:
     def _failed(self, why):
         """Nothing was committed: the new process goes, we serve on; the answer says why."""
         frozen, self.state = self.state == "handing over", "failed"
+        self.first = None       # (what it holds is ours again: let go of the list)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         if self.proc is not None:

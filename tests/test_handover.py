@@ -2,6 +2,8 @@
 byte-exact blobs (half a frame, NULs, non-UTF-8), and a clear HandoverError for every way a
 record can be wrong (other bytes, another version, cut anywhere, a reference out of range,
 a stream with the wrong number of fields)."""
+import pickle
+
 import pytest
 
 from ssed import handover
@@ -48,13 +50,31 @@ def test_events_as_the_record_keeps_them():
     (b"", "no magic"),
     (b"HTTP/1.1 200 OK\r\n", "no magic"),
     (handover.MAGIC, "no header"),
-    (handover.MAGIC + b"\x00\x00\x00\x02\x00\x00\x00\x02{}", "version 2"),
+    (handover.MAGIC + b"\x00\x00\x00\x03\x00\x00\x00\x02{}", "version 3"),
+    (handover.MAGIC + b"\x00\x00\x00\x02\x00\x00\x00\x02{}", "bad document"),
     (handover.MAGIC + b"\x00\x00\x00\x01\x00\x00\x00\x09{}", "cut short"),
     (handover.MAGIC + b"\x00\x00\x00\x01\x00\x00\x00\x02{]", "bad document"),
     (handover.MAGIC + b"\x00\x00\x00\x01\x00\x00\x00\x02[]", "not a record"),
 ])
 def test_a_wrong_record_is_refused_with_the_reason(data, why):
     with pytest.raises(HandoverError, match=why):
+        handover.decode(data)
+
+
+def test_a_record_of_the_version_before_json_still_reads():
+    """A daemon of the version before (a JSON document) hands over to this one."""
+    text = b'{"version":1,"clock":[1,2],"streams":[]}'
+    data = handover.MAGIC + (1).to_bytes(4, "big") + len(text).to_bytes(4, "big") + text + b"xy"
+    doc, blob = handover.decode(data)
+    assert doc["clock"] == [1, 2] and bytes(blob) == b"xy"
+
+
+@pytest.mark.parametrize("value", [Event((1, 0), "x"), print, ValueError("x")])
+def test_a_document_that_names_a_class_or_function_is_refused(value):
+    """Only plain values come back: nothing the record names is imported or called."""
+    text = pickle.dumps({"version": 2, "x": value}, protocol=5)
+    data = handover.MAGIC + (2).to_bytes(4, "big") + len(text).to_bytes(4, "big") + text
+    with pytest.raises(HandoverError, match="plain values only"):
         handover.decode(data)
 
 
