@@ -19,13 +19,13 @@ run:
 cluster-demo:
 	$(PYTHON) conf/cluster-demo.py
 
-$(VENV)/.ready:
+$(VENV)/.ready-xdist:
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest pytest-xdist
 	touch $@
 
-test: $(VENV)/.ready
-	$(VENV)/bin/python -m pytest -q
+test: $(VENV)/.ready-xdist
+	$(VENV)/bin/python -m pytest -q -n 2
 
 check:
 	$(PYTHON) -m ssed --check -c $(CONFIG)
