@@ -16,6 +16,7 @@ from . import clustered, resp
 from .clusterhistory import Histories
 from .clusternodes import Nodes
 from .channel import ClusterUnavailable
+from .entries import event_of, first_id
 from .history import format_id, parse_id
 from .later import LOST, Later
 from .log import Episode, Throttle
@@ -199,8 +200,7 @@ class Cluster:
     def _top(self, reply):
         if self.failed(reply):
             return
-        top = parse_id(reply[0][0].decode()) if reply else None
-        self.newest = top
+        top = self.newest = first_id(reply)
         if self.last_id is None:
             self.last_id = top or (0, 0)     # a node that just started reads what comes next
             self.hub.clock.read = self.last_id
@@ -224,7 +224,7 @@ class Cluster:
         said, since its subscribers miss those events."""
         if not reply or self.lost or self.last_id == (0, 0):
             return
-        oldest = parse_id(reply[0][0].decode())
+        oldest = first_id(reply)
         if oldest is not None and oldest > self.last_id:
             self.log("warning", f"cluster: events after {format_id(self.last_id)} up to "
                      f"{format_id(oldest)} were trimmed from {self.events_key} (maxlen "
@@ -277,8 +277,8 @@ class Cluster:
                          now)
 
     def _caught_up(self, reply):
-        if not self.failed(reply) and reply[0]:
-            oldest = parse_id(reply[0][0][0].decode())
+        if not self.failed(reply):
+            oldest = first_id(reply[0])
             if oldest is not None and oldest > self.last_id:
                 self.histories.trimmed()
         self._entries(reply if type(reply) is not list else reply[1])
@@ -290,20 +290,16 @@ class Cluster:
             self.read_count = min(READ_COUNT, 2 * self.read_count)
         hub = self.hub
         for entry_id, fields in entries or ():
-            key = parse_id(entry_id.decode())
-            self.last_id = key
-            entry = dict(zip(fields[::2], fields[1::2]))
-            try:
-                path = entry[b"p"].decode()
-                data = entry[b"d"].decode()
-                event = entry.get(b"e", b"").decode() or None
-                client = entry.get(b"c", b"").decode() or None
-            except (KeyError, UnicodeDecodeError):
+            event = event_of(entry_id, fields)
+            if event is None or event[1] is None:
+                self.last_id = parse_id(entry_id.decode())     # (read: not to read again)
                 self.throttle(("entry",), hub.now, "warning",
-                              f"cluster: ignored entry {format_id(key)} of "
+                              f"cluster: ignored entry {format_id(self.last_id)} of "
                               f"{self.events_key}: not an ssed event")
                 continue
-            clustered.deliver(hub, path, key, data, event, client)
+            key, path, data, type_, client = event
+            self.last_id = key
+            clustered.deliver(hub, path, key, data, type_, client)
         # Behind, it may be far behind: then a read that also gives the stream's oldest entry.
         # Not after a few (a node that keeps up reads them one or two at a time): ~maxlen/2
         # waiting is the least a node that fell maxlen behind finds in one read.
@@ -376,7 +372,7 @@ class Cluster:
 
     def newest_is(self, reply):
         if not self.failed(reply):
-            self.newest = parse_id(reply[0][0].decode()) if reply else None
+            self.newest = first_id(reply)
 
     def epoch_again(self, reply):
         if self.failed(reply):

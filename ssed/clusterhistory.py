@@ -3,7 +3,8 @@
 made, and those a subscriber asks replay of before this node holds them. So replay is the
 same on every node. Part of cluster.py's Cluster (`cluster.histories`); no socket."""
 from . import clustered, resp
-from .history import format_id, parse_id
+from .entries import event_of
+from .history import format_id
 from .later import Later
 
 
@@ -69,14 +70,13 @@ class Histories:
     def _history(self, reply):
         events = []
         for entry_id, fields in reversed(reply):
-            entry = dict(zip(fields[::2], fields[1::2]))
-            key = parse_id(entry_id.decode())
-            if key is None or key > self.cluster.last_id:
-                continue    # the reader has yet to read it: it delivers it then
-            try:
-                events.append((key, entry[b"d"].decode(), entry.get(b"e", b"").decode() or None))
-            except (KeyError, UnicodeDecodeError):
+            event = event_of(entry_id, fields)
+            if event is None or event[0] is None:
                 continue
+            key, _, data, type_, _ = event
+            if key > self.cluster.last_id:
+                continue    # the reader has yet to read it: it delivers it then
+            events.append((key, data, type_))
         return events
 
     def made(self, channel, now):

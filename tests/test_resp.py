@@ -435,3 +435,4 @@ def test_fuzz_garbage_gives_replies_or_a_protocol_error_never_another_exception(
             outcomes["error"] += 1
         rounds += 1
     assert rounds >= 500 and outcomes["reply"] and outcomes["error"], outcomes
+
