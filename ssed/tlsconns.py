@@ -25,6 +25,7 @@ loop already use, so that none of them branches per byte: the branch is the type
 
 `is_tls(sock)` tells a TLS connection (a live upgrade cannot hand one over, SPEC 13).
 """
+import os
 import selectors
 import socket
 import ssl
@@ -82,6 +83,7 @@ class TlsSocket:
                 if len(data) > MAX_WRITE:
                     data = memoryview(data)[:MAX_WRITE]
                 return self.ssl.send(data)
+            _raise_pending_error(self.ssl)
             n = self.ssl.send(inflight)
         except _WANT:
             if inflight is None:
@@ -92,6 +94,7 @@ class TlsSocket:
 
     def recv(self, size):
         ssl_sock = self.ssl
+        _raise_pending_error(ssl_sock)
         try:
             data = ssl_sock.recv(size)
             while data and ssl_sock.pending():
@@ -199,6 +202,17 @@ class Handshake:
             return
         self._leave()
         self.sock.close()
+
+
+def _raise_pending_error(sock):
+    """Raise the socket's pending error, if any, as the OSError a plain socket would.
+    CPython (3.11, SSL_write_ex/SSL_read_ex) turns a failed syscall under OpenSSL into
+    SSLEOFError and drops its errno, so a stream the kernel gave up on (TCP_USER_TIMEOUT,
+    set to `send_timeout`: ETIMEDOUT, a stall) would read as an "error" drop. Asked before a
+    read and before a write's retry (the streams that wait), never on the hot first write."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
 def _words(exc):

@@ -32,7 +32,8 @@ from ssed.sse import EventParser
 from ssed.sseclient import Dechunker, read_head
 
 from hostile import connect, get
-from redisserver import _die_with_parent, free_port
+from ports import free_port
+from redisserver import _die_with_parent
 
 TIMEOUT = 10.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
+from ports import free_port
 from ssed.resp import NEED, Parser, command
 
 TIMEOUT = 10.0
@@ -36,11 +37,6 @@ def require_redis():
         pytest.skip(MISSING)
     return path
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -12,7 +12,8 @@ import sys
 import time
 
 from conftest import ROOT, TIMEOUT, ControlClient, StreamClient, env, reap
-from redisserver import free_port, require_redis
+from ports import free_port
+from redisserver import require_redis
 
 SCRIPT = os.path.join(ROOT, "conf", "cluster-demo.py")
 START = 60.0    # Redis and three nodes, one after the other, on a loaded machine

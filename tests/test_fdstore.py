@@ -243,7 +243,8 @@ def test_a_socket_activated_daemon_upgrades_and_keeps_systemds_sockets(tmp_path,
     """Socket activation (systemd owns the listener and the control socket): the new process
     serves on the same passed sockets, still binds nothing of `listen`, and leaves the
     systemd-owned control socket's path alone, as the old one would."""
-    from test_systemd import Activated, free_port, listening_tcp_ports
+    from ports import free_port
+    from test_systemd import Activated, listening_tcp_ports
     import shutil
     import tempfile
     from conftest import ControlClient

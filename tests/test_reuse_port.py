@@ -3,19 +3,14 @@ start and when a reload binds a new address; without it the second daemon fails 
 clear "address in use" line. A reload never changes `reuse_port` or `[cluster]`: it warns and
 keeps the running values. The daemons are subprocesses; every wait is bounded.
 """
-import socket
 import subprocess
 import sys
 
 from conftest import TIMEOUT, Daemon, env, reap
+from ports import free_port
 
 CHAT = "[/chat]\n"
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(tmp_path, name, port, reuse_port):

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import ROOT, TIMEOUT, ControlClient, Daemon, env, reap
+from ports import free_port
 
 CHAT = textwrap.dedent("""
     [/chat]
@@ -39,11 +40,6 @@ def tool(name):
         pytest.skip(f"{name} is not installed (Debian package: systemd)")
     return path
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the units -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -245,6 +246,46 @@ def test_recv_takes_what_openssl_holds_beyond_the_size_asked(pki):
     assert data == b"a" * 10000 and server.ssl.pending() == 0
     with pytest.raises(BlockingIOError):
         server.recv(100)
+    client.close()      # with the server's session tickets unread: the peer sees a reset
+    select.select([server.ssl], [], [], TIMEOUT)
+    with pytest.raises(ConnectionResetError):   # as a plain socket says it (not SSLEOFError)
+        server.recv(100)
+
+
+def test_a_write_the_kernel_gave_up_on_fails_with_etimedout_as_on_a_plain_socket(pki):
+    """TCP_USER_TIMEOUT (ssed sets it to `send_timeout`) aborts a connection whose peer
+    stopped reading; CPython's ssl reports that as SSLEOFError without the errno, and the
+    stream would count as an "error" drop instead of "stalled"."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw = connect(listener.getsockname()[1], rcvbuf=4096)
+        accepted, _ = listener.accept()
+    accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 500)
+    server = tls.context(str(pki / "one.pem"), str(pki / "one.key")).wrap_socket(
+        accepted, server_side=True, do_handshake_on_connect=False)
+    client = client_context(pki).wrap_socket(raw, server_hostname="localhost",
+                                             do_handshake_on_connect=False)
+    shaking = threading.Thread(target=client.do_handshake)
+    shaking.start()
+    server.do_handshake()
+    shaking.join(TIMEOUT)
+    server.setblocking(False)
+    sock, data = tlsconns.TlsSocket(server), b"x" * 65536
+    deadline = time.monotonic() + TIMEOUT
+    with pytest.raises(TimeoutError):       # never read by the client: the kernel gives up
+        while time.monotonic() < deadline:
+            try:
+                sock.send(data)
+            except BlockingIOError:
+                select.select([], [server], [server], 0.2)
+    assert time.monotonic() < deadline
+    sock.close()
+    client.close()
+
+
+def test_a_clean_close_of_the_peer_reads_as_eof(pki):
+    server, client = _pair(pki)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.recv(100)                    # takes the session tickets: nothing left unread
     client.close()
     select.select([server.ssl], [], [], TIMEOUT)
     assert server.recv(100) == b""
