@@ -6,7 +6,6 @@
 fixture's own ini is ignored, and relative paths can only resolve against the config's
 directory.
 """
-import os
 import subprocess
 import sys
 import textwrap

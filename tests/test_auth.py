@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 
 import pytest
 
@@ -17,7 +16,6 @@ from ssed import config as configmod
 from ssed import auth, web
 from ssed.http1 import HttpError, MAX_HEAD, RequestParser, whole_request
 from ssed.hub import Hub
-from ssed.orders import Close
 
 T0 = 1_800_000_000.0
 SECRET = b"0123456789abcdef0123456789abcdef-test-secret"

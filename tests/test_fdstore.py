@@ -4,7 +4,6 @@ as PID 1): a datagram socket that takes the notify messages and their descriptor
 LISTEN_FDS / LISTEN_FDNAMES / LISTEN_PID (in a scrambled order: the daemon matches them by
 inode), as `systemctl restart` does. And the upgrade's MAINPID= / READY=1.
 """
-import fcntl
 import os
 import queue
 import signal
@@ -17,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TIMEOUT, Daemon, env, reap
+from conftest import TIMEOUT, Daemon, env, reap
 from test_upgrade import alive, successors  # noqa: F401  (a fixture)
 
 CHAT = textwrap.dedent("""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ssed import ctl, jwt
+from ssed import jwt
 from ssed.jwtkeys import Key, Keys, b64url_decode, b64url_encode
 
 REPO = Path(__file__).resolve().parent.parent

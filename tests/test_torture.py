@@ -16,7 +16,6 @@ import struct
 import time
 
 from conftest import TIMEOUT
-from ssed.sse import EventParser
 
 CONNECTIONS = 5000          # attack connections in all
 CONCURRENCY = 200           # open at once
