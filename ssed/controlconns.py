@@ -168,6 +168,7 @@ class Console:
         self.fd = stream.fileno()
         self.splitter = LineSplitter()
         self.lines = deque()
+        self.waiting = deque()  # answers in order, the first of them not settled yet (Laters)
         self.closed = False
         self.deadline = None
         loop.watch(self.fd, self)    # before going non-blocking: may fail
@@ -192,13 +193,22 @@ class Console:
     def work(self):
         for _ in range(min(CONTROL_LINES, len(self.lines))):
             answer, _ = self.loop.control_line(self.lines.popleft())
-            if type(answer) is Later:
-                answer.then(_write)
+            if type(answer) is Later or self.waiting:
+                # In the order typed, as on a control connection: behind an answer that
+                # waits for Redis, the others wait too.
+                later = answer if type(answer) is Later else settled(answer)
+                self.waiting.append(later)
+                later.then(self._settled)
             else:
                 _write(answer)
         if not self.lines and not self.closed:
             self.loop.lines_waiting(self, False)
             self.loop.watch(self.fd, self)
+
+    def _settled(self, _):
+        waiting = self.waiting
+        while waiting and waiting[0].settled:
+            _write(waiting.popleft().value)
 
     def expired(self):
         pass

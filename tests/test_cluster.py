@@ -7,12 +7,14 @@ reach that client id everywhere and are never stored. Every wait is bounded.
 import json
 import re
 import socket
+import subprocess
 
 import pytest
 
-from clusterkit import (PTOK, SERVICES, id_key, node, nodes, pairs, plugin_env, post,
-                        publish_many, subscribe, survived)
+from clusterkit import (PTOK, SERVICES, cluster_section, id_key, node, nodes, pairs,
+                        plugin_env, post, publish_many, subscribe, survived, wait_up)
 from conftest import reap
+from test_control import read_stdout_line, text_fields
 
 
 @pytest.fixture(autouse=True)
@@ -294,6 +296,25 @@ def test_pipelined_control_requests_are_answered_in_order(daemon, redis):
     assert id_key(answers[0]["id"]) < id_key(answers[4]["id"]) < id_key(answers[6]["id"])
     assert text.startswith("ok id=")
     assert redis.call("XLEN", "{ssed}:events") == 4
+
+
+def test_the_console_answers_in_the_order_typed_behind_a_clustered_publish(daemon, redis):
+    """A clustered publish is answered once Redis has it; `stats` typed after it waits
+    for it, as on a control connection."""
+    d = daemon(SERVICES + cluster_section(redis.url, "a"), top="keepalive = 1\n",
+               args=["--console"], stdin=subprocess.PIPE)
+    d.name = "a"
+    wait_up(d)
+    d.proc.stdin.write(b"publish /chat c1\nstats\npublish /local l1\npublish /chat c2\n")
+    d.proc.stdin.flush()
+    first, stats, local, second = (text_fields(read_stdout_line(d)) for _ in range(4))
+    assert "uptime" in stats and "id" not in stats, stats
+    assert id_key(first["id"]) < id_key(second["id"])
+    assert [e[0].decode() for e in redis.call("XRANGE", "{ssed}:events", "-", "+")] == [
+        first["id"], second["id"]]
+    assert "id" in local and local["id"] not in (first["id"], second["id"])
+    d.proc.stdin.close()
+    d.wait_log(r"console: end of input")
 
 
 def test_a_service_a_reload_adds_is_clustered_and_replays_from_redis(daemon, redis):
