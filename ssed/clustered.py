@@ -76,6 +76,10 @@ def deliver(hub, path, key, data, event, client_id):
     """An entry read back from the cluster's stream: every node delivers it here, the
     publishing one included. A template's channel is made for it (a node that sees a
     publish has the channel, for replay)."""
+    # Every id read counts, delivered here or not: this node's own ids (a `cluster = false`
+    # service's) come after it, and an upgrade resumes reading past it.
+    hub.clock.advance(key)
+    hub.clock.read = key
     channel = hub.channels.get(path)
     if channel is None:
         found = hub.ondemand.find(path)
@@ -90,8 +94,6 @@ def deliver(hub, path, key, data, event, client_id):
     elif not channel.config.cluster:
         return
     ev = Event(key, data, event)
-    hub.clock.advance(key)
-    hub.clock.read = key
     if client_id is None:
         ring = channel.history.ring
         if ring and ring[-1].key >= key:
@@ -157,6 +159,14 @@ def opened(hub, channel):
     (at start, the handshake reads them all)."""
     if channel.config.cluster:
         hub.cluster.histories.made(channel, hub.now)
+
+
+def joined(hub, channel):
+    """A reload took a channel into the cluster: what it held has this node's ids, which
+    Redis's may repeat, and the other nodes never saw; from now on its history is Redis's,
+    as on every node."""
+    channel.history.ring.clear()
+    opened(hub, channel)
 
 
 def dropped(hub, channel):

@@ -105,7 +105,10 @@ class Hub:
 
     def start_service(self, channel, sc):
         channel.retune_journal(self._open_journal, sc, self.log, self.now)
+        flipped = channel.config.cluster != sc.cluster and self.cluster is not None
         channel.config = sc
+        if flipped:     # a reload took it into the cluster (or out): its history follows
+            (clustered.joined if sc.cluster else clustered.dropped)(self, channel)
         channel.history.resize(sc.history)
         channel.service = service = service_class(sc)(self, channel, sc)
         channel.replay_last = type(service).replay_last

@@ -11,8 +11,9 @@ import subprocess
 
 import pytest
 
-from clusterkit import (PTOK, SERVICES, cluster_section, id_key, node, nodes, pairs,
-                        plugin_env, post, publish_many, subscribe, survived, wait_up)
+from clusterkit import (PTOK, SERVICES, cluster_info, cluster_section, id_key, node, nodes,
+                        pairs, plugin_env, post, publish_many, subscribe, survived, wait_for,
+                        wait_up)
 from conftest import reap
 from test_control import read_stdout_line, text_fields
 
@@ -328,6 +329,35 @@ def test_a_service_a_reload_adds_is_clustered_and_replays_from_redis(daemon, red
     assert [e.id for e in s.wait_events(2)] == sent[1:]
     live = b.publish("/news", "from b")["id"]
     assert s.wait_events(3)[2].id == live
+
+
+def test_a_reload_that_flips_cluster_takes_the_service_off_redis_and_back(daemon, redis):
+    """SPEC 8: a changed service takes its new settings, `cluster` included. Back in the
+    cluster, a node's replay has what the others published while it was on its own."""
+    a, b = nodes(daemon, redis, 2)
+    on_a, on_b = subscribe(a, "/chat"), subscribe(b, "/chat")
+    c1 = b.publish("/chat", "c1")["id"]
+    assert pairs(on_a.wait_events(1)) == pairs(on_b.wait_events(1)) == [(c1, "c1")]
+    clustered = a.ini.read_text()
+    a.ini.write_text(clustered.replace("[/chat]\n", "[/chat]\ncluster = false\n", 1))
+    answer = a.ctl({"cmd": "reload"})
+    assert answer["ok"] and answer["changes"] == ["changed /chat: cluster"], answer
+    c2 = b.publish("/chat", "c2")["id"]
+    wait_for("c2 read on a", lambda: cluster_info(a)["last_id"] == c2)
+    mine = a.publish("/chat", "a's own")
+    assert mine["delivered"] == 1 and id_key(mine["id"]) > id_key(c2)   # after all a read
+    assert pairs(on_a.wait_events(2))[1] == (mine["id"], "a's own")     # not c2
+    assert pairs(on_b.wait_events(2))[1] == (c2, "c2")                  # not a's own
+    assert redis.call("XLEN", "{ssed}:events") == 2
+    a.ini.write_text(clustered)
+    assert a.ctl({"cmd": "reload"})["changes"] == ["changed /chat: cluster"]
+    replay = a.stream("/chat", [f"Last-Event-ID: {c1}"])
+    # Its own events of meanwhile had its own ids, which Redis's may repeat: Redis's
+    # history is the one every node replays.
+    assert pairs(replay.wait_events(1)) == [(c2, "c2")]
+    c3 = b.publish("/chat", "c3")["id"]
+    assert pairs(replay.wait_events(2))[1] == pairs(on_a.wait_events(3))[2] == (c3, "c3")
+    assert len(on_a.events) == 3 and len(replay.events) == 2
 
 
 def test_cluster_false_services_stay_on_their_node(daemon, redis):
