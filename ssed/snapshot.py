@@ -9,6 +9,7 @@ a rollback has nothing to undo.
 """
 import os
 import random
+from collections import deque
 
 from . import handover, sse, tlsconns
 from .conns import HttpConn, StreamConn
@@ -180,21 +181,55 @@ def _open_streams(shot, hub):
     return out
 
 
-def take_first(loop, listeners, control):
-    """An upgrade's first part, taken while the loop still serves (SPEC 13: the freeze is
-    only what must be): the listeners, the control socket and every open stream's socket
-    with the fields that never change. The new process makes its connections of them
+class FirstPart:
+    """An upgrade's first part, taken and sent over several turns while the loop serves
+    (SPEC 13: the freeze is only what must be): the listeners, the control socket and
+    `extra` descriptors (named in the document), then every open stream's socket with the
+    fields that never change, `take(count)` streams at a time (sending their sockets is the
+    caller's), and once all went, `record()`. The new process makes its connections of them
     meanwhile, and touches none before it says `took`."""
-    shot = Snapshot()
-    doc = shot.document
-    doc["part"] = "first"       # (a record without: all of it, from the version before)
-    _own(shot, listeners, control)
-    named = len(shot.socks)
-    streams = _open_streams(shot, loop.hub)
-    doc["streams"] = [_static(shot, c) for c in streams]
-    shot.streams = [c.conn for c in streams]
-    doc["inodes"] = [_inode(s) if n < named else None for n, s in enumerate(shot.socks)]
-    return shot
+
+    def __init__(self, loop, listeners, control, extra):
+        self.shot = shot = Snapshot()
+        self.document = doc = shot.document
+        doc["part"] = "first"       # (a record without: all of it, from the version before)
+        _own(shot, listeners, control)
+        self.named = len(shot.socks)    # (their inodes are checked: an fd store's order)
+        for name, fileobj in extra.items():
+            doc[name] = shot.fd(fileobj)
+        self.todo = deque(_open_streams(shot, loop.hub))    # (those opened later: the rest)
+        self.taken = []             # (StreamConn, its fields) in the order of their sockets
+        self.sent = 0               # sockets sent so far
+
+    def take(self, count):
+        """Up to `count` more streams, those still open: the sockets to send now."""
+        todo, taken, shot = self.todo, self.taken, self.shot
+        while todo and len(shot.socks) - self.sent < count:
+            c = todo.popleft()
+            if not c.conn.closed:
+                taken.append((c.conn, _static(shot, c)))
+        socks, self.sent = shot.socks[self.sent:], len(shot.socks)
+        return socks
+
+    @property
+    def done(self):
+        return not self.todo
+
+    def record(self):
+        """The record of what went, once all did. A stream closed since its socket went is
+        left out (the new process closes its copy, unused)."""
+        shot, doc = self.shot, self.document
+        kept = [(conn, fields) for conn, fields in self.taken if not conn.closed]
+        doc["streams"] = [fields for _, fields in kept]
+        shot.streams = [conn for conn, _ in kept]
+        doc["inodes"] = [_inode(s) if n < self.named else None
+                         for n, s in enumerate(shot.socks)]
+        return shot.data()
+
+    @property
+    def streams(self):
+        """The StreamConns of the record (take_rest goes through them in its order)."""
+        return self.shot.streams
 
 
 def take_rest(loop, first, watched=None):

@@ -9,7 +9,8 @@ new -> old: `ready` (config read, it waits for the sockets), `built` (it made it
 connections of the first part), `took <ms>` (it owns them now);
 old -> new: `F` with up to MAX_FDS descriptors, then `S` with the memfd of a record, twice:
 first, while the old one still serves, the listeners, the control socket and every open
-stream with what never changes of it (snapshot.take_first); then, frozen, the rest (what
+stream with what never changes of it (snapshot.FirstPart, spread over turns: the record once
+all its descriptors went); then, frozen, the rest (what
 changed, streams opened and closed since: snapshot.take_rest). The freeze is the second
 part only: at 10,000 streams, making and watching 10,000 connections is most of a handover.
 A stream is owned by one process at every moment: the old one writes nothing from the freeze
@@ -35,6 +36,7 @@ ENV = "SSED_HANDOVER_FD"    # the new process's end of the socketpair
 READY_WITHIN = 10.0         # seconds the new process has to read its config and say ready
 TAKE_WITHIN = 10.0          # seconds it has to take the sockets once they are sent
 MAX_FDS = 253               # descriptors per message (the kernel's SCM_MAX_FD)
+FIRST_BATCH = 4 * MAX_FDS   # streams of the first part a turn (~2 ms of the loop's turn)
 TAIL = 4096                 # bytes of the new process's stderr an answer carries
 LEAVE_WITHIN = 2.0          # seconds a process that handed over gives its last answers
 
@@ -131,8 +133,9 @@ class Upgrade:
         self.started = time.monotonic()
         self.closed = False
         self.deadline = None
-        self.first = None           # the first part sent (snapshot.take_first)
-        self.first_ms = None
+        self.first = None           # the first part being sent (snapshot.FirstPart)
+        self.first_ms = None        # the longest pause of a turn sending it
+        self.first_turns = 0
 
     @property
     def pid(self):
@@ -213,22 +216,33 @@ class Upgrade:
 
     def _send_first(self):
         """The first part of the handover, not frozen: the sockets and what never changes
-        of them (a pause of the loop as long as taking and sending it, not a freeze: the
-        streams' bytes go on once it is sent)."""
-        loop, began = self.loop, time.monotonic()
+        of the streams, FIRST_BATCH streams a turn (each turn a pause of the loop of a few
+        ms, not a freeze: the streams' bytes go on in between), then its record."""
+        self.first = snapshot.FirstPart(self.loop, self.daemon.listeners,
+                                        self.daemon.control_info(), {"stderr": _Fd(2)})
+        self.first_ms, self.first_turns = 0.0, 0
+        self._send_batch()
+
+    def _send_batch(self):
+        loop, first, began = self.loop, self.first, time.monotonic()
+        if self.state != "sending":
+            return      # (it failed meanwhile)
         if loop.stopping is not None:
             return self._failed("this process is shutting down")
-        first = snapshot.take_first(loop, self.daemon.listeners, self.daemon.control_info())
-        first.document["stderr"] = first.fd(_Fd(2))
-        first.document["inodes"].append(None)
         try:
-            send(self.sock, first.socks, first.data(), TAKE_WITHIN)
+            send_fds(self.sock, first.take(FIRST_BATCH), TAKE_WITHIN)
+            if first.done:
+                send_record(self.sock, first.record(), TAKE_WITHIN)
         except OSError as exc:
             return self._failed(f"sending the sockets failed: {exc.strerror or exc}")
         self.sock.setblocking(False)
-        self.first, self.state = first, "preparing"
-        self.first_ms = (time.monotonic() - began) * 1000
-        self.loop.deadline(self, self.loop.hub.now + TAKE_WITHIN)
+        self.first_ms = max(self.first_ms, (time.monotonic() - began) * 1000)
+        self.first_turns += 1
+        if not first.done:
+            loop.at_turn_end = self._send_batch
+            return
+        self.state = "preparing"
+        loop.deadline(self, loop.hub.now + TAKE_WITHIN)
 
     # -- the handover --------------------------------------------------------------------
 
@@ -293,8 +307,8 @@ class Upgrade:
                  f"streams (frozen {freeze * 1000:.1f} ms: snapshot "
                  f"{parts['snapshot'] * 1000:.1f}, send {parts['send'] * 1000:.1f}, its restore "
                  f"{parts['restore'] * 1000:.1f}; a record of {parts['bytes']} bytes; the first "
-                 f"part a pause of {self.first_ms:.1f} ms before; {ms} ms in all); this process "
-                 "exits")
+                 f"part before it sent in {self.first_turns} turns, pausing each at most "
+                 f"{self.first_ms:.1f} ms; {ms} ms in all); this process exits")
         loop.leave(shot.controls)
         self.answer.settle(answer)
 
@@ -375,10 +389,19 @@ class _Fd:
 
 def send(sock, socks, record, timeout):
     """The descriptors in batches of MAX_FDS (`F`), then the record in a memfd (`S`)."""
+    send_fds(sock, socks, timeout)
+    send_record(sock, record, timeout)
+
+
+def send_fds(sock, socks, timeout):
     sock.settimeout(timeout)
     fds = [s.fileno() for s in socks]
     for at in range(0, len(fds), MAX_FDS):
         socket.send_fds(sock, [b"F"], fds[at:at + MAX_FDS])
+
+
+def send_record(sock, record, timeout):
+    sock.settimeout(timeout)
     memfd = memfd_of(record)
     try:
         socket.send_fds(sock, [b"S"], [memfd])

@@ -4,7 +4,11 @@ that dies between them, on the wire. `$SSED_TEST_HOLD` (takeover._hold) holds th
 process between the parts until the test lets it go; every wait is bounded.
 """
 import os
+import re
+import resource
 import signal
+import socket
+import struct
 import threading
 import time
 
@@ -104,3 +108,47 @@ def test_a_new_process_killed_between_the_parts_rolls_back_and_no_stream_notices
     assert upgrade(d, successors)["streams"] == 1
     d.publish("/chat", "three")
     assert [e.data for e in c.wait_events(3)] == ["one", "two", "three"]
+
+
+def test_a_first_part_of_many_batches_goes_over_several_turns_while_streams_close(
+        daemon, successors):  # noqa: F811
+    """Past FIRST_BATCH streams the first part is sent over several turns, the loop serving
+    in between; streams closed meanwhile (before or after their socket went) are left out,
+    and every other stream gets the next event once."""
+    count, leaving = 2600, 600
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 3 * count:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8 * count), hard))
+    d = daemon(CHAT, top=f"max_clients_per_ip = {count}\n")
+    socks = []
+    for i in range(count):
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=TIMEOUT)
+        s.sendall(b"GET /chat?client=s%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        socks.append(s)
+    deadline = time.monotonic() + TIMEOUT
+    while _count(d) != count:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    t, out = _upgrade_in_background(d, successors)
+    for s in socks[-leaving:]:      # while the first part goes: a reset each
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    t.join(TIMEOUT)
+    answer = out["answer"]
+    assert answer["ok"] and answer["streams"] <= count, answer
+    assert d.proc.wait(TIMEOUT) == 0
+    turns = d.wait_log(r"first part before it sent in (\d+) turns")
+    assert int(re.search(r"in (\d+) turns", turns).group(1)) >= 2, turns
+    deadline = time.monotonic() + TIMEOUT
+    while _count(d) != count - leaving:     # (a reset may reach the new process)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    d.publish("/chat", "after")
+    for s in socks[:-leaving]:
+        body = b""
+        while b"data: after\n\n" not in body:
+            chunk = s.recv(65536)
+            assert chunk, body
+            body += chunk
+        assert body.count(b"data: ") == 1
+        s.close()
