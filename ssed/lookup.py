@@ -89,7 +89,6 @@ class Lookup:
         self.running = None         # the Spawn of the lookup in flight
         self.was = None             # the address it was started with
         self.next_at = 0.0
-        self.count = 0
         self.trouble = Episode(log, f"cluster: looking up {self.host}")
 
     def again(self, now, current):
@@ -97,7 +96,7 @@ class Lookup:
         None (a numeric address, one in flight, or one started less than EVERY ago)."""
         if not self.wanted or self.running is not None or now < self.next_at:
             return None
-        self.next_at, self.was, self.count = now + EVERY, current, self.count + 1
+        self.next_at, self.was = now + EVERY, current
         self.running = Spawn(command(self.host, self.port), self.deadline, self.done,
                              "cluster: lookup", None)
         return self.running
