@@ -20,6 +20,7 @@ from .entries import event_of, first_id
 from .history import format_id, parse_id
 from .later import LOST, Later
 from .log import Episode, Throttle
+from .lookup import Lookup, shown
 
 # Both XADDs in one script, so the history stream gets the id Redis gave the event. A history
 # stream whose top is above that id (its keys outlived the event stream) is started again.
@@ -57,6 +58,7 @@ class Cluster:
         self.log = log
         self.reader = self.writer = None    # the loop's RedisConns, given by attach()
         self.target = None              # (family, sockaddr) of Redis, resolved at start
+        self.lookup = Lookup(settings.redis, settings.timeout, log, self.moved, lambda: hub.now)
         tag = "{" + settings.prefix + "}"
         self.events_key, self.epoch_key = f"{tag}:events", f"{tag}:epoch"
         self.tag = tag
@@ -163,9 +165,21 @@ class Cluster:
         self.nodes.held.clear()
         self.retry_at = now + self._backoff(now)
         self.hub.due = min(self.hub.due, self.retry_at)     # (its tick may be far off)
+        order = self.lookup.again(now, self.target)         # (where its name points now)
+        if order is not None:
+            self.hub.orders.append(order)
         dropped = [callback for link in (self.reader, self.writer) for callback in link.close()]
         for callback in dropped:
             callback(LOST)
+
+    def moved(self, target):
+        """Redis's host name resolves to another address (lookup.py): the links use it from
+        their next connect, at once while Redis is down (an attempt to the old one dropped)."""
+        self.target = self.reader.target = self.writer.target = target
+        if self.state != "up":
+            now = self.hub.now
+            self.down("its host name resolves to another address")
+            self.retry_at, self.hub.due = now, min(self.hub.due, now)
 
     def _backoff(self, now):
         """0.1 s, then 0.5 s, then 1 s apart (jittered) in an outage's first FAST_RETRY_FOR
@@ -256,6 +270,7 @@ class Cluster:
         if self.down_since is not None and now - self.up_since >= STABLE:
             self.attempts, self.down_since = 0, None
             self.trouble.recovered(now)
+            self.lookup.over(now)
             self.log("info", f"cluster: node {self.node} reading {self.events_key} at "
                      f"{format_id(self.last_id)}")
 
@@ -411,6 +426,6 @@ class Cluster:
     def info(self, now):
         """The `cluster` command's answer (SPEC 12)."""
         nodes, leases = self.nodes.seen(now)
-        return {"node": self.node, "up": self.up,
+        return {"node": self.node, "up": self.up, "redis": shown(self.target),
                 "last_id": format_id(self.last_id) if self.last_id else None,
                 "lag_ms": self.lag_ms(), "nodes": nodes, "leases": leases}

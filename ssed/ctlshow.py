@@ -69,8 +69,9 @@ def show_stats(a):
 
 
 def show_cluster(a):
-    head = (f"node {a.get('node')}: Redis {'up' if a.get('up') else 'DOWN'}, last id "
-            f"{cell(a.get('last_id'))}, lag {a.get('lag_ms')} ms")
+    head = (f"node {a.get('node')}: Redis {'up' if a.get('up') else 'DOWN'}"
+            + (f" at {a['redis']}" if a.get("redis") else "") + ", last id "
+            + f"{cell(a.get('last_id'))}, lag {a.get('lag_ms')} ms")
     nodes = table(["NODE", "SEEN", "CLIENTS"], [[n.get("node"), when(n.get("seen")),
                                                   n.get("clients")] for n in a.get("nodes", [])])
     leases = table(["PATH", "LEASE HOLDER"], [[x.get("path"), x.get("node")]

@@ -62,9 +62,9 @@ def cluster_section(url, name, prefix="ssed", timeout=TIMEOUT_S, lease=LEASE_S, 
 
 def node(daemon, url, name, body=SERVICES, up=True, top="keepalive = 1\n", **kw):
     """A started node named `name`, `kw` going to its [cluster] section (prefix, timeout,
-    lease) except `env`; with `up`, once its Redis is up."""
-    extra_env = kw.pop("env", None)
-    d = daemon(body + cluster_section(url, name, **kw), top=top, env=extra_env)
+    lease) except `env` and `wrap` (the Daemon's); with `up`, once its Redis is up."""
+    extra_env, wrap = kw.pop("env", None), kw.pop("wrap", ())
+    d = daemon(body + cluster_section(url, name, **kw), top=top, env=extra_env, wrap=wrap)
     d.name = name
     STARTED.append(d)
     if up:

@@ -41,9 +41,11 @@ _env = env      # the Daemon's `env=` parameter shadows the function in __init__
 
 class Daemon:
     def __init__(self, tmp_path, body, args=(), top="", stdin=None, listen="127.0.0.1:0",
-                 preexec_fn=None, env=None):
+                 preexec_fn=None, env=None, wrap=()):
         """`listen` replaces the one address; `preexec_fn` runs in the child (e.g. setrlimit);
-        `env` adds variables to the daemon's environment (NOTIFY_SOCKET, WATCHDOG_USEC...)."""
+        `env` adds variables to the daemon's environment (NOTIFY_SOCKET, WATCHDOG_USEC...);
+        `wrap`: a command that execs the daemon's (given as its last arguments), e.g. one
+        that gives it a mount namespace of its own."""
         self.dir = tmp_path
         self.control = str(tmp_path / "ssed.sock")
         self.ini = tmp_path / "ssed.ini"
@@ -52,7 +54,7 @@ class Daemon:
         self.lines = queue.Queue()
         self.log = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ssed", "-c", str(self.ini), *args],
+            [*wrap, sys.executable, "-m", "ssed", "-c", str(self.ini), *args],
             stdin=stdin if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**_env(), **(env or {})},
             cwd=str(tmp_path), preexec_fn=preexec_fn)

@@ -52,13 +52,14 @@ class Client:
     """One blocking connection; every read bounded by `timeout` (TimeoutError past it).
     Error replies come back as `resp.Error` values, as the daemon sees them."""
 
-    def __init__(self, port=None, password=None, timeout=TIMEOUT, unixsocket=None):
+    def __init__(self, port=None, password=None, timeout=TIMEOUT, unixsocket=None,
+                 host="127.0.0.1"):
         if unixsocket:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.settimeout(timeout)
             self.sock.connect(unixsocket)
         else:
-            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            self.sock = socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self.parser = Parser()
         if password is not None:
@@ -101,13 +102,17 @@ class Client:
 class RedisServer:
     """redis-server on a free port in its own directory; see the module's docstring."""
 
-    def __init__(self, password=None, appendonly=False, unixsocket=False, dir=None):
+    def __init__(self, password=None, appendonly=False, unixsocket=False, dir=None,
+                 host="127.0.0.1", port=None):
+        """`host`: the loopback address to bind (all of 127/8 is loopback on Linux); `port`:
+        a given one (two servers on two addresses may share it), else a free one."""
         self.binary = require_redis()       # before making a directory: a skip leaves none
+        self.host = host
         self.password = password
         self.appendonly = appendonly
         self._own_dir = dir is None
         self.dir = str(dir) if dir is not None else tempfile.mkdtemp(prefix="ssed-redis-")
-        self.port = free_port()
+        self.port = port or free_port()
         # A short path: a UNIX socket's path must fit in 108 bytes.
         self.unixsocket = os.path.join(self.dir, "redis.sock") if unixsocket else None
         self.log = os.path.join(self.dir, "redis.log")
@@ -116,14 +121,14 @@ class RedisServer:
     @property
     def url(self):
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def unix_url(self):
         return f"unix://{self.unixsocket}?db=0" if self.unixsocket else None
 
     def args(self):
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [self.binary, "--port", str(self.port), "--bind", self.host,
                 "--dir", self.dir, "--daemonize", "no", "--logfile", self.log,
                 "--dbfilename", "dump.rdb", "--appenddirname", "appendonlydir",
                 "--enable-debug-command", "local"]     # DEBUG SLEEP: a slow Redis on demand
@@ -213,7 +218,8 @@ class RedisServer:
 
     def client(self, timeout=TIMEOUT, unix=False):
         """A new connection (AUTH done when there is a password); close it, or use `with`."""
-        return Client(self.port, self.password, timeout, self.unixsocket if unix else None)
+        return Client(self.port, self.password, timeout, self.unixsocket if unix else None,
+                      self.host)
 
     def call(self, *args, timeout=TIMEOUT):
         """One command on a fresh connection; its reply (an error reply as `resp.Error`)."""
