@@ -313,7 +313,7 @@ def test_the_console_answers_in_the_order_typed_behind_a_clustered_publish(daemo
     assert id_key(first["id"]) < id_key(second["id"])
     assert [e[0].decode() for e in redis.call("XRANGE", "{ssed}:events", "-", "+")] == [
         first["id"], second["id"]]
-    assert "id" in local and local["id"] not in (first["id"], second["id"])
+    assert "id" in local    # (this node's own: it may equal one of Redis's, another service)
     d.proc.stdin.close()
     d.wait_log(r"console: end of input")
 
