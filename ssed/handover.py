@@ -13,6 +13,12 @@ at 10,000 streams is ~10 ms of the freeze. It is read back with no class or func
 all (find_class refuses every name): only dicts, lists, strings, numbers, None. Version 1
 (JSON) is still read: a daemon of the version before hands over to this one.
 
+Version 3 is the first part of an upgrade whose streams come in batches (`stream_batches`:
+references into the blob, each a pickled list of streams), each pickled on the turn its
+sockets went, so that no turn of the old process pickles 10,000 streams at once. A record is
+written in the lowest version that says what it holds (2 for the rest), so that what older
+code can read, it still reads, and what it cannot, it refuses by its version.
+
 Descriptors travel beside the record (SCM_RIGHTS, or systemd's fd store); the record names
 each by its place in that sequence (`fd`), and by its (device, inode), which the receiver
 checks, since an fd store does not promise an order. A stream's fields are a list in the
@@ -24,8 +30,8 @@ import pickle
 import struct
 
 MAGIC = b"SSED-HANDOVER\n"
-VERSION = 2
-READS = (1, 2)          # versions read (1: a JSON document)
+VERSION = 3             # the newest written (see encode_parts)
+READS = (1, 2, 3)       # versions read (1: a JSON document)
 _HEAD = struct.Struct(">II")
 
 # The fields of one stream, in order: those that never change (an upgrade sends them, with
@@ -68,9 +74,33 @@ def encode(document, blob):
 def encode_parts(document, blob):
     """The record as a list of byte strings to write one after the other (the queued bytes
     of 10,000 streams can be tens of MB: written as they are, not joined first)."""
-    document = {**document, "version": VERSION}
+    version = VERSION if "stream_batches" in document else 2
+    document = {**document, "version": version}
     text = pickle.dumps(document, protocol=5)
-    return [MAGIC, _HEAD.pack(VERSION, len(text)), text, *blob.parts]
+    return [MAGIC, _HEAD.pack(version, len(text)), text, *blob.parts]
+
+
+def stream_batch(streams):
+    """A batch of an upgrade's first part: the streams' field lists, for the blob."""
+    return pickle.dumps(streams, protocol=5)
+
+
+def first_streams(document, blob):
+    """The streams of an upgrade's first part: its batches' (version 3), or its list."""
+    if "stream_batches" not in document:
+        return document["streams"]
+    streams = []
+    for ref in document["stream_batches"]:
+        try:
+            batch = _Plain(io.BytesIO(take(blob, ref))).load()
+        except HandoverError:
+            raise
+        except Exception as exc:
+            raise HandoverError(f"handover record: bad batch of streams: {exc!r}") from None
+        if type(batch) is not list:
+            raise HandoverError("handover record: a batch of streams is not a list")
+        streams += batch
+    return streams
 
 
 def decode(data):

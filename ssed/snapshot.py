@@ -185,9 +185,11 @@ class FirstPart:
     """An upgrade's first part, taken and sent over several turns while the loop serves
     (SPEC 13: the freeze is only what must be): the listeners, the control socket and
     `extra` descriptors (named in the document), then every open stream's socket with the
-    fields that never change, `take(count)` streams at a time (sending their sockets is the
-    caller's), and once all went, `record()`. The new process makes its connections of them
-    meanwhile, and touches none before it says `took`."""
+    fields that never change, `take(count)` streams a turn (the caller sends the sockets),
+    each batch's fields pickled then (handover.stream_batch); once all went, `record()`.
+    The new process makes its connections of them meanwhile, and touches none before it
+    says `took`. A stream that closes after its socket went stays in: at the freeze it is
+    one closed since (take_rest), as one that closes after the first part."""
 
     def __init__(self, loop, listeners, control, extra):
         self.shot = shot = Snapshot()
@@ -197,17 +199,21 @@ class FirstPart:
         self.named = len(shot.socks)    # (their inodes are checked: an fd store's order)
         for name, fileobj in extra.items():
             doc[name] = shot.fd(fileobj)
+        doc["stream_batches"] = []
         self.todo = deque(_open_streams(shot, loop.hub))    # (those opened later: the rest)
-        self.taken = []             # (StreamConn, its fields) in the order of their sockets
         self.sent = 0               # sockets sent so far
 
     def take(self, count):
         """Up to `count` more streams, those still open: the sockets to send now."""
-        todo, taken, shot = self.todo, self.taken, self.shot
-        while todo and len(shot.socks) - self.sent < count:
+        todo, shot, fields = self.todo, self.shot, []
+        while todo and len(fields) < count:
             c = todo.popleft()
             if not c.conn.closed:
-                taken.append((c.conn, _static(shot, c)))
+                fields.append(_static(shot, c))
+                shot.streams.append(c.conn)
+        if fields:
+            self.document["stream_batches"].append(
+                shot.blob.put(handover.stream_batch(fields)))
         socks, self.sent = shot.socks[self.sent:], len(shot.socks)
         return socks
 
@@ -216,19 +222,15 @@ class FirstPart:
         return not self.todo
 
     def record(self):
-        """The record of what went, once all did. A stream closed since its socket went is
-        left out (the new process closes its copy, unused)."""
-        shot, doc = self.shot, self.document
-        kept = [(conn, fields) for conn, fields in self.taken if not conn.closed]
-        doc["streams"] = [fields for _, fields in kept]
-        shot.streams = [conn for conn, _ in kept]
-        doc["inodes"] = [_inode(s) if n < self.named else None
-                         for n, s in enumerate(shot.socks)]
+        """The record, once every socket went."""
+        shot = self.shot
+        self.document["inodes"] = [_inode(s) if n < self.named else None
+                                   for n, s in enumerate(shot.socks)]
         return shot.data()
 
     @property
     def streams(self):
-        """The StreamConns of the record (take_rest goes through them in its order)."""
+        """The StreamConns of the record, in its order (take_rest goes through them)."""
         return self.shot.streams
 
 

@@ -88,7 +88,7 @@ def prepare(first, handing, loop):
     check_inodes(first)
     loop.watch_early()
     fds, made = first.fds, []
-    for values in first.document["streams"]:
+    for values in handover.first_streams(first.document, first.blob):
         if type(values) is not list or len(values) != len(handover.PRE_STREAM):
             got = len(values) if type(values) is list else "no"
             raise HandoverError(f"handover record: a stream of the first part has {got} "

@@ -21,7 +21,7 @@ def record(queued=b"id: 1-0\ndata: half a fr"):
 def test_a_record_comes_back_with_its_queued_bytes_exact():
     data, queued = record(b"\x00\xff\xfe id: 1-0\r\ndata: h" * 1000)
     doc, blob = handover.decode(data)
-    assert doc["version"] == handover.VERSION and doc["clock"] == [1, 2]
+    assert doc["version"] == 2 and doc["clock"] == [1, 2]     # (2 says all it holds)
     fields = handover.stream_fields(doc["streams"][0])
     assert fields["id"] == "c1" and fields["paths"] == ["/chat"] and fields["family"] == 2
     assert handover.take(blob, fields["queued"]) == queued
@@ -40,6 +40,37 @@ def test_several_blobs_do_not_overlap():
     assert [handover.take(data, r) for r in refs] == [bytes([i]) * (i + 1) for i in range(5)]
 
 
+def test_a_first_part_in_batches_is_version_3_and_its_streams_come_back_in_order():
+    blob = handover.Blob()
+    batches = [[[i, 2, f"c{i}", "10.0.0.1", 1.5, ["/chat"], None] for i in range(at, at + 3)]
+               for at in (0, 3, 6)]
+    doc = {"part": "first", "inodes": [None] * 9,
+           "stream_batches": [blob.put(handover.stream_batch(b)) for b in batches]}
+    got, data = handover.decode(handover.encode(doc, blob))
+    assert got["version"] == 3
+    assert handover.first_streams(got, data) == batches[0] + batches[1] + batches[2]
+    # A first part of the version before: its one list.
+    assert handover.first_streams({"streams": batches[0]}, b"") == batches[0]
+
+
+@pytest.mark.parametrize("batch, why", [
+    (pickle.dumps({"not": "a list"}, protocol=5), "not a list"),
+    (pickle.dumps([1, 2])[:-3], "bad batch"),
+    (pickle.dumps([Event((1, 0), "x", None)], protocol=5), "plain values only"),
+])
+def test_a_wrong_batch_of_streams_is_refused(batch, why):
+    blob = handover.Blob()
+    doc = {"stream_batches": [blob.put(batch)]}
+    got, data = handover.decode(handover.encode(doc, blob))
+    with pytest.raises(HandoverError, match=why):
+        handover.first_streams(got, data)
+
+
+def test_a_batch_reference_outside_the_blob_is_refused():
+    with pytest.raises(HandoverError, match="outside"):
+        handover.first_streams({"stream_batches": [[0, 10]]}, b"abc")
+
+
 def test_events_as_the_record_keeps_them():
     ev = Event((5, 1), "a\nb", "msg")
     key, type_, data = handover.event_key(handover.event_values(ev))
@@ -50,7 +81,7 @@ def test_events_as_the_record_keeps_them():
     (b"", "no magic"),
     (b"HTTP/1.1 200 OK\r\n", "no magic"),
     (handover.MAGIC, "no header"),
-    (handover.MAGIC + b"\x00\x00\x00\x03\x00\x00\x00\x02{}", "version 3"),
+    (handover.MAGIC + b"\x00\x00\x00\x04\x00\x00\x00\x02{}", "version 4"),
     (handover.MAGIC + b"\x00\x00\x00\x02\x00\x00\x00\x02{}", "bad document"),
     (handover.MAGIC + b"\x00\x00\x00\x01\x00\x00\x00\x09{}", "cut short"),
     (handover.MAGIC + b"\x00\x00\x00\x01\x00\x00\x00\x02{]", "bad document"),

@@ -38,11 +38,10 @@ def _archive(rev, into):
         t.extractall(into, filter="data")
 
 
-def _replace_code(root):
+def _replace_code(root, package=os.path.join(ROOT, "ssed")):
     """What a deployment does: the package on disk becomes this tree's (no old .pyc left)."""
-    shutil.rmtree(root / "ssed")
-    shutil.copytree(os.path.join(ROOT, "ssed"), root / "ssed",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(root / "ssed", ignore_errors=True)
+    shutil.copytree(package, root / "ssed", ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def _slow_reader(port):
@@ -104,3 +103,22 @@ def test_a_daemon_of_an_earlier_commit_upgrades_into_this_code(daemon, successor
     late = d.stream("/chat", headers=[f"Last-Event-ID: {frames[-3][0]}"])
     assert [e.id for e in late.wait_events(3)] == [frames[-2][0], frames[-1][0], last["id"]]
     slow.close()
+
+
+def test_this_code_upgrading_into_an_older_one_that_cannot_read_it_rolls_back(
+        daemon, successors, tmp_path):  # noqa: F811
+    """Code on disk older than the running daemon (a downgrade by upgrade): its first part
+    in batches (record version 3) is refused by its version, and the daemon serves on."""
+    code = tmp_path / "code"
+    code.mkdir()
+    _replace_code(code, os.path.join(ROOT, "ssed"))
+    d = daemon(CHAT, env={"PYTHONPATH": str(code)})
+    s = d.stream("/chat")
+    d.publish("/chat", "before")
+    shutil.rmtree(code / "ssed")
+    _archive("16fcd54", code)
+    answer = upgrade(d, successors, expect_ok=False)
+    assert not answer["ok"] and "version 3" in answer["stderr"], answer
+    assert d.proc.poll() is None
+    d.publish("/chat", "after")
+    assert [e.data for e in s.wait_events(2)] == ["before", "after"]
