@@ -9,10 +9,10 @@ new -> old: `ready` (config read, it waits for the sockets), `built` (it made it
 connections of the first part), `took <ms>` (it owns them now);
 old -> new: `F` with up to MAX_FDS descriptors, then `S` with the memfd of a record, twice:
 first, while the old one still serves, the listeners, the control socket and every open
-stream with what never changes of it (snapshot.FirstPart, spread over turns: the record once
-all its descriptors went); then, frozen, the rest (what
-changed, streams opened and closed since: snapshot.take_rest). The freeze is the second
-part only: at 10,000 streams, making and watching 10,000 connections is most of a handover.
+stream with what never changes of it (snapshot.FirstPart: FIRST_BATCH streams a turn, the
+loop serving in between, then the record); then, frozen, the rest (what changed, streams
+opened and closed since: snapshot.take_rest). The freeze is the second part only: at 10,000
+streams, making and watching 10,000 connections is most of a handover.
 A stream is owned by one process at every moment: the old one writes nothing from the freeze
 on, keeps its descriptors until `took`, and the new one writes nothing before saying it (the
 first part's descriptors are duplicates it holds unused until then; if it dies, the kernel
