@@ -46,6 +46,14 @@ class Service:
     def now(self):
         return self._hub.now
 
+    @property
+    def last_event(self):
+        """The newest event this service's history holds (`id`, `data`, `type`), or None
+        (none yet, or `history = 0`). In a cluster (SPEC 12), the newest read back from
+        Redis, whichever node published it."""
+        ring = self._channel.history.ring
+        return ring[-1] if ring else None
+
     def publish(self, data, event=None, client=None):
         """Send an event to every client of this service; its id.
 

@@ -66,6 +66,12 @@ class Messages(Service):
                 kept.append(line.decode("utf-8", "replace"))
         return kept
 
+    def on_lease(self):
+        """A new holder in a cluster goes on after the message the last one sent."""
+        last = self.last_event
+        if last is not None and last.data in self.lines:
+            self.next = self.lines.index(last.data) + 1
+
     def on_tick(self):
         if self.lines:
             self.publish(self.lines[self.next % len(self.lines)])
