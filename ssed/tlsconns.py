@@ -25,6 +25,7 @@ loop already use, so that none of them branches per byte: the branch is the type
 
 `is_tls(sock)` tells a TLS connection (a live upgrade cannot hand one over, SPEC 13).
 """
+import errno
 import os
 import selectors
 import socket
@@ -36,6 +37,7 @@ from .admission import Refusal
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_GONE = (ssl.SSLEOFError, ssl.SSLSyscallError)
 # At most this much is offered to OpenSSL in one write. A write in flight shows no progress
 # until the whole of it is taken, and the outbox drops a stream whose queue shows none for
 # `send_timeout`: a slow reader behind 1 MiB of backlog still moves in visible steps.
@@ -89,6 +91,10 @@ class TlsSocket:
             if inflight is None:
                 self.inflight = data
             raise BlockingIOError from None
+        except _GONE:
+            # A failed send() under OpenSSL, its errno dropped (see _raise_pending_error):
+            # the peer reset or left (a stall shows first as the pending error, read above).
+            raise ConnectionResetError(errno.ECONNRESET, "the peer went away") from None
         self.inflight = None
         return n
 

@@ -7,6 +7,7 @@ trusts the CA through an NSS database of its own (certutil, Debian's libnss3-too
 openssl, curl, certutil or Chromium the tests that need them skip, except under CI=true where
 they fail (.ci/run installs them).
 """
+import errno
 import os
 import re
 import select
@@ -14,6 +15,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -23,7 +25,7 @@ import pytest
 
 from conftest import ROOT, TIMEOUT, StreamClient, env
 from hostile import connect, get, read_all, stats, wait_until
-from ssed import config, tls, tlsconns, values
+from ssed import config, outbox, reasons, tls, tlsconns, values
 
 EVENT = "x" * 8192
 
@@ -280,6 +282,31 @@ def test_a_write_the_kernel_gave_up_on_fails_with_etimedout_as_on_a_plain_socket
     assert time.monotonic() < deadline
     sock.close()
     client.close()
+
+
+def test_a_write_to_a_peer_that_reset_is_a_reset_not_an_ssl_error(pki):
+    """CPython's ssl says SSLEOFError for a send() that failed with ECONNRESET or EPIPE;
+    the stream would count as an "error" drop, where a plain socket's is the peer leaving."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw = connect(listener.getsockname()[1])
+        accepted, _ = listener.accept()
+    server = tls.context(str(pki / "one.pem"), str(pki / "one.key")).wrap_socket(
+        accepted, server_side=True, do_handshake_on_connect=False)
+    client = client_context(pki).wrap_socket(raw, server_hostname="localhost",
+                                             do_handshake_on_connect=False)
+    shaking = threading.Thread(target=client.do_handshake)
+    shaking.start()
+    server.do_handshake()
+    shaking.join(TIMEOUT)
+    server.setblocking(False)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()      # a reset
+    sock = tlsconns.TlsSocket(server)
+    with pytest.raises(ConnectionResetError):
+        for _ in range(100):
+            sock.send(b"data: after the reset\n\n")
+    assert outbox.failed(ConnectionResetError(errno.ECONNRESET, "x")) == reasons.RESET
+    sock.close()
 
 
 def test_a_clean_close_of_the_peer_reads_as_eof(pki):
