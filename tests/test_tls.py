@@ -254,14 +254,14 @@ def test_recv_takes_what_openssl_holds_beyond_the_size_asked(pki):
         server.recv(100)
 
 
-def test_a_write_the_kernel_gave_up_on_fails_with_etimedout_as_on_a_plain_socket(pki):
-    """TCP_USER_TIMEOUT (ssed sets it to `send_timeout`) aborts a connection whose peer
-    stopped reading; CPython's ssl reports that as SSLEOFError without the errno, and the
-    stream would count as an "error" drop instead of "stalled"."""
+def _tcp_pair(pki, rcvbuf=None, user_timeout_ms=None):
+    """A TLS connection over TCP (the kernel's errors are TCP's): (the server's TlsSocket,
+    non-blocking, the client's SSLSocket), the handshake done."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        raw = connect(listener.getsockname()[1], rcvbuf=4096)
+        raw = connect(listener.getsockname()[1], rcvbuf=rcvbuf)
         accepted, _ = listener.accept()
-    accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 500)
+    if user_timeout_ms is not None:
+        accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms)
     server = tls.context(str(pki / "one.pem"), str(pki / "one.key")).wrap_socket(
         accepted, server_side=True, do_handshake_on_connect=False)
     client = client_context(pki).wrap_socket(raw, server_hostname="localhost",
@@ -271,7 +271,15 @@ def test_a_write_the_kernel_gave_up_on_fails_with_etimedout_as_on_a_plain_socket
     server.do_handshake()
     shaking.join(TIMEOUT)
     server.setblocking(False)
-    sock, data = tlsconns.TlsSocket(server), b"x" * 65536
+    return tlsconns.TlsSocket(server), client
+
+
+def test_a_write_the_kernel_gave_up_on_fails_with_etimedout_as_on_a_plain_socket(pki):
+    """TCP_USER_TIMEOUT (ssed sets it to `send_timeout`) aborts a connection whose peer
+    stopped reading; CPython's ssl reports that as SSLEOFError without the errno, and the
+    stream would count as an "error" drop instead of "stalled"."""
+    sock, client = _tcp_pair(pki, rcvbuf=4096, user_timeout_ms=500)
+    server, data = sock.ssl, b"x" * 65536
     deadline = time.monotonic() + TIMEOUT
     with pytest.raises(TimeoutError):       # never read by the client: the kernel gives up
         while time.monotonic() < deadline:
@@ -287,21 +295,9 @@ def test_a_write_the_kernel_gave_up_on_fails_with_etimedout_as_on_a_plain_socket
 def test_a_write_to_a_peer_that_reset_is_a_reset_not_an_ssl_error(pki):
     """CPython's ssl says SSLEOFError for a send() that failed with ECONNRESET or EPIPE;
     the stream would count as an "error" drop, where a plain socket's is the peer leaving."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        raw = connect(listener.getsockname()[1])
-        accepted, _ = listener.accept()
-    server = tls.context(str(pki / "one.pem"), str(pki / "one.key")).wrap_socket(
-        accepted, server_side=True, do_handshake_on_connect=False)
-    client = client_context(pki).wrap_socket(raw, server_hostname="localhost",
-                                             do_handshake_on_connect=False)
-    shaking = threading.Thread(target=client.do_handshake)
-    shaking.start()
-    server.do_handshake()
-    shaking.join(TIMEOUT)
-    server.setblocking(False)
+    sock, client = _tcp_pair(pki)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()      # a reset
-    sock = tlsconns.TlsSocket(server)
     with pytest.raises(ConnectionResetError):
         for _ in range(100):
             sock.send(b"data: after the reset\n\n")
