@@ -8,7 +8,7 @@ import time
 
 from . import __version__
 from . import config as configmod
-from . import auth, plugins, sources, tls
+from . import auth, lookup, plugins, sources, tls
 from .control import CommandError
 from .hub import Hub
 from .children import become_subreaper, kill_descendants
@@ -221,14 +221,20 @@ def main(argv=None):
         return 1
 
 
-def make_cluster(settings, hub, log, listeners):
+def make_cluster(settings, hub, log, listeners, handed=None):
     """This node of the cluster (SPEC 12): Redis's address resolved now, since the loop
-    never blocks on a name; the node named after the host and its first listener's port."""
+    never blocks on a name; the node named after the host and its first listener's port.
+    `handed`: the record the previous process handed over (an upgrade, the fd store), whose
+    address serves if the name does not resolve now (the lookups go on: lookup.py)."""
     try:
         target = resolve(settings.redis)
     except OSError as exc:
-        raise StartupError(f"[cluster] redis: cannot resolve {settings.redis.host}: "
-                           f"{exc.strerror or exc}") from None
+        why = f"cannot resolve {settings.redis.host}: {exc.strerror or exc}"
+        target = _handed_target(settings, handed)
+        if target is None:
+            raise StartupError(f"[cluster] redis: {why}") from None
+        log("warning", f"cluster: {why}; connecting to {lookup.shown(target)}, where the "
+            "previous process did")
     node = settings.node
     if not node:
         port = next((s.getsockname()[1] for s in listeners.values()
@@ -239,6 +245,19 @@ def make_cluster(settings, hub, log, listeners):
     log("info", f"cluster: node {node}, Redis at {describe_redis(settings.redis)}, "
         f"prefix {settings.prefix}")
     return cluster
+
+
+def _handed_target(settings, handed):
+    """The (family, sockaddr) the previous process connected to for this same `redis`."""
+    saved = (handed or {}).get("redis")
+    if not isinstance(saved, dict) or saved.get("address") != str(settings.redis):
+        return None
+    sockaddr = saved.get("sockaddr")
+    try:
+        family = socket.AddressFamily(saved["family"])
+        return family, sockaddr if type(sockaddr) is str else tuple(sockaddr)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def describe_redis(address):
@@ -268,7 +287,8 @@ def serve(path, cfg, log, console, loader):
     stalls = Stalls(log)
     hub = Hub(cfg, log, now=time.time(), timed=stalls.timed)
     if cfg.cluster is not None:
-        hub.cluster = make_cluster(cfg.cluster, hub, log, listeners)
+        hub.cluster = make_cluster(cfg.cluster, hub, log, listeners,
+                                   received.document if received is not None else None)
     daemon = Daemon(path, cfg, hub, log, notify, loader)
     loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
                 console=sys.stdin if console else None, stalls=stalls)

@@ -106,7 +106,7 @@ def take(loop, listeners, control, extra, inodes=True):
     hub = loop.hub
     doc = shot.document
     doc.update(extra)
-    _own(shot, listeners, control)
+    _own(shot, listeners, control, loop.hub)
     doc.update(hub_state(hub))
     doc["streams"] = _streams(shot, hub)
     doc["requests"] = _requests(shot, loop)
@@ -116,9 +116,16 @@ def take(loop, listeners, control, extra, inodes=True):
     return shot
 
 
-def _own(shot, listeners, control):
-    """The listeners and the control socket into the record."""
+def _own(shot, listeners, control, hub):
+    """The listeners and the control socket into the record; and in a cluster, the address
+    Redis's name resolved to (the next process uses it if the name does not resolve then:
+    DNS down during an upgrade is no reason to roll back)."""
     doc = shot.document
+    cluster = hub.cluster
+    if cluster is not None and cluster.target is not None:
+        family, sockaddr = cluster.target
+        doc["redis"] = {"address": str(cluster.settings.redis), "family": int(family),
+                        "sockaddr": sockaddr if type(sockaddr) is str else list(sockaddr)}
     doc["listeners"] = [[shot.fd(sock), list(entry), _inode(sock)]
                         for entry, sock in listeners.items()]
     sock, owned, path = control
@@ -195,7 +202,7 @@ class FirstPart:
         self.shot = shot = Snapshot()
         self.document = doc = shot.document
         doc["part"] = "first"       # (a record without: all of it, from the version before)
-        _own(shot, listeners, control)
+        _own(shot, listeners, control, loop.hub)
         self.named = len(shot.socks)    # (their inodes are checked: an fd store's order)
         for name, fileobj in extra.items():
             doc[name] = shot.fd(fileobj)

@@ -19,6 +19,7 @@ import pytest
 
 from clusterkit import cluster_info, node, subscribe, survived, wait_for, wait_up
 from redisserver import RedisServer
+from test_upgrade import successors, upgrade  # noqa: F401 (a fixture)
 from ssed import lookup, values
 from ssed.orders import Spawn
 from ssed.redisconn import resolve
@@ -262,3 +263,21 @@ def test_the_lookup_program_resolves_as_the_start_does():
             assert lookup.parse(output) == resolve(where)
         except OSError as exc:
             assert lookup.parse(output) == exc.strerror
+
+
+def test_an_upgrade_while_the_name_does_not_resolve_keeps_the_address(
+        daemon, make_redis, tmp_path, successors):  # noqa: F811
+    """The new process resolves Redis's name at its start; with DNS down it connects where
+    the old one did (handed over in the record) instead of failing the upgrade."""
+    a = make_redis()
+    wrap = private(tmp_path, hosts=f"127.0.0.1 {NAME}\n", nsswitch=FILES_ONLY)
+    d = node(daemon, named(a), "n0", wrap=wrap)
+    s = subscribe(d, "/chat")
+    repoint(tmp_path, "")       # the name is gone
+    answer = upgrade(d, successors)
+    assert answer["ok"] and answer["streams"] == 1, answer
+    d.wait_log(f"cannot resolve {NAME}: .*; connecting to 127.0.0.1:{a.port}, where the "
+               "previous process did")
+    assert wait_up(d)["redis"] == f"127.0.0.1:{a.port}"
+    sent = d.publish("/chat", "after the upgrade")
+    assert [(e.id, e.data) for e in s.wait_events(1)] == [(sent["id"], "after the upgrade")]
