@@ -120,7 +120,7 @@ class Loop:
         if outbox.jobs:
             outbox.drain(self.hub.now)
             self._close_doomed()
-        wait = 0.0 if outbox.jobs or self.backlog else max(
+        wait = 0.0 if outbox.jobs or self.backlog or self.at_turn_end else max(
             0.0, min(self.due, self._next_deadline()) - self.clock())
         events = self.selector.select(wait if timeout is None else min(wait, timeout))
         started = monotonic()
