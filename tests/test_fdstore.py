@@ -188,33 +188,16 @@ def test_the_new_process_of_an_upgrade_tells_systemd_it_is_the_main_one(
 
 def test_three_restarts_through_the_store_under_publishing_lose_and_repeat_nothing(
         daemon, manager):
-    from test_upgrade import _wait_for
-    from conftest import ControlClient
+    from test_upgrade import Publisher
     extra = {"NOTIFY_SOCKET": manager.name, "FDSTORE": "64"}
     d = daemon(CHAT, env=extra)
     manager.wait("READY")
     clients = [d.stream("/chat") for _ in range(3)]
-    acked, stop, running = [], threading.Event(), [d]
-
-    def publish():
-        n, conn = 0, None
-        while not stop.is_set():
-            try:
-                conn = conn or ControlClient(d.control)
-                answer = conn.request({"cmd": "publish", "service": "/chat", "data": f"e{n}"})
-            except (OSError, AssertionError):
-                conn = None
-                time.sleep(0.005)
-                continue
-            if answer.get("ok"):
-                acked.append((answer["id"], f"e{n}"))
-                n += 1
-
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
+    running = [d]
+    pub = Publisher(d.control)
     try:
         for _ in range(3):
-            _wait_for(lambda: len(acked) >= 20)
+            pub.wait_acked(20)
             current = running[-1]
             current.proc.send_signal(signal.SIGTERM)
             manager.wait("FDNAME", "ssed-state")
@@ -222,18 +205,15 @@ def test_three_restarts_through_the_store_under_publishing_lose_and_repeat_nothi
             running.append(Restarted(d, stored(manager), extra))
             while manager.store:
                 manager.wait("FDSTOREREMOVE")
-            at = len(acked)
-            _wait_for(lambda: len(acked) >= at + 20)
-        stop.set()
-        thread.join(TIMEOUT)
+            pub.wait_acked(len(pub.acked) + 20)
+        pub.stop()
         # Read before the last process is killed: an answered publish may still be on its
         # way out of it (the answer can leave in the turn before the event's writes).
-        want = [i for i, _ in acked]
+        want = [i for i, _ in pub.acked]
         for c in clients:
             assert [e.id for e in c.wait_events(len(want))] == want
     finally:
-        stop.set()
-        thread.join(TIMEOUT)
+        pub.stop()
         for r in running[1:]:
             reap(r.proc)
 

@@ -18,23 +18,12 @@ import pytest
 
 from conftest import ROOT, TIMEOUT, ControlClient
 from ssed import sse
+from test_sources import alive
 
 CHAT = textwrap.dedent("""
     [/chat]
     source = none
 """)
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -108,35 +97,17 @@ def test_the_old_process_sends_no_retry_and_the_stream_sees_no_close(daemon, suc
 def test_five_upgrades_under_continuous_publishing_lose_and_repeat_nothing(daemon, successors):
     d = daemon(CHAT)
     clients = [d.stream("/chat") for _ in range(3)]
-    acked, stop = [], threading.Event()
-
-    def publish():
-        n, conn = 0, None
-        while not stop.is_set():
-            try:
-                conn = conn or ControlClient(d.control)
-                answer = conn.request({"cmd": "publish", "service": "/chat", "data": f"e{n}"})
-            except (OSError, AssertionError):
-                conn = None         # the old process closed it: not published, send again
-                time.sleep(0.005)
-                continue
-            if answer.get("ok"):
-                acked.append((answer["id"], f"e{n}"))
-                n += 1
-
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
+    pub = Publisher(d.control)
     try:
         for _ in range(5):
-            _wait_for(lambda: len(acked) >= 20)
+            pub.wait_acked(20)
             answer = d.ctl({"cmd": "upgrade"})
             assert answer["ok"], answer
             successors.append(answer["pid"])
-            acked_at = len(acked)
-            _wait_for(lambda: len(acked) >= acked_at + 20)
+            pub.wait_acked(len(pub.acked) + 20)
     finally:
-        stop.set()
-        thread.join(TIMEOUT)
+        pub.stop()
+    acked = pub.acked
     assert d.proc.wait(TIMEOUT) == 0
     expected = [data for _, data in acked]
     for c in clients:
@@ -149,6 +120,41 @@ def test_five_upgrades_under_continuous_publishing_lose_and_repeat_nothing(daemo
         assert [e.id for e in events] == [i for i, _ in acked]
         assert not _more(c)
     assert all(not alive(pid) for pid in successors[:-1]) and alive(successors[-1])
+
+
+class Publisher:
+    """Publishes e0, e1, ... to /chat over the control socket at `path`, from a thread, until
+    stopped. A connection a process that handed over closed is made again (what it did not
+    answer was not published): `acked` holds (id, data) of each publish answered ok."""
+
+    def __init__(self, path, pause=0.0):
+        self.path, self.pause = path, pause
+        self.acked, self.stopping = [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        n, conn = 0, None
+        while not self.stopping.is_set():
+            try:
+                conn = conn or ControlClient(self.path)
+                answer = conn.request({"cmd": "publish", "service": "/chat", "data": f"e{n}"})
+            except (OSError, AssertionError):
+                conn = None         # the old process closed it: not published, send again
+                time.sleep(0.005)
+                continue
+            if answer.get("ok"):
+                self.acked.append((answer["id"], f"e{n}"))
+                n += 1
+            if self.pause:
+                time.sleep(self.pause)
+
+    def wait_acked(self, count):
+        _wait_for(lambda: len(self.acked) >= count)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(TIMEOUT)
 
 
 def _wait_for(predicate, timeout=TIMEOUT):

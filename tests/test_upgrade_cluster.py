@@ -4,11 +4,9 @@ event exactly once, in order, those published on another node during the handove
 Needs redis-server (tests/redisserver.py: skipped without it, failed under CI=true).
 """
 import textwrap
-import threading
-import time
 
-from conftest import TIMEOUT, ControlClient
-from test_upgrade import _wait_for, successors  # noqa: F401  (a fixture)
+from conftest import TIMEOUT
+from test_upgrade import Publisher, successors  # noqa: F401  (a fixture)
 
 
 def node_config(redis):
@@ -28,35 +26,17 @@ def test_an_upgraded_node_resumes_after_the_last_id_it_read(daemon, redis, succe
     for d in (a, b):
         d.wait_log("cluster: node .* reading")
     clients = [a.stream("/chat") for _ in range(3)]
-    acked, stop = [], threading.Event()
-
-    def publish():     # on node b, which is not upgraded: its events reach a through Redis
-        n, conn = 0, None
-        while not stop.is_set():
-            try:
-                conn = conn or ControlClient(b.control)
-                answer = conn.request({"cmd": "publish", "service": "/chat", "data": f"e{n}"})
-            except (OSError, AssertionError):
-                conn = None
-                continue
-            if answer.get("ok"):
-                acked.append((answer["id"], f"e{n}"))
-                n += 1
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
+    pub = Publisher(b.control, pause=0.002)     # on node b, not upgraded: via Redis to a
     try:
         for _ in range(3):
-            _wait_for(lambda: len(acked) >= 20)
+            pub.wait_acked(20)
             answer = a.ctl({"cmd": "upgrade"})
             assert answer["ok"], answer
             successors.append(answer["pid"])
-            at = len(acked)
-            _wait_for(lambda: len(acked) >= at + 20)
+            pub.wait_acked(len(pub.acked) + 20)
     finally:
-        stop.set()
-        thread.join(TIMEOUT)
+        pub.stop()
+    acked = pub.acked
     assert a.proc.wait(TIMEOUT) == 0
     want = [i for i, _ in acked]
     for c in clients:
