@@ -60,13 +60,36 @@ def status_of(port, target, source="127.0.0.1", host="127.0.0.1"):
     stays open; we close it)."""
     with connect(port, source, host) as sock:
         sock.sendall(get(target))
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = sock.recv(65536)
-            if not data:
-                break
-            buf += data
-    return parse_response(buf)[0]
+        return parse_response(read_head(sock))[0]
+
+
+def read_head(sock):
+    """What the peer sends up to the end of a response head (or until it closes)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+    return buf
+
+
+def read_response(sock):
+    """One response with a Content-Length or chunked body (the connection may stay open):
+    (status, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        assert data, f"closed after {buf!r}"
+        buf += data
+    status, headers, body = parse_response(buf)
+    if "chunked" in headers.get("transfer-encoding", ""):
+        while not body.endswith(b"0\r\n\r\n"):
+            body += sock.recv(65536)
+    else:
+        while len(body) < int(headers.get("content-length", 0)):
+            body += sock.recv(65536)
+    return status, body
 
 
 def parse_response(data):

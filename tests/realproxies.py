@@ -33,7 +33,7 @@ from ssed.sseclient import Dechunker, read_head
 
 from hostile import connect, get
 from ports import free_port
-from redisserver import _die_with_parent
+from redisserver import _die_with_parent, log_tail
 
 TIMEOUT = 10.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,11 +129,7 @@ class Proxy:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_tail(self, lines=30):
-        try:
-            with open(self.log, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError as exc:
-            return f"(no log: {exc})"
+        return log_tail(self.log, lines)
 
 
 class Nginx(Proxy):

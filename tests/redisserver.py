@@ -48,6 +48,15 @@ def _die_with_parent():
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def log_tail(path, lines=30):
+    """The last `lines` of a server's log file, for a failure message."""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
 class Client:
     """One blocking connection; every read bounded by `timeout` (TimeoutError past it).
     Error replies come back as `resp.Error` values, as the daemon sees them."""
@@ -227,11 +236,7 @@ class RedisServer:
             return c.call(*args)
 
     def log_tail(self, lines=30):
-        try:
-            with open(self.log, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError as exc:
-            return f"(no log: {exc})"
+        return log_tail(self.log, lines)
 
     def _state(self):
         """The process's state letter from /proc (R, S, T...), or None once it is gone."""

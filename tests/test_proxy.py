@@ -19,8 +19,8 @@ import pytest
 from ssed import config as configmod
 from ssed.proxyconn import ProxyHeaderConn
 
-from hostile import (SourcedStream, connect, get, parse_response, read_all, request_from,
-                     stats)
+from hostile import (SourcedStream, connect, get, parse_response, read_all, read_head,
+                     read_response, request_from, stats)
 from test_loop import T0, rig  # noqa: F401 (rig: the fixture)
 
 SERVICES = "[/a]\npublish_token = t0k\n[/b]\n"
@@ -40,32 +40,13 @@ def status_via(d, address, path="/a", source="127.0.0.1", header="X-Forwarded-Fo
     value = address if header == "X-Forwarded-For" else f'for="{address}"'
     with connect(d.port, source) as sock:
         sock.sendall(get(path, (f"{header}: {value}",)))
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = sock.recv(65536)
-            if not data:
-                break
-            buf += data
-    return parse_response(buf)[0]
+        return parse_response(read_head(sock))[0]
 
 
 def post(path, data, headers=()):
     lines = [f"POST {path} HTTP/1.1", "Host: x", "Authorization: Bearer t0k",
              f"Content-Length: {len(data)}", *headers, "", ""]
     return "\r\n".join(lines).encode() + data
-
-
-def read_response(sock):
-    """One response with a Content-Length (the connection may stay open)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
-        assert data, f"closed after {buf!r}"
-        buf += data
-    status, headers, body = parse_response(buf)
-    while len(body) < int(headers.get("content-length", 0)):
-        body += sock.recv(65536)
-    return status, body
 
 
 # -- trusted_proxies -------------------------------------------------------------------------

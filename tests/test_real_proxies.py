@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from hostile import connect, get, parse_response, read_all, stats, wait_until
+from hostile import connect, get, parse_response, read_all, read_response, stats, wait_until
 from realproxies import PROXIES, ProxiedStream, readme_config
 
 TOKEN = "s3cret-t0ken-for-the-proxy-tests"
@@ -65,23 +65,6 @@ def post(path, data, token=TOKEN):
     head = [f"POST {path} HTTP/1.1", "Host: example.com", f"Authorization: Bearer {token}",
             "Content-Type: text/plain", f"Content-Length: {len(data)}", "", ""]
     return "\r\n".join(head).encode() + data
-
-
-def read_response(sock):
-    """One response with a Content-Length or chunked body (the connection may stay open)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
-        assert data, f"closed after {buf!r}"
-        buf += data
-    status, headers, body = parse_response(buf)
-    if "chunked" in headers.get("transfer-encoding", ""):
-        while not body.endswith(b"0\r\n\r\n"):
-            body += sock.recv(65536)
-    else:
-        while len(body) < int(headers.get("content-length", 0)):
-            body += sock.recv(65536)
-    return status, body
 
 
 def timed_publish(site, stream, data):
