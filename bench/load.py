@@ -69,6 +69,20 @@ history = 100
 """
 
 
+def wait_ready(notify, daemon, name):
+    """Until `daemon` says READY=1 on the `notify` socket (20 s at most: then it is stopped
+    and its log's tail raised); the socket is closed either way."""
+    notify.settimeout(20)
+    try:
+        while b"READY=1" not in notify.recv(4096):
+            pass
+    except socket.timeout:
+        daemon.stop()
+        raise RuntimeError(f"{name} not ready in 20 s: {daemon.log_tail()}") from None
+    finally:
+        notify.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,15 +119,7 @@ class Daemon:
             self.proc = subprocess.Popen([*prof, *what],
                                          cwd=root, env=env, preexec_fn=pin, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log)
-        notify.settimeout(20)
-        try:
-            while b"READY=1" not in notify.recv(4096):
-                pass
-        except socket.timeout:
-            self.stop()
-            raise RuntimeError(f"ssed not ready in 20 s: {self.log_tail()}") from None
-        finally:
-            notify.close()
+        wait_ready(notify, self, "ssed")
 
     def log_tail(self):
         with open(self.log_path, "rb") as f:

@@ -154,15 +154,7 @@ class Node:
                  "-m", "ssed", "-c", ini, "--log-level", "warning"], cwd=root,
                 env=env, preexec_fn=_pinned(cpus), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=log)
-        notify.settimeout(20)
-        try:
-            while b"READY=1" not in notify.recv(4096):
-                pass
-        except socket.timeout:
-            self.stop()
-            raise RuntimeError(f"{name} not ready in 20 s: {self.log_tail()}") from None
-        finally:
-            notify.close()
+        load.wait_ready(notify, self, name)
         if redis_url:
             self.wait_up()
 

@@ -98,15 +98,7 @@ def test_five_upgrades_under_continuous_publishing_lose_and_repeat_nothing(daemo
     d = daemon(CHAT)
     clients = [d.stream("/chat") for _ in range(3)]
     pub = Publisher(d.control)
-    try:
-        for _ in range(5):
-            pub.wait_acked(20)
-            answer = d.ctl({"cmd": "upgrade"})
-            assert answer["ok"], answer
-            successors.append(answer["pid"])
-            pub.wait_acked(len(pub.acked) + 20)
-    finally:
-        pub.stop()
+    upgrades_under(pub, d, successors, 5)
     acked = pub.acked
     assert d.proc.wait(TIMEOUT) == 0
     expected = [data for _, data in acked]
@@ -155,6 +147,20 @@ class Publisher:
     def stop(self):
         self.stopping.set()
         self.thread.join(TIMEOUT)
+
+
+def upgrades_under(pub, d, successors, times):
+    """`times` upgrades of `d`, each once `pub` has had 20 more publishes answered; then
+    `pub` stops."""
+    try:
+        for _ in range(times):
+            pub.wait_acked(20)
+            answer = d.ctl({"cmd": "upgrade"})
+            assert answer["ok"], answer
+            successors.append(answer["pid"])
+            pub.wait_acked(len(pub.acked) + 20)
+    finally:
+        pub.stop()
 
 
 def _wait_for(predicate, timeout=TIMEOUT):

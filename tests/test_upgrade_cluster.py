@@ -6,7 +6,7 @@ Needs redis-server (tests/redisserver.py: skipped without it, failed under CI=tr
 import textwrap
 
 from conftest import TIMEOUT
-from test_upgrade import Publisher, successors  # noqa: F401  (a fixture)
+from test_upgrade import Publisher, successors, upgrades_under  # noqa: F401  (a fixture)
 
 
 def node_config(redis):
@@ -27,15 +27,7 @@ def test_an_upgraded_node_resumes_after_the_last_id_it_read(daemon, redis, succe
         d.wait_log("cluster: node .* reading")
     clients = [a.stream("/chat") for _ in range(3)]
     pub = Publisher(b.control, pause=0.002)     # on node b, not upgraded: via Redis to a
-    try:
-        for _ in range(3):
-            pub.wait_acked(20)
-            answer = a.ctl({"cmd": "upgrade"})
-            assert answer["ok"], answer
-            successors.append(answer["pid"])
-            pub.wait_acked(len(pub.acked) + 20)
-    finally:
-        pub.stop()
+    upgrades_under(pub, a, successors, 3)
     acked = pub.acked
     assert a.proc.wait(TIMEOUT) == 0
     want = [i for i, _ in acked]
