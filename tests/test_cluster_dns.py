@@ -281,3 +281,19 @@ def test_an_upgrade_while_the_name_does_not_resolve_keeps_the_address(
     assert wait_up(d)["redis"] == f"127.0.0.1:{a.port}"
     sent = d.publish("/chat", "after the upgrade")
     assert [(e.id, e.data) for e in s.wait_events(1)] == [(sent["id"], "after the upgrade")]
+
+
+def test_the_handed_over_address_is_used_only_for_the_same_redis_and_when_well_formed():
+    from ssed.cli import _handed_target
+    settings = type("S", (), {"redis": values.redis_url("redis://redis.ssed.test:6400/0")})
+    good = {"address": "redis://redis.ssed.test:6400/0", "family": int(socket.AF_INET),
+            "sockaddr": ["10.0.0.5", 6400]}
+    assert _handed_target(settings, {"redis": good}) == (socket.AF_INET, ("10.0.0.5", 6400))
+    unix = {"address": "redis://redis.ssed.test:6400/0", "family": int(socket.AF_UNIX),
+            "sockaddr": "/run/redis.sock"}
+    assert _handed_target(settings, {"redis": unix}) == (socket.AF_UNIX, "/run/redis.sock")
+    for bad in (None, {}, {"redis": "10.0.0.5"},
+                {"redis": {**good, "address": "redis://other:6400/0"}},
+                {"redis": {**good, "family": 999}}, {"redis": {**good, "family": "x"}},
+                {"redis": {**good, "sockaddr": None}}, {"redis": {"address": good["address"]}}):
+        assert _handed_target(settings, bad) is None, bad
