@@ -266,76 +266,33 @@ def describe_redis(address):
 
 def serve(path, cfg, log, console, loader):
     notify = Notifier(os.environ)
-    try:
-        handing = receiving.inherited(os.environ)
-        if handing is not None:
-            # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
-            gc.disable()    # until it serves: a restore makes ~10 objects a stream (-15 % freeze)
-            received = receiving.ready_then_receive(handing)
-    except HandoverError as exc:
-        raise StartupError(str(exc)) from None
-    if handing is not None:
-        listeners, (control_sock, own_control) = received.listeners(), received.control()
-        activated = any(entry[0] == "systemd" for entry in listeners)
-    else:
-        listeners, control_sock, activated, own_control, received = sockets(cfg, log, notify)
+    handing, (listeners, control_sock, activated, own_control, received) = _opened(
+        cfg, log, notify)
     # What a command leaves running in a session of its own comes back to us when its shell
     # exits, to be reaped, and killed when we stop (below).
     if not become_subreaper():
         log("info", "not the subreaper of the commands' processes (Linux only): a job a "
             "command starts in a session of its own may outlive ssed")
-    stalls = Stalls(log)
-    hub = Hub(cfg, log, now=time.time(), timed=stalls.timed)
-    if cfg.cluster is not None:
-        hub.cluster = make_cluster(cfg.cluster, hub, log, listeners,
-                                   received.document if received is not None else None)
-    daemon = Daemon(path, cfg, hub, log, notify, loader)
-    loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
-                console=sys.stdin if console else None, stalls=stalls)
-    daemon.attach(loop, listeners, activated)
-    try:
-        context = tls.context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
-    except tls.PairError as exc:
-        raise StartupError(f"{exc.key}: {exc}") from None
-    https = daemon.https(cfg, context)
-    loop.acceptor.use_tls(context, https)
+    daemon, loop = _assemble(path, cfg, log, notify, loader, console,
+                             (listeners, control_sock, activated),
+                             received.document if received is not None else None)
+    https = _serve_tls(cfg, daemon, loop)
     daemon.control = (control_sock, own_control)
-    loop.handovers.daemon = daemon
-    loop.handovers.store = fdstore.Store(daemon, notify, log)
-    first, made = None, ()
-    if handing is not None and received.document.get("part") == "first":
-        # The first part: the streams made while the old process still serves; then the
-        # rest, frozen (SPEC 13).
-        first = received
-        try:
-            received, made = takeover.prepare(first, handing, loop)
-        except (HandoverError, KeyError, TypeError, ValueError) as exc:
-            raise StartupError(f"handover: {exc}") from None
+    first, received, made = _first_part(handing, received, loop)
     if received is not None:
-        takeover.before_start(received.document, hub)
-    hub.start()
+        takeover.before_start(received.document, loop.hub)
+    loop.hub.start()
     loop.start()
-    for sock in listeners.values():
-        log("info", f"listening on {describe(sock)}")
-    if https:
-        log("info", f"HTTPS on {', '.join(map(describe, https))} (certificate {cfg.tls_cert})")
-    if control_sock is not None:
-        log("info", f"control socket {control_sock.getsockname()}")
+    _announce(log, cfg, listeners, https, control_sock)
     if received is not None:
         try:
             takeover.finish(received, handing, loop, log, notify, first, made)
         except (HandoverError, OSError, KeyError, TypeError, ValueError) as exc:
             raise StartupError(f"handover: {exc}") from None
         received = first = made = None  # (its blob maps the record: tens of MB at 10,000 streams)
-    log("info", f"ready: {len(hub.channels)} services")
+    log("info", f"ready: {len(loop.hub.channels)} services")
     notify("READY=1", daemon.status())
-    # What start-up made (modules, config) lives as long as the daemon: keep the cyclic
-    # collector from walking it again on every full collection. (After an upgrade, streams
-    # wait for our first turn: no full collection first, only the freeze.)
-    if handing is None:
-        gc.collect()
-    gc.freeze()
-    gc.enable()
+    _freeze_startup_objects(collect=handing is None)
     try:
         loop.run()
     finally:
@@ -344,6 +301,84 @@ def serve(path, cfg, log, console, loader):
     log("info", "stopped" if daemon.successor is None
         else f"handed over to {daemon.successor}")
     return 0
+
+
+def _opened(cfg, log, notify):
+    """(the upgrade's handing, or None; the sockets to serve: see listening.sockets)."""
+    try:
+        handing = receiving.inherited(os.environ)
+        if handing is not None:
+            # An upgrade (SPEC 13): our config is read; the old process hands us its sockets.
+            gc.disable()    # until it serves: a restore makes ~10 objects a stream (-15 % freeze)
+            received = receiving.ready_then_receive(handing)
+    except HandoverError as exc:
+        raise StartupError(str(exc)) from None
+    if handing is None:
+        return None, sockets(cfg, log, notify)
+    listeners, (control_sock, own_control) = received.listeners(), received.control()
+    activated = any(entry[0] == "systemd" for entry in listeners)
+    return handing, (listeners, control_sock, activated, own_control, received)
+
+
+def _first_part(handing, received, loop):
+    """(the first part, the rest part, the streams made from the first) of an upgrade in two
+    parts: the streams are made while the old process still serves; then the rest comes,
+    frozen (SPEC 13). Otherwise (None, `received`, ())."""
+    if handing is None or received.document.get("part") != "first":
+        return None, received, ()
+    try:
+        rest, made = takeover.prepare(received, handing, loop)
+    except (HandoverError, KeyError, TypeError, ValueError) as exc:
+        raise StartupError(f"handover: {exc}") from None
+    return received, rest, made
+
+
+def _assemble(path, cfg, log, notify, loader, console, opened, document):
+    """The hub (and its cluster), the Daemon and the Loop, wired to one another. `opened`:
+    the listeners, the control socket, whether systemd handed the listeners over;
+    `document`: what a previous process handed over, if any."""
+    listeners, control_sock, activated = opened
+    stalls = Stalls(log)
+    hub = Hub(cfg, log, now=time.time(), timed=stalls.timed)
+    if cfg.cluster is not None:
+        hub.cluster = make_cluster(cfg.cluster, hub, log, listeners, document)
+    daemon = Daemon(path, cfg, hub, log, notify, loader)
+    loop = Loop(hub, list(listeners.values()), control_sock, log, daemon.reload, notify,
+                console=sys.stdin if console else None, stalls=stalls)
+    daemon.attach(loop, listeners, activated)
+    loop.handovers.daemon = daemon
+    loop.handovers.store = fdstore.Store(daemon, notify, log)
+    return daemon, loop
+
+
+def _serve_tls(cfg, daemon, loop):
+    """The HTTPS listeners (SPEC 14), with the certificate pair loaded."""
+    try:
+        context = tls.context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
+    except tls.PairError as exc:
+        raise StartupError(f"{exc.key}: {exc}") from None
+    https = daemon.https(cfg, context)
+    loop.acceptor.use_tls(context, https)
+    return https
+
+
+def _announce(log, cfg, listeners, https, control_sock):
+    for sock in listeners.values():
+        log("info", f"listening on {describe(sock)}")
+    if https:
+        log("info", f"HTTPS on {', '.join(map(describe, https))} (certificate {cfg.tls_cert})")
+    if control_sock is not None:
+        log("info", f"control socket {control_sock.getsockname()}")
+
+
+def _freeze_startup_objects(collect):
+    """What start-up made (modules, config) lives as long as the daemon: keep the cyclic
+    collector from walking it again on every full collection. (After an upgrade, streams
+    wait for our first turn: no full collection first, only the freeze.)"""
+    if collect:
+        gc.collect()
+    gc.freeze()
+    gc.enable()
 
 
 def _after(daemon, cfg, log):

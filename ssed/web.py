@@ -231,7 +231,9 @@ def _token_ok(expected, presented):
     return presented is not None and hmac.compare_digest(expected.encode(), presented.encode())
 
 
-def _subscribe(hub, request, address, channels):
+def _admitted(hub, request, address, channels):
+    """(a refusal, or None; the token's claims, if any; the client id): a stream's tokens
+    (static or JWT, SPEC 4 and 11), its `client`, and the daemon's limits."""
     presented = None
     for channel in channels:
         token = channel.config.token
@@ -240,7 +242,7 @@ def _subscribe(hub, request, address, channels):
             presented = presented or [auth.bearer(request), *request.query.get("access_token", ())]
             if not any(_token_ok(token, p) for p in presented):
                 return refusal(401, f"{channel.path} needs a token", reasons.UNAUTHORIZED,
-                               [("WWW-Authenticate", 'Bearer realm="ssed"')])
+                               [("WWW-Authenticate", 'Bearer realm="ssed"')]), None, None
     client_id = request.first("client")
     if client_id is not None and not CLIENT_ID.match(client_id):
         raise HttpError(400, "client must be 1-64 of A-Za-z0-9._:-")
@@ -249,13 +251,20 @@ def _subscribe(hub, request, address, channels):
         try:
             claims, client_id = auth.subscriber(hub, request, channels, client_id)
         except jwt.JwtError as exc:
-            return _jwt_refusal(hub, exc)
+            return _jwt_refusal(hub, exc), None, None
         except auth.Forbidden as exc:
-            return refusal(403, str(exc), reasons.FORBIDDEN)
+            return refusal(403, str(exc), reasons.FORBIDDEN), None, None
     refused = admission.refusal("stream", hub.config, hub.per_ip.get(address, 0),
                                 hub.client_count)
     if refused is not None:
-        return _refused(refused)
+        return _refused(refused), None, None
+    return None, claims, client_id
+
+
+def _subscribe(hub, request, address, channels):
+    refused, claims, client_id = _admitted(hub, request, address, channels)
+    if refused is not None:
+        return refused
     cors = _cors(hub, request, channels)
     head = response_head(200, STREAM_HEADERS + tuple(cors)) if cors else STREAM_HEAD
     if request.method == "HEAD":
