@@ -16,12 +16,12 @@ import socket
 import stat
 
 from . import snapshot
-from .handover import HandoverError
+from .handover import MAX_FDS, HandoverError
 from .receiving import Received, read_memfd
+from .sending import memfd_of
 
 PREFIX = "ssed-"
 STATE = PREFIX + "state"
-MAX_FDS = 253
 SEND_WITHIN = 5.0   # seconds a datagram may wait for room in systemd's queue
 
 
@@ -58,7 +58,7 @@ class Store:
             for n, at in enumerate(range(0, len(fds), MAX_FDS)):
                 names.append(f"{PREFIX}{n}")
                 self._send(names[-1], fds[at:at + MAX_FDS])
-            memfd = _memfd(shot.data())
+            memfd = memfd_of(shot.data())
             try:
                 self._send(STATE, [memfd])
             finally:
@@ -98,11 +98,6 @@ class Store:
 
 def _dgram():
     return socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-
-
-def _memfd(data):
-    from .upgrade import memfd_of
-    return memfd_of(data)
 
 
 def take(stored, notify, log):

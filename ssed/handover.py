@@ -32,6 +32,7 @@ import struct
 MAGIC = b"SSED-HANDOVER\n"
 VERSION = 3             # the newest written (see encode_parts)
 READS = (1, 2, 3)       # versions read (1: a JSON document)
+MAX_FDS = 253           # descriptors per message beside it (the kernel's SCM_MAX_FD)
 _HEAD = struct.Struct(">II")
 
 # The fields of one stream, in order: those that never change (an upgrade sends them, with

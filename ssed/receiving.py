@@ -8,10 +8,9 @@ import socket
 import _socket
 
 from . import handover
-from .handover import HandoverError
+from .handover import MAX_FDS, HandoverError
 
 ENV = "SSED_HANDOVER_FD"    # (upgrade.ENV) our end of the old process's socketpair
-MAX_FDS = 253
 
 
 def inherited(env):

@@ -31,11 +31,11 @@ from . import reasons, snapshot
 from .conns import HttpConn
 from .control import CommandError
 from .later import Later
+from .sending import MAX_FDS, send, send_fds, send_record
 
 ENV = "SSED_HANDOVER_FD"    # the new process's end of the socketpair
 READY_WITHIN = 10.0         # seconds the new process has to read its config and say ready
 TAKE_WITHIN = 10.0          # seconds it has to take the sockets once they are sent
-MAX_FDS = 253               # descriptors per message (the kernel's SCM_MAX_FD)
 FIRST_BATCH = 4 * MAX_FDS   # streams of the first part a turn (~2 ms of the loop's turn)
 TAIL = 4096                 # bytes of the new process's stderr an answer carries
 LEAVE_WITHIN = 2.0          # seconds a process that handed over gives its last answers
@@ -392,40 +392,3 @@ class _Fd:
 
     def fileno(self):
         return self.fd
-
-
-def send(sock, socks, record, timeout):
-    """The descriptors in batches of MAX_FDS (`F`), then the record in a memfd (`S`)."""
-    send_fds(sock, socks, timeout)
-    send_record(sock, record, timeout)
-
-
-def send_fds(sock, socks, timeout):
-    sock.settimeout(timeout)
-    fds = [s.fileno() for s in socks]
-    for at in range(0, len(fds), MAX_FDS):
-        socket.send_fds(sock, [b"F"], fds[at:at + MAX_FDS])
-
-
-def send_record(sock, record, timeout):
-    sock.settimeout(timeout)
-    memfd = memfd_of(record)
-    try:
-        socket.send_fds(sock, [b"S"], [memfd])
-    finally:
-        os.close(memfd)
-
-
-def memfd_of(parts):
-    """A memfd holding `parts` (byte strings) one after the other, read from its start."""
-    fd = os.memfd_create("ssed-handover", os.MFD_CLOEXEC)
-    try:
-        for part in parts:
-            view = memoryview(part)
-            while view:
-                view = view[os.write(fd, view):]
-        os.lseek(fd, 0, os.SEEK_SET)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
