@@ -1,7 +1,7 @@
 """The config's value parsers: the text of one key to its value, or ValueError with a
 reason a person can act on (config.py adds the file, the line and the key's name).
 
-Pure: they read no file and no clock. `KEYS` in config.py names the parser of each key.
+Pure: they read no file and no clock. `KEYS` in configkeys.py names the parser of each key.
 """
 import datetime
 import difflib
