@@ -6,7 +6,6 @@ handlers of what is ready, then the timers; after each handler the loop carries 
 orders the hub left (orders.py), so the hub never calls back into the loop. What a stream
 is sent goes through the outbox (outbox.py), which alone decides slow and stalled.
 """
-import heapq
 import os
 import random
 import selectors
@@ -19,6 +18,7 @@ from . import control, reasons, sse, web
 from .accept import Acceptor
 from .children import Children
 from .conns import HttpConn, StreamConn
+from .deadlines import Deadlines
 from .controlconns import Console
 from .http1 import whole_request
 from .log import Throttle, redact
@@ -27,12 +27,11 @@ from .outbox import Outbox
 from .redisconn import MAX_FILL, RedisConn
 from .responses import error_reply
 from .stalls import STALL_AFTER, Stalls
+from .systemd import Watchdog
 from .upgrade import Handovers
 from .wakeup import Wakeup
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-STATUS_EVERY = 5.0
-HEAP_FLOOR = 1024
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2)
 
@@ -54,9 +53,7 @@ class Loop:
         self.acceptor = Acceptor(self, listeners, control_sock)
         self.outbox = Outbox(hub.stats, hub.config.send_buffer)
         self.throttle = Throttle(log)   # lines that can repeat without end (commands' stderr)
-        self.deadlines = []             # heap of (when, seq, conn)
-        self.heap_limit = HEAP_FLOOR
-        self.seq = 0
+        self.deadlines = Deadlines()
         self.children = Children()      # the commands running
         self.backlog = set()            # control connections (and the console) with lines waiting
         self.stopping = None            # the time a graceful shutdown must end by
@@ -65,8 +62,8 @@ class Loop:
         self.leaving = None             # (by when, control conns): handed over, finishing
         self.running = True
         self.due = 0.0                  # when the timers next have something to do
-        self.next_ping = self.next_status = self.next_sweep = self.next_sync = 0.0
-        self.last_status = None
+        self.watchdog = Watchdog(notify, self.status_line)
+        self.next_sweep = self.next_sync = 0.0
         self.wakeup = None
         self.statm = None
         self.unflushed = []             # Redis links with commands to write this turn
@@ -108,7 +105,7 @@ class Loop:
     def run(self):
         now = self.hub.now = self.clock()
         # The first ping is due at once too: the first wait must not outlast the watchdog.
-        self.due = min(self.hub.tick(now), self._watchdog(now))
+        self.due = min(self.hub.tick(now), self.watchdog.due(now))
         self.carry_out()
         while self.running:
             self.turn()
@@ -138,7 +135,7 @@ class Loop:
         self.due = self.hub.tick(now) if self.stopping is None and self.leaving is None \
             else now + 0.05
         self.carry_out()
-        self.due = min(self.due, self._watchdog(now), self._sweep_stalled(now), self._sync(now))
+        self.due = min(self.due, self.watchdog.due(now), self._sweep_stalled(now), self._sync(now))
         if self.unflushed:
             self._flush_links()
         if self.stopping is not None:
@@ -257,27 +254,15 @@ class Loop:
             pass        # never watched (closed by a bug before), or already closed
 
     def deadline(self, conn, when):
-        self.seq += 1
-        conn.deadline = when
-        heapq.heappush(self.deadlines, (when, self.seq, conn))
-        if len(self.deadlines) > self.heap_limit:
-            # Drop entries of connections that closed or moved on (streams, answered
-            # requests) so a connection flood cannot pin them until their deadline.
-            self.deadlines = [e for e in self.deadlines if e[2].deadline == e[0]
-                              and not e[2].closed]
-            heapq.heapify(self.deadlines)
-            self.heap_limit = max(HEAP_FLOOR, 2 * len(self.deadlines))
+        """`conn.expired()` at `when`, unless given another deadline or closed first."""
+        self.deadlines.set(conn, when)
 
     def _next_deadline(self):
-        ahead = self.deadlines[0][0] if self.deadlines else float("inf")
-        ahead = min(ahead, self.children.next_deadline())
+        ahead = min(self.deadlines.next(), self.children.next_deadline())
         return min(ahead, self.acceptor.paused_until or ahead)
 
     def _expire(self, now):
-        while self.deadlines and self.deadlines[0][0] <= now:
-            when, _, conn = heapq.heappop(self.deadlines)
-            if conn.deadline == when and not conn.closed:
-                conn.expired()
+        self.deadlines.expire(now)
         self.children.check(now)
         self.acceptor.check(now)
 
@@ -338,23 +323,6 @@ class Loop:
             self._bug(conn)
 
     # -- timers ----------------------------------------------------------------------
-
-    def _watchdog(self, now):
-        """WATCHDOG=1 at half the interval from the turning loop itself, and STATUS= at most
-        every STATUS_EVERY seconds while the figures change; the next time due."""
-        if self.notify.address is None:
-            return float("inf")
-        if self.notify.watchdog is not None and now >= self.next_ping:
-            self.notify("WATCHDOG=1")
-            self.next_ping = now + self.notify.watchdog
-        if now >= self.next_status:
-            status = self.status_line()
-            if status != self.last_status:
-                self.notify(status)
-                self.last_status = status
-            self.next_status = now + STATUS_EVERY
-        return min(self.next_ping if self.notify.watchdog else self.next_status,
-                   self.next_status)
 
     def status_line(self):
         hub = self.hub

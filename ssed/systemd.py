@@ -29,6 +29,37 @@ class Notifier:
             return False
 
 
+STATUS_EVERY = 5.0      # seconds between STATUS= lines, at most
+
+
+class Watchdog:
+    """WATCHDOG=1 at half the interval, sent by the turning loop itself (a loop that is
+    stuck sends none, and systemd restarts it), and STATUS= at most every STATUS_EVERY
+    seconds while the line changes."""
+
+    def __init__(self, notify, status):
+        self.notify = notify
+        self.status = status        # the STATUS= line now
+        self.next_ping = self.next_status = 0.0
+        self.last_status = None
+
+    def due(self, now):
+        """Send what is due at `now`; the next time something is."""
+        notify = self.notify
+        if notify.address is None:
+            return float("inf")
+        if notify.watchdog is not None and now >= self.next_ping:
+            notify("WATCHDOG=1")
+            self.next_ping = now + notify.watchdog
+        if now >= self.next_status:
+            status = self.status()
+            if status != self.last_status:
+                notify(status)
+                self.last_status = status
+            self.next_status = now + STATUS_EVERY
+        return min(self.next_ping if notify.watchdog else self.next_status, self.next_status)
+
+
 def watchdog_interval(env):
     """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None."""
     usec = env.get("WATCHDOG_USEC", "")
