@@ -86,6 +86,8 @@ class Channel:
                                     # membership may share a write (outbox.Outbox.fan_out)
         self.history = History(config.history)
         self.service = None
+        self.replay_last = False    # its service's (service.Service)
+        self.hears = False          # whether its service has an on_event
         self.next_tick = None
         self.last_sent = now        # when it last broadcast
         self.published = 0

@@ -102,20 +102,27 @@ def deliver(hub, path, key, data, event, client_id):
     hub.send(channel, ev, client_id)
 
 
-def fill_history(channel, events):
-    """Merge what Redis holds of a channel's history with what this node read meanwhile."""
+def fill_history(hub, channel, events):
+    """Merge what Redis holds of a channel's history with what this node read meanwhile.
+    Its service hears of each event it had not (`on_event`), oldest first: later than of
+    some it was sent (they came live), as the hook's doc says."""
     history = channel.history
     if not history.ring.maxlen:
         return
     held = {e.key: e for e in history.ring}
+    new = []
     for key, data, event in events:
         if key not in held:
-            held[key] = Event(key, data, event)
+            held[key] = ev = Event(key, data, event)
+            new.append(ev)
     merged = sorted(held.values(), key=lambda e: e.key)
     history.ring = deque(merged, maxlen=history.ring.maxlen)
     for ev in merged:
         if ev.type is not None:
             history.types.setdefault(ev.type, None)
+    if channel.hears:
+        for ev in sorted(new, key=lambda e: e.key):
+            hub.heard(channel, ev)
 
 
 def channels_of(hub, with_history=False):

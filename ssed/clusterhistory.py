@@ -31,7 +31,7 @@ class Histories:
         started, or a channel it just made): replay is the same on every node."""
         def filled(events):
             if events is not None and self.hub.channels.get(channel.path) is channel:
-                clustered.fill_history(channel, events)
+                clustered.fill_history(self.hub, channel, events)
                 self.filled.add(channel.path)
         self._fetch(channel.path, channel.config.history, filled, now)
 
@@ -45,7 +45,7 @@ class Histories:
             if events is not None:
                 channel = self.hub.channels.get(path)
                 if channel is not None:
-                    clustered.fill_history(channel, events)
+                    clustered.fill_history(self.hub, channel, events)
                     self.filled.add(path)
                 else:
                     self.fetched[path] = (now, events)
@@ -83,7 +83,7 @@ class Histories:
         """A clustered channel this node just made: what a prefetch read for it, or a fill."""
         got = self.fetched.pop(channel.path, None)
         if got is not None:
-            clustered.fill_history(channel, got[1])
+            clustered.fill_history(self.hub, channel, got[1])
             self.filled.add(channel.path)
         elif self.cluster.up:
             self.fill(channel, now)

@@ -112,6 +112,7 @@ class Hub:
         channel.history.resize(sc.history)
         channel.service = service = service_class(sc)(self, channel, sc)
         channel.replay_last = type(service).replay_last
+        channel.hears = type(service).on_event is not Service.on_event
         ticks = type(service).on_tick is not Service.on_tick
         channel.next_tick = self.now if ticks else None     # first tick at once
         if ticks:
@@ -221,7 +222,17 @@ class Hub:
         if targets:
             self.orders.append(FanOut(ev.wire, targets, (channel, channel.members)
                                       if client_id is None else None))
+        if channel.hears and client_id is None:
+            self.heard(channel, ev)
         return len(targets)
+
+    def heard(self, channel, ev):
+        """The service's on_event; not again for what it publishes on its channel from it."""
+        channel.hears = False
+        try:
+            self.call(channel, "on_event", ev)
+        finally:
+            channel.hears = True
 
     def _one_client(self, channel, to, ev):
         """The open streams of this service an event for one client reaches: a Client, that

@@ -72,7 +72,9 @@ class Service:
                                 f"id (str), not {type(client).__name__}")
         event = self.config.event if event is None else event
         hub = self._hub
-        if hub.cluster is not None and not clustered.may_publish(hub, self._channel):
+        # (An event for one stream of this node stays on it: any node may send one.)
+        if hub.cluster is not None and type(client) is not Client \
+                and not clustered.may_publish(hub, self._channel):
             return None
         try:
             result = hub.publish(self.path, data, event, client)
@@ -135,6 +137,16 @@ class Service:
 
     def on_tick(self):
         """Called every `interval` seconds."""
+
+    def on_event(self, event):
+        """Called with each event broadcast on this service (`event.id`, `.data`, `.type`),
+        once it is sent, whoever published it: this service, a publisher, or in a cluster
+        (SPEC 12) any node, this one included once Redis gives it back. In a cluster, also
+        with each event a node reads into the history from Redis (at start, or when a
+        channel is made), which may be older than some it was given live: compare ids.
+        Not for events to one client, nor for what this hook itself publishes here. A
+        service whose events say what changed keeps its picture of the whole with it, on
+        every node (the `quotes` source does)."""
 
     def on_admin(self, args):
         """The `admin` control command; what it returns is sent back."""

@@ -6,6 +6,7 @@ the keys of which exactly one must be set.
 """
 import datetime
 import json
+import math
 import os
 import re
 import stat
@@ -152,18 +153,36 @@ class Quotes(Fed):
     uses, needs = ("interval", "command", "file"), ("command", "file")
 
     def on_start(self):
-        self.last = {}
+        self.last = {}          # what this node's ticks read last: the next publishes changes
+        self.whole = True       # the next tick publishes every quote, changed or not
+        self.known = {}         # symbol -> (id, price), of the newest event that had it
         self.ignored = Throttle(lambda level, text: self.log(text, level))
 
     def on_lease(self):
-        self.last = {}
+        self.whole = True
+
+    def on_event(self, event):
+        """Every event of this service, whoever published it (in a cluster, the node that
+        holds the lease): so that every node knows every quote, for its new subscribers."""
+        try:
+            quotes = json.loads(event.data)
+        except ValueError:
+            return
+        if type(quotes) is not dict:
+            return
+        key, known = tuple(map(int, event.id.split("-"))), self.known
+        for symbol, price in quotes.items():
+            if type(price) in (int, float) and math.isfinite(price) and (
+                    symbol not in known or known[symbol][0] < key):
+                known[symbol] = (key, price)
 
     def on_connect(self, client, request):
         """A new subscriber gets every quote known now at once (its events carry only what
         changed), in the form of the first tick's event; one that resumes gets what it
         missed from the history instead."""
-        if self.last and client.last_event_id is None:
-            self.publish(json.dumps(self.last, separators=(",", ":")), client=client)
+        if self.known and client.last_event_id is None:
+            known = {symbol: price for symbol, (_, price) in self.known.items()}
+            self.publish(json.dumps(known, separators=(",", ":")), client=client)
 
     def on_tick(self):
         if self.config.command:
@@ -180,8 +199,10 @@ class Quotes(Fed):
         if bad:
             self.ignored("bad lines", self.now, "warning", f"ignored {len(bad)} line(s) not "
                          f"of the form 'SYMBOL PRICE': {bad[0][:200]!r}")
-        changed = {s: p for s, p in quotes.items() if self.last.get(s) != p}
+        changed = quotes if self.whole else {
+            s: p for s, p in quotes.items() if self.last.get(s) != p}
         self.last.update(changed)
+        self.whole = False
         if changed:
             self.fed(json.dumps(changed, separators=(",", ":")))
         else:

@@ -210,6 +210,32 @@ def test_a_new_holder_of_a_messages_source_goes_on_with_the_rotation(daemon, red
     assert all(step in (1, 2) for step in steps) and steps.count(2) <= 1, (at, got)
 
 
+def test_every_node_gives_a_new_subscriber_every_quote_known(daemon, tmp_path, redis):
+    """A quotes source runs on the lease holder alone, and its events carry what changed:
+    the other nodes learn every quote from those events, so that a new subscriber on any
+    node is given all of them at once. A new holder publishes every quote again."""
+    prices = tmp_path / "prices.txt"
+    prices.write_text("ACME 12.5\nFOO 3\n")
+    body = SERVICES + (f"\n[/q]\nsource = quotes\nfile = {prices}\ninterval = 0.1\n"
+                       "event = quote\n")
+    ns = [node(daemon, redis.url, name, body=body, lease=1) for name in ("a", "b")]
+    info = wait_for("a lease holder", lambda: cluster_info(ns[0])["leases"])
+    [holder] = [d for d in ns if d.name == info[0]["node"]]
+    [other] = [d for d in ns if d is not holder]
+    watch = subscribe(other, "/q")
+    prices.write_text("ACME 12.5\nFOO 4\n")
+    watch.wait_bytes(b'data: {"FOO":4}\n')
+    for d in ns:
+        [snapshot] = d.stream("/q").wait_events(1)
+        assert (snapshot.type, json.loads(snapshot.data)) == (
+            "quote", {"ACME": 12.5, "FOO": 4}), d.name
+    before = len(watch.events)
+    holder.proc.kill()
+    reap(holder.proc)
+    [again] = watch.wait_events(before + 1)[before:]
+    assert json.loads(again.data) == {"ACME": 12.5, "FOO": 4}
+
+
 def test_the_cluster_command_shows_the_nodes_their_clients_and_the_leases(daemon, redis):
     body = SERVICES + "\n[/slow]\nsource = time\ninterval = 60\n"
     ns = [node(daemon, redis.url, name, body=body) for name in ("alpha", "beta")]

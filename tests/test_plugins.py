@@ -70,6 +70,21 @@ PLUGIN = textwrap.dedent('''
                 raise ssed.Refuse(403, "greeted, then refused")
 
 
+    class Echo(ssed.Service):
+        """Hears every event of its path (on_event); answers a "ping" with a "pong"."""
+
+        def on_start(self):
+            self.heard = []
+
+        def on_event(self, event):
+            self.heard.append([event.id, event.data])
+            if event.data == "ping":
+                self.publish("pong", event="echo")
+
+        def on_admin(self, args):
+            return self.heard
+
+
     class NotService:
         pass
 ''')
@@ -359,3 +374,17 @@ def test_a_changed_plugin_that_no_longer_loads_is_a_refused_reload_naming_the_cl
     (conf / "versioned.py").write_text(VERSIONED.replace("VERSION", "fixed"))
     assert d.ctl({"cmd": "reload"})["ok"] is True
     assert d.ctl({"cmd": "admin", "service": "/v", "args": []})["result"] == "fixed"
+
+
+def test_on_event_hears_each_broadcast_but_not_one_clients_nor_its_own_from_it(daemon,
+                                                                                 tmp_path):
+    d = start_in(daemon, plugin_dir(tmp_path), "[/echo]\nclass = myplug:Echo\n")
+    s = d.stream("/echo?client=c1")
+    ping = d.publish("/echo", "ping")["id"]
+    assert d.ctl({"cmd": "publish", "service": "/echo", "data": "just you",
+                  "client": "c1"})["ok"]
+    hello = d.publish("/echo", "hello")["id"]
+    assert [e.data for e in s.wait_events(4)] == ["ping", "pong", "just you", "hello"]
+    # The pong it published from on_event is sent, and not heard again (no loop).
+    answer = d.ctl({"cmd": "admin", "service": "/echo", "args": []})
+    assert answer["result"] == [[ping, "ping"], [hello, "hello"]]
