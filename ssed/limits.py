@@ -12,3 +12,7 @@ MAX_SOURCE_EVENT = 1 << 20
 # A `messages` file, read whole at start and held in memory for the round robin: many events'
 # worth, but bounded (a 100 MB file is a mistake, not a ticker).
 MAX_MESSAGES_FILE = 16 << 20
+
+# Quotes a `quotes` source keeps for new subscribers (sources.Quotes.known): a publisher who
+# makes up a symbol per event cannot grow it without end. A 1 MiB quotes file holds fewer.
+MAX_QUOTES = 100_000

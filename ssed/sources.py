@@ -13,7 +13,7 @@ import stat
 
 from .channel import PublishError
 from .log import Episode, Throttle
-from .limits import MAX_MESSAGES_FILE, MAX_SOURCE_EVENT
+from .limits import MAX_MESSAGES_FILE, MAX_QUOTES, MAX_SOURCE_EVENT
 from .service import Service
 
 
@@ -172,9 +172,16 @@ class Quotes(Fed):
             return
         key, known = tuple(map(int, event.id.split("-"))), self.known
         for symbol, price in quotes.items():
-            if type(price) in (int, float) and math.isfinite(price) and (
-                    symbol not in known or known[symbol][0] < key):
+            if type(price) not in (int, float) or not math.isfinite(price):
+                continue
+            if symbol in known:
+                if known[symbol][0] < key:
+                    known[symbol] = (key, price)
+            elif len(known) < MAX_QUOTES:
                 known[symbol] = (key, price)
+            else:
+                self.ignored("too many", self.now, "warning", f"over {MAX_QUOTES} symbols: "
+                             f"{symbol[:32]!r} and others not kept for new subscribers")
 
     def on_connect(self, client, request):
         """A new subscriber gets every quote known now at once (its events carry only what

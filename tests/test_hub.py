@@ -7,6 +7,7 @@ below are loaded through `class = hubplugins:Name`, the name under which the fix
 this module in `sys.modules`.
 """
 import ipaddress
+import json
 import sys
 
 import pytest
@@ -842,3 +843,21 @@ def test_reload_to_the_same_config_changes_nothing():
     assert {p: ch.service for p, ch in rig.hub.channels.items()} == services
     assert rig.orders.closed == []
     assert rig.hub.channels["/gone"].clients == {client}
+
+
+def test_quotes_keeps_what_any_publish_says_for_new_subscribers_within_max_quotes(
+        monkeypatch, tmp_path):
+    """A `quotes` source learns quotes from every event of its path (on_event), its own or a
+    publisher's: a new subscriber gets the newest of each. What is not a quote is ignored;
+    past MAX_QUOTES symbols, new ones are not kept (one warning), known ones still change."""
+    monkeypatch.setattr("ssed.sources.MAX_QUOTES", 3)
+    (tmp_path / "none.txt").write_text("")
+    rig = Rig(f"[/q]\nsource = quotes\nfile = {tmp_path / 'none.txt'}\ninterval = 60\n")
+    for data in ('{"A": 1, "B": 2}', "not json", '["A", 9]', '{"C": 3, "B": "x", "E": true}',
+                 '{"D": 4}', '{"A": 5.5}'):
+        rig.hub.publish("/q", data)
+    client = rig.sub("/q")
+    snapshot = rig.orders.got(client).split(b"data: ")[1].split(b"\n")[0]
+    assert json.loads(snapshot) == {"A": 5.5, "B": 2, "C": 3}
+    warned = [text for level, text in rig.logged if "over 3 symbols" in text]
+    assert len(warned) == 1 and "'D'" in warned[0] and rig.errors() == [], rig.logged
