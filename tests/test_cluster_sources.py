@@ -222,9 +222,11 @@ def test_every_node_gives_a_new_subscriber_every_quote_known(daemon, tmp_path, r
     info = wait_for("a lease holder", lambda: cluster_info(ns[0])["leases"])
     [holder] = [d for d in ns if d.name == info[0]["node"]]
     [other] = [d for d in ns if d is not holder]
-    watch = subscribe(other, "/q")
+    watches = [subscribe(d, "/q") for d in ns]
     prices.write_text("ACME 12.5\nFOO 4\n")
-    watch.wait_bytes(b'data: {"FOO":4}\n')
+    for w in watches:       # (each node reads it back from Redis on its own)
+        w.wait_bytes(b'data: {"FOO":4}\n')
+    watch = watches[ns.index(other)]
     for d in ns:
         [snapshot] = d.stream("/q").wait_events(1)
         assert (snapshot.type, json.loads(snapshot.data)) == (
