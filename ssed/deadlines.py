@@ -19,7 +19,8 @@ class Deadlines:
         if len(self.heap) > self.limit:
             # Drop entries of connections that closed or moved on (streams, answered
             # requests) so a connection flood cannot pin them until their deadline.
-            self.heap = [e for e in self.heap if e[2].deadline == e[0] and not e[2].closed]
+            # (In place: an `expired()` that sets a deadline may compact mid-`expire`.)
+            self.heap[:] = [e for e in self.heap if e[2].deadline == e[0] and not e[2].closed]
             heapq.heapify(self.heap)
             self.limit = max(FLOOR, 2 * len(self.heap))
 
@@ -29,7 +30,7 @@ class Deadlines:
 
     def expire(self, now):
         """Tell each connection whose deadline passed (`expired()`)."""
-        heap = self.heap
+        heap = self.heap    # (compacted in place, never replaced)
         while heap and heap[0][0] <= now:
             when, _, conn = heapq.heappop(heap)
             if conn.deadline == when and not conn.closed:
