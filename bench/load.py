@@ -269,6 +269,15 @@ def start_workers(count):
     return workers
 
 
+def stop_workers(workers):
+    """Wait a little for each load worker to end (they were told to, or failed); kill the
+    ones still alive."""
+    for p, _ in workers:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+
+
 def gather(workers, timeout, kind):
     out = []
     for _, pipe in workers:
@@ -327,10 +336,7 @@ def run_scenario(name, n, rate, duration, args):
         except (RuntimeError, OSError) as exc:
             rec["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            for p, _ in workers:
-                p.join(5)
-                if p.is_alive():
-                    p.kill()
+            stop_workers(workers)
             daemon.stop()
     print(" " + report.one_line(rec), file=sys.stderr)
     return rec

@@ -149,10 +149,7 @@ def run(mode, n, rate, duration, args):
         except (RuntimeError, OSError) as exc:
             rec["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            for p, _ in workers:
-                p.join(5)
-                if p.is_alive():
-                    p.kill()
+            load.stop_workers(workers)
             if proxy:
                 proxy.stop()
                 rec["nginx_errors"] = proxy.errors()

@@ -8,7 +8,6 @@ waits (bounded) until the node says, through the `cluster` command, that Redis i
 node reads the cluster's events from when it is up, so a test publishes only after that.
 """
 import json
-import os
 import re
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import sys
 import threading
 import time
 
-from conftest import ROOT, TIMEOUT, env
+from conftest import TIMEOUT, env
 
 PTOK = "sixteen-bytes-ptok"
 TIMEOUT_S = 1       # [cluster] timeout: Redis counts as down after 1 s without an answer
@@ -159,14 +158,6 @@ def publish_many(conns, lines):
 def ssectl(d, *args):
     return subprocess.run([sys.executable, "-m", "ssed.ctl", "-s", d.control, *args],
                           env=env(), capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def plugin_env(tmp_path, name, source):
-    """A module `name` in a directory of its own, on the daemon's import path: `env=`."""
-    where = tmp_path / "plugins"
-    where.mkdir(exist_ok=True)
-    (where / f"{name}.py").write_text(source)
-    return {"PYTHONPATH": os.pathsep.join([ROOT, str(where)])}
 
 
 class Proxy:

@@ -311,3 +311,11 @@ def make_redis():
     yield make
     for server in made:
         server.close()
+
+
+def plugin_env(tmp_path, name, source):
+    """A module `name` in a directory of its own, on the daemon's import path: `env=`."""
+    where = tmp_path / "plugins"
+    where.mkdir(exist_ok=True)
+    (where / f"{name}.py").write_text(source)
+    return {"PYTHONPATH": os.pathsep.join([ROOT, str(where)])}

@@ -12,9 +12,9 @@ import subprocess
 import pytest
 
 from clusterkit import (PTOK, SERVICES, cluster_info, cluster_section, id_key, node, nodes,
-                        pairs, plugin_env, post, publish_many, subscribe, survived, wait_for,
+                        pairs, post, publish_many, subscribe, survived, wait_for,
                         wait_up)
-from conftest import reap
+from conftest import plugin_env, reap
 from test_control import read_stdout_line, text_fields
 
 

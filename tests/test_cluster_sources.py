@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from clusterkit import (LEASE_S, SERVICES, cluster_info, id_key, node, pairs, plugin_env,
+from clusterkit import (LEASE_S, SERVICES, cluster_info, id_key, node, pairs,
                         ssectl, subscribe, survived, wait_for)
-from conftest import reap
+from conftest import plugin_env, reap
 
 TICKER = '''
 import os

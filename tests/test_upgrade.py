@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TIMEOUT, ControlClient
+from conftest import TIMEOUT, ControlClient, plugin_env
 from ssed import sse
 from test_sources import alive
 
@@ -251,11 +251,9 @@ class Crasher(Service):
 
 
 def test_a_new_process_that_crashes_mid_handover_rolls_back(daemon, successors, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "crasher.py").write_text(CRASHER)
     d = daemon(CHAT + "\n[/boom]\nclass = crasher:Crasher\n",
-               env={"PYTHONPATH": f"{ROOT}{os.pathsep}{plugins}"})
+               env=plugin_env(tmp_path, "crasher", CRASHER))
+    plugins = tmp_path / "plugins"
     c = d.stream("/chat")
     d.publish("/chat", "one")
     c.wait_events(1)
@@ -333,11 +331,9 @@ class Sleeper(Service):
 
 def test_a_new_process_not_ready_within_10_s_is_killed_and_the_old_serves_on(
         daemon, successors, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "sleeper.py").write_text(SLEEPER)
     d = daemon(CHAT + "\n[/zz]\nclass = sleeper:Sleeper\n",
-               env={"PYTHONPATH": f"{ROOT}{os.pathsep}{plugins}"})
+               env=plugin_env(tmp_path, "sleeper", SLEEPER))
+    plugins = tmp_path / "plugins"
     c = d.stream("/chat")
     (plugins / "sleep-now").write_text("")
     started = time.monotonic()
@@ -353,12 +349,10 @@ def test_a_new_process_not_ready_within_10_s_is_killed_and_the_old_serves_on(
 
 def test_a_rollback_after_the_freeze_keeps_a_slow_readers_queue_exact(daemon, successors,
                                                                      tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "crasher.py").write_text(CRASHER)
     d = daemon(CHAT + "\n[/boom]\nclass = crasher:Crasher\n",
                top="send_buffer = 33554432\nsend_timeout = 60\n",
-               env={"PYTHONPATH": f"{ROOT}{os.pathsep}{plugins}"})
+               env=plugin_env(tmp_path, "crasher", CRASHER))
+    plugins = tmp_path / "plugins"
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.settimeout(TIMEOUT)
